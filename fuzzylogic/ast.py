@@ -1,0 +1,182 @@
+"""The abstract syntax of rule files.
+
+Nodes are frozen dataclasses so that a parsed theory is hashable and can key
+the compile cache. Every node keeps the position it was parsed from, so the
+checker and the compiler can point at the source with a caret.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple, Union
+
+
+@dataclass(frozen=True)
+class Pos:
+    """A place in a source text: 1-based line and column."""
+
+    source: str = "<string>"
+    line: int = 0
+    column: int = 0
+    end_line: int = 0
+    end_column: int = 0
+
+
+NOPOS = Pos()
+
+
+# ---------------------------------------------------------------- declarations
+@dataclass(frozen=True)
+class SortDecl:
+    """`sort pixel[2]`: a sort spanning `axes` tensor axes (default 1)."""
+
+    name: str
+    axes: int = 1
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class PredicateDecl:
+    """`predicate cup(pixel) logits`.
+
+    `input` says how the bound tensor is read: "prob" (values in [0, 1]),
+    "logits" (sigmoid applied), or "softmax" (softmax over the axis of argument
+    `softmax_arg`, an index into `args`).
+    """
+
+    name: str
+    args: Tuple[str, ...]  # sort names
+    input: str = "prob"
+    softmax_arg: Optional[int] = None
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class ConstantDecl:
+    """`constant bg: class = 0` (fixed index) or `constant box: region` (index bound at call time)."""
+
+    name: str
+    sort: str
+    index: Optional[int] = None
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class VariableDecl:
+    """`variable p, q: pixel` (optional: sorts are otherwise inferred from use)."""
+
+    name: str
+    sort: str
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+# -------------------------------------------------------------------- formulas
+@dataclass(frozen=True)
+class Term:
+    """A variable or constant name used as a predicate argument."""
+
+    name: str
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Atom:
+    predicate: str
+    args: Tuple[Term, ...]
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The literals `true` and `false` (or a number in [0, 1])."""
+
+    value: float
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Formula"
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class And:
+    left: "Formula"
+    right: "Formula"
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Or:
+    left: "Formula"
+    right: "Formula"
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Implies:
+    left: "Formula"
+    right: "Formula"
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Iff:
+    left: "Formula"
+    right: "Formula"
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Quantified:
+    """`forall p, q [in guard | where guard]: body`.
+
+    `kind` is "forall" or "exists". `variables` lists the bound names in order;
+    `guard` (optional) restricts the domain: a masked, or for soft guards
+    weighted, reduction (SEMANTICS.md), not an implication.
+    """
+
+    kind: str
+    variables: Tuple[str, ...]
+    body: "Formula"
+    guard: Optional["Formula"] = None
+    sorts: Tuple[str, ...] = ()  # one per variable; filled in by the checker
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+Formula = Union[Atom, Truth, Not, And, Or, Implies, Iff, Quantified]
+
+
+# ----------------------------------------------------------------------- rules
+@dataclass(frozen=True)
+class Rule:
+    """`rule name [weight = 2, semantics = godel, forall = pmean_error(4)]: formula`.
+
+    `options` holds per-rule overrides as (key, value) pairs; values are
+    strings, numbers, or (operator name, parameter) tuples.
+    """
+
+    name: str
+    formula: Formula
+    weight: float = 1.0
+    options: Tuple[Tuple[str, object], ...] = ()
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Include:
+    path: str
+    pos: Pos = field(default=NOPOS, compare=False)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A whole rule file after includes are resolved."""
+
+    sorts: Tuple[SortDecl, ...] = ()
+    predicates: Tuple[PredicateDecl, ...] = ()
+    constants: Tuple[ConstantDecl, ...] = ()
+    variables: Tuple[VariableDecl, ...] = ()
+    rules: Tuple[Rule, ...] = ()
+    semantics: Optional[str] = None  # the file's `semantics NAME` default
+    source: str = "<string>"

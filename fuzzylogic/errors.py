@@ -1,0 +1,68 @@
+"""One exception hierarchy for the whole package.
+
+Every error a user can cause derives from :class:`FuzzyLogicError`. Errors tied
+to a place in a rule file carry that place and render a caret line, in the way
+lark's ``UnexpectedInput.get_context`` does.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class FuzzyLogicError(Exception):
+    """Base class of every error raised by :mod:`fuzzylogic`."""
+
+
+class SourceError(FuzzyLogicError):
+    """An error at a place in a rule text: source name, line, column, caret."""
+
+    def __init__(self, message: str, source: str = "<string>", line: int = 0,
+                 column: int = 0, text: Optional[str] = None, hint: Optional[str] = None):
+        self.message = message
+        self.source = source
+        self.line = line
+        self.column = column
+        self.text = text
+        self.hint = hint
+        super().__init__(self._render())
+
+    def context(self) -> str:
+        """The offending source line and a caret under the column ('' if unknown)."""
+        if not self.text or self.line <= 0:
+            return ""
+        lines = self.text.splitlines()
+        if self.line > len(lines):
+            return ""
+        src = lines[self.line - 1].expandtabs(1)
+        caret = " " * max(self.column - 1, 0) + "^"
+        return f"    {src}\n    {caret}"
+
+    def _render(self) -> str:
+        where = f"{self.source}:{self.line}:{self.column}: " if self.line else f"{self.source}: "
+        out = where + self.message
+        ctx = self.context()
+        if ctx:
+            out += "\n" + ctx
+        if self.hint:
+            out += f"\n  hint: {self.hint}"
+        return out
+
+
+class ParseError(SourceError):
+    """The text does not follow the grammar."""
+
+
+class CheckError(SourceError):
+    """The text parses but is not a well-formed theory (unknown name, arity, sort...)."""
+
+
+class IncludeError(SourceError):
+    """An included file is missing, unreadable or included in a cycle."""
+
+
+class SemanticsError(FuzzyLogicError):
+    """An unknown or badly configured operator or semantics."""
+
+
+class FactError(FuzzyLogicError):
+    """A fact bound to a theory is missing, extra, mis-shaped or out of range."""

@@ -1,0 +1,131 @@
+"""Atomic writes and the label-image formats of PIPELINE.md.
+
+Everything a run writes goes through these helpers, so an interrupted run
+never leaves a half-written checkpoint, JSON or PNG behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_json(obj: Any, path: PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return Path(path)
+
+
+def load_json(path: PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_torch(obj: Any, path: PathLike) -> Path:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def load_torch(path: PathLike, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint safely (weights_only: no pickled code runs)."""
+    import torch
+
+    from .errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt file
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+
+
+def _jsonable(x: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, np.ndarray):
+            return x.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+# -------------------------------------------------------------- label images
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+    "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+
+def voc_palette() -> list:
+    """The standard Pascal VOC colour map (256 entries, flattened RGB)."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def save_index_png(labels, path: PathLike, palette: bool = True) -> Path:
+    """Write a [H, W] integer label array as an 8-bit PNG (VOC palette by default)."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).astype(np.uint8)
+    img = Image.fromarray(arr, mode="P" if palette else "L")
+    if palette:
+        img.putpalette(voc_palette())
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
+
+
+def save_image(array, path: PathLike, format: str = None) -> Path:
+    """Write an image array (H, W[, 3], uint8) atomically; format from the suffix."""
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    fmt = format or {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}.get(path.suffix.lower(), "PNG")
+    img = Image.fromarray(np.asarray(array).astype(np.uint8))
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return path
