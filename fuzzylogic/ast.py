@@ -48,6 +48,7 @@ class PredicateDecl:
     input: str = "prob"
     softmax_arg: Optional[int] = None
     pos: Pos = field(default=NOPOS, compare=False)
+    arg_pos: Tuple[Pos, ...] = field(default=(), compare=False)  # where each sort name is written
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class ConstantDecl:
     sort: str
     index: Optional[int] = None
     pos: Pos = field(default=NOPOS, compare=False)
+    sort_pos: Pos = field(default=NOPOS, compare=False)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class VariableDecl:
     name: str
     sort: str
     pos: Pos = field(default=NOPOS, compare=False)
+    sort_pos: Pos = field(default=NOPOS, compare=False)
 
 
 # -------------------------------------------------------------------- formulas
@@ -142,6 +145,7 @@ class Quantified:
     guard: Optional["Formula"] = None
     sorts: Tuple[str, ...] = ()  # one per variable; filled in by the checker
     pos: Pos = field(default=NOPOS, compare=False)
+    var_pos: Tuple[Pos, ...] = field(default=(), compare=False)  # where each variable is bound
 
 
 Formula = Union[Atom, Truth, Not, And, Or, Implies, Iff, Quantified]
@@ -180,3 +184,12 @@ class Program:
     rules: Tuple[Rule, ...] = ()
     semantics: Optional[str] = None  # the file's `semantics NAME` default
     source: str = "<string>"
+    # (source name, text) of every file read, so that later errors can show a caret.
+    texts: Tuple[Tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+
+    def text_of(self, source: str) -> Optional[str]:
+        """The text parsed under `source` (None if unknown)."""
+        for name, text in self.texts:
+            if name == source:
+                return text
+        return None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+_WIDTH = 100  # longest source excerpt shown under an error
+
 
 class FuzzyLogicError(Exception):
     """Base class of every error raised by :mod:`fuzzylogic`."""
@@ -30,11 +32,19 @@ class SourceError(FuzzyLogicError):
         """The offending source line and a caret under the column ('' if unknown)."""
         if not self.text or self.line <= 0:
             return ""
-        lines = self.text.splitlines()
+        # Count lines as the lexer does (only "\n" ends a line; str.splitlines
+        # would also split at \f, \x1c, \u2028... and point at the wrong line).
+        lines = self.text.split("\n")
         if self.line > len(lines):
             return ""
-        src = lines[self.line - 1].expandtabs(1)
-        caret = " " * max(self.column - 1, 0) + "^"
+        src = lines[self.line - 1].rstrip("\r").expandtabs(1)
+        col = max(self.column - 1, 0)
+        if len(src) > _WIDTH:  # show a window around the column of a very long line
+            start = min(max(col - _WIDTH // 2, 0), len(src) - _WIDTH)
+            src = ("..." if start else "") + src[start:start + _WIDTH] + (
+                "..." if start + _WIDTH < len(src) else "")
+            col = col - start + (3 if start else 0)
+        caret = " " * col + "^"
         return f"    {src}\n    {caret}"
 
     def _render(self) -> str:

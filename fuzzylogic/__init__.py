@@ -1,0 +1,38 @@
+"""fuzzylogic: a differentiable first-order fuzzy-logic rule language for PyTorch.
+
+    import fuzzylogic as fl
+    theory = fl.compile(text, semantics="log_product")
+    loss = theory.loss(cup=cup_logits, disc=disc_logits)
+
+See docs/API.md for the API and ../shared/SEMANTICS.md for the operators.
+"""
+from .errors import (CheckError, FactError, FuzzyLogicError, IncludeError, ParseError,
+                     SemanticsError, SourceError)
+from .operators import TruthValue, available_operators, register_operator
+from .semantics import Semantics, available_presets, register_preset
+from .theory import Evaluation, Report, Theory
+from .compiler import compile, load
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # parse/check live in modules written alongside; import them on first use.
+    if name == "parse":
+        from .parser import parse
+        return parse
+    if name == "check":
+        from .checker import check
+        return check
+    if name == "LogicLoss":
+        from .nn import LogicLoss
+        return LogicLoss
+    raise AttributeError(f"module 'fuzzylogic' has no attribute {name!r}")
+
+
+__all__ = [
+    "compile", "load", "parse", "check", "Semantics", "register_operator", "register_preset",
+    "available_operators", "available_presets", "Theory", "Evaluation", "Report", "TruthValue",
+    "LogicLoss", "FuzzyLogicError", "SourceError", "ParseError", "CheckError", "IncludeError",
+    "SemanticsError", "FactError",
+]

@@ -1,0 +1,545 @@
+"""Checked AST -> a shape-independent evaluation plan -> :class:`Theory`.
+
+Each rule becomes a small tree of node objects; calling a node with a
+per-call context returns a :class:`~fuzzylogic.operators.TruthValue` whose
+tensors have the canonical layout ``[B, *axes of the variables in scope]``
+(outermost quantifier first; a variable of a sort with k axes owns k
+consecutive axes). Atoms select their constants, take diagonals for repeated
+variables, then permute and unsqueeze their fact into that layout (views, no
+copies); connectives broadcast; a quantifier reduces the trailing axes of its
+own variables. Nothing in a plan depends on tensor sizes, so one plan serves
+every batch and image size.
+
+``compile`` is cached on (text, source, semantics): compiling the same rule
+text again returns the same :class:`Theory` object.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from . import ast
+from . import operators as ops
+from .errors import CheckError, FuzzyLogicError, IncludeError, SemanticsError
+from .operators import TruthValue, get_operator
+from .semantics import Semantics, resolve
+
+__all__ = ["compile", "load", "compile_program", "cache_info", "cache_clear"]
+
+
+# ------------------------------------------------------------------ scope
+class ScopeVar:
+    """A bound variable: its sort, number of axes and first tensor axis."""
+
+    __slots__ = ("name", "sort", "axes", "start")
+
+    def __init__(self, name: str, sort: str, axes: int, start: int):
+        self.name, self.sort, self.axes, self.start = name, sort, axes, start
+
+    def __repr__(self):
+        return f"{self.name}:{self.sort}@{self.start}+{self.axes}"
+
+
+def _rank(scope: Sequence[ScopeVar]) -> int:
+    return 1 + sum(v.axes for v in scope)
+
+
+def _error(msg: str, node, program: ast.Program) -> CheckError:
+    pos = getattr(node, "pos", ast.NOPOS)
+    return CheckError(msg, source=pos.source if pos.line else program.source,
+                      line=pos.line, column=pos.column)
+
+
+# ------------------------------------------------------------------ nodes
+class Node:
+    __slots__ = ()
+
+    def __call__(self, ctx) -> TruthValue:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class AtomNode(Node):
+    """A predicate applied to variables and constants, in the scope's layout.
+
+    ``steps`` run on the fact tensor in order: ("const", dim, name, index)
+    selects a constant (``index`` None = bound at call time: int, or
+    LongTensor [B] gathered per batch item); ("diag", d1, d2) takes the
+    diagonal for a repeated variable. Then ``perm`` and ``expand`` (a tuple
+    of slice/None) put the remaining axes in place.
+    """
+
+    __slots__ = ("pred", "input", "softmax_dims", "steps", "perm", "index", "key")
+
+    def __init__(self, pred, input, softmax_dims, steps, perm, index):
+        self.pred, self.input, self.softmax_dims = pred, input, softmax_dims
+        self.steps, self.perm, self.index = tuple(steps), tuple(perm), tuple(index)
+        self.key = (pred, self.steps, self.perm, tuple(i is None for i in self.index))
+
+    def transform(self, t: torch.Tensor, ctx) -> torch.Tensor:
+        for step in self.steps:
+            if step[0] == "const":
+                _, dim, name, fixed = step
+                idx = fixed if fixed is not None else ctx.constant(name)
+                t = _select(t, dim, idx)
+            else:
+                t = torch.diagonal(t, 0, step[1], step[2])
+        if self.perm != tuple(range(len(self.perm))):
+            t = t.permute(self.perm)
+        if any(i is None for i in self.index):
+            t = t[self.index]
+        return t
+
+    def __call__(self, ctx) -> TruthValue:
+        cached = ctx.atoms.get(self.key)
+        if cached is not None:
+            return cached
+        if self.input == "softmax":
+            base = ctx.softmax_value(self.pred, self.softmax_dims)
+            val = base.map(lambda t: self.transform(t, ctx))
+        else:
+            t = self.transform(ctx.fact(self.pred), ctx)
+            val = TruthValue.from_logits(t) if self.input == "logits" else TruthValue.from_p(t)
+        ctx.atoms[self.key] = val
+        return val
+
+
+def _select(t: torch.Tensor, dim: int, idx) -> torch.Tensor:
+    if isinstance(idx, int):
+        return t.select(dim, idx)
+    # LongTensor [B] (or [1]): gather along `dim`, batch item b takes idx[b].
+    b = max(t.shape[0], idx.shape[0])
+    if t.shape[0] != b:
+        t = t.expand(b, *t.shape[1:])
+    if idx.shape[0] != b:
+        idx = idx.expand(b)
+    sizes = list(t.shape)
+    sizes[dim] = 1
+    view = [b] + [1] * (t.dim() - 1)
+    return t.gather(dim, idx.reshape(view).expand(sizes)).squeeze(dim)
+
+
+class ConstNode(Node):
+    """The literals true/false (or a number in [0, 1])."""
+
+    __slots__ = ("value", "rank")
+
+    def __init__(self, value: float, rank: int):
+        self.value, self.rank = float(value), rank
+
+    def __call__(self, ctx) -> TruthValue:
+        return ctx.constant_value(self.value, self.rank)
+
+
+class NotNode(Node):
+    __slots__ = ("child", "spec")
+
+    def __init__(self, child: Node, spec):
+        self.child, self.spec = child, spec
+
+    def __call__(self, ctx) -> TruthValue:
+        return apply_unary(self.spec, self.child(ctx))
+
+
+class BinaryNode(Node):
+    __slots__ = ("left", "right", "spec", "params", "stable")
+
+    def __init__(self, left, right, spec, params, stable):
+        self.left, self.right, self.spec, self.params, self.stable = left, right, spec, params, stable
+
+    def __call__(self, ctx) -> TruthValue:
+        return apply_binary(self.spec, self.params, self.stable, self.left(ctx), self.right(ctx))
+
+
+class DualNode(Node):
+    """A disjunction as the De Morgan dual of a conjunction: 1 - T(1 - a, 1 - b)."""
+
+    __slots__ = ("left", "right", "spec", "params", "stable")
+
+    def __init__(self, left, right, spec, params, stable):
+        self.left, self.right, self.spec, self.params, self.stable = left, right, spec, params, stable
+
+    def __call__(self, ctx) -> TruthValue:
+        x, y = self.left(ctx).negate(), self.right(ctx).negate()
+        return apply_binary(self.spec, self.params, self.stable, x, y).negate()
+
+
+class IffNode(Node):
+    """Equivalence: a registered operator, or T(I(a, b), I(b, a)) (biimplication)."""
+
+    __slots__ = ("left", "right", "spec", "params", "conj", "impl", "stable")
+
+    def __init__(self, left, right, spec, params, conj, impl, stable):
+        self.left, self.right, self.spec, self.params = left, right, spec, params
+        self.conj, self.impl, self.stable = conj, impl, stable
+
+    def __call__(self, ctx) -> TruthValue:
+        x, y = self.left(ctx), self.right(ctx)
+        if self.spec is None:
+            (ispec, iparams), (cspec, cparams) = self.impl, self.conj
+            i1 = apply_binary(ispec, iparams, self.stable, x, y)
+            i2 = apply_binary(ispec, iparams, self.stable, y, x)
+            return apply_binary(cspec, cparams, self.stable, i1, i2)
+        return apply_binary(self.spec, self.params, self.stable, x, y)
+
+
+class QuantNode(Node):
+    """∀/∃ over ``variables``: reduces the trailing axes [outer_rank, inner_rank)."""
+
+    __slots__ = ("kind", "spec", "params", "stable", "body", "guard", "vars", "outer_rank",
+                 "inner_rank")
+
+    def __init__(self, kind, spec, params, stable, body, guard, vars, outer_rank, inner_rank):
+        self.kind, self.spec, self.params, self.stable = kind, spec, params, stable
+        self.body, self.guard, self.vars = body, guard, tuple(vars)
+        self.outer_rank, self.inner_rank = outer_rank, inner_rank
+
+    def sizes(self, ctx) -> Tuple[int, ...]:
+        out: Tuple[int, ...] = ()
+        for v in self.vars:
+            out += ctx.sizes[v.sort]
+        return out
+
+    def weight(self, ctx) -> Optional[torch.Tensor]:
+        """Guard truth times the domain masks of the bound sorts (None: no mask)."""
+        w = self.guard(ctx).p if self.guard is not None else None
+        for v in self.vars:
+            m = ctx.domain_view(v.sort, v.start, self.inner_rank)
+            if m is not None:
+                w = m if w is None else w * m
+        return w
+
+    def __call__(self, ctx) -> TruthValue:
+        identity = ops.FORALL_IDENTITY if self.kind == "forall" else ops.EXISTS_IDENTITY
+        sizes = self.sizes(ctx)
+        if any(s == 0 for s in sizes):
+            return ctx.constant_value(identity, self.outer_rank)
+        body = self.body(ctx)
+        w = self.weight(ctx)
+        full = (-1,) * self.outer_rank + sizes
+
+        def expand(t):
+            return t if tuple(t.shape[self.outer_rank:]) == sizes else t.expand(full)
+
+        body = body.map(expand)
+        if w is not None:
+            w = expand(w)
+        if self.stable is not None and self.spec.stable:
+            body = body.stabilised(self.spec.stable[0], self.stable)
+        dims = tuple(range(self.outer_rank, self.inner_rank))
+        spec, params = self.spec, self.params
+        if spec.log_form is not None and (w is None or spec.handles_empty):
+            return spec.log_form(body, dims, w, *params)
+        if w is None or spec.handles_empty:
+            return TruthValue(p=lambda: spec.fn(body.p, dims, w, *params))
+
+        def guarded():
+            # A user operator need not know about empty domains: reduce over a
+            # safe all-ones weight there and return the identity instead.
+            nonempty = w.sum(dims) > 0
+            keep = nonempty.reshape(nonempty.shape + (1,) * len(dims))
+            out = spec.fn(body.p, dims, torch.where(keep, w, torch.ones_like(w)), *params)
+            return torch.where(nonempty, out, torch.full_like(out, identity))
+
+        return TruthValue(p=guarded)
+
+
+def apply_unary(spec, x: TruthValue) -> TruthValue:
+    if spec.log_form is not None:
+        return spec.log_form(x)
+    return TruthValue(p=lambda: spec.fn(x.p))
+
+
+def apply_binary(spec, params, stable, x: TruthValue, y: TruthValue) -> TruthValue:
+    if stable is not None and spec.stable:
+        x = x.stabilised(spec.stable[0], stable)
+        y = y.stabilised(spec.stable[1] if len(spec.stable) > 1 else None, stable)
+    if spec.log_form is not None:
+        return spec.log_form(x, y, *params)
+    return TruthValue(p=lambda: spec.fn(x.p, y.p, *params))
+
+
+# ------------------------------------------------------------------ rules
+class ReportPlan:
+    """What `Theory.report` needs of a rule `Q1 ... Qn: A1 -> ... -> Ak -> C`."""
+
+    __slots__ = ("quants", "premises", "conclusion", "rank")
+
+    def __init__(self, quants, premises, conclusion, rank):
+        self.quants, self.premises, self.conclusion, self.rank = quants, premises, conclusion, rank
+
+
+class RulePlan:
+    __slots__ = ("name", "weight", "loss", "semantics", "root", "report", "pos", "predicates",
+                 "constants")
+
+    def __init__(self, name, weight, loss, semantics, root, report, pos, predicates, constants):
+        self.name, self.weight, self.loss, self.semantics = name, weight, loss, semantics
+        self.root, self.report, self.pos = root, report, pos
+        self.predicates, self.constants = predicates, constants
+
+
+class _Builder:
+    def __init__(self, program: ast.Program, sem: Semantics):
+        self.program = program
+        self.sem = sem
+        self.stable = sem.eps if sem.stable else None
+        self.sort_axes = {s.name: s.axes for s in program.sorts}
+        self.preds = {p.name: p for p in program.predicates}
+        self.consts = {c.name: c for c in program.constants}
+        self.used_preds: List[str] = []
+        self.used_consts: List[str] = []
+
+    def spec(self, kind: str):
+        ref = getattr(self.sem, kind)
+        return get_operator(kind, ref[0]), tuple(ref[1:])
+
+    def build(self, f, scope: Tuple[ScopeVar, ...]) -> Node:
+        if isinstance(f, ast.Atom):
+            return self.atom(f, scope)
+        if isinstance(f, ast.Truth):
+            if not 0.0 <= float(f.value) <= 1.0:
+                raise _error(f"truth literal {f.value} is outside [0, 1]", f, self.program)
+            return ConstNode(f.value, _rank(scope))
+        if isinstance(f, ast.Not):
+            spec, _ = self.spec("negation")
+            return NotNode(self.build(f.operand, scope), spec)
+        if isinstance(f, (ast.And, ast.Or, ast.Implies)):
+            left, right = self.build(f.left, scope), self.build(f.right, scope)
+            if isinstance(f, ast.Or):
+                ref = self.sem.disjunction
+                if ref is None:  # the dual of the conjunction
+                    cname = self.sem.conjunction[0]
+                    try:
+                        spec = get_operator("disjunction", cname)
+                        return BinaryNode(left, right, spec, tuple(self.sem.conjunction[1:]), self.stable)
+                    except SemanticsError:
+                        spec, params = self.spec("conjunction")
+                        return DualNode(left, right, spec, params, self.stable)
+                spec, params = self.spec("disjunction")
+            else:
+                spec, params = self.spec("conjunction" if isinstance(f, ast.And) else "implication")
+            return BinaryNode(left, right, spec, params, self.stable)
+        if isinstance(f, ast.Iff):
+            left, right = self.build(f.left, scope), self.build(f.right, scope)
+            spec, params = self.spec("equivalence")
+            if spec.name == "biimplication":
+                return IffNode(left, right, None, (), self.spec("conjunction"),
+                               self.spec("implication"), self.stable)
+            return IffNode(left, right, spec, params, None, None, self.stable)
+        if isinstance(f, ast.Quantified):
+            return self.quantified(f, scope)
+        raise _error(f"cannot compile {type(f).__name__}", f, self.program)
+
+    def inner_scope(self, f: ast.Quantified, scope):
+        if len(f.sorts) != len(f.variables):
+            raise _error(f"quantifier over {', '.join(f.variables)} has no sorts: the program was "
+                         "not checked (run fuzzylogic.check first)", f, self.program)
+        inner = list(scope)
+        start = _rank(scope)
+        for v, s in zip(f.variables, f.sorts):
+            if s not in self.sort_axes:
+                raise _error(f"unknown sort '{s}' for variable '{v}'", f, self.program)
+            if any(u.name == v for u in inner):
+                raise _error(f"variable '{v}' is already bound in this scope", f, self.program)
+            inner.append(ScopeVar(v, s, self.sort_axes[s], start))
+            start += self.sort_axes[s]
+        return tuple(inner)
+
+    def quantified(self, f: ast.Quantified, scope) -> QuantNode:
+        if f.kind not in ("forall", "exists"):
+            raise _error(f"unknown quantifier '{f.kind}'", f, self.program)
+        inner = self.inner_scope(f, scope)
+        body = self.build(f.body, inner)
+        guard = self.build(f.guard, inner) if f.guard is not None else None
+        spec, params = self.spec(f.kind)
+        return QuantNode(f.kind, spec, params, self.stable, body, guard, inner[len(scope):],
+                         _rank(scope), _rank(inner))
+
+    def atom(self, f: ast.Atom, scope) -> AtomNode:
+        decl = self.preds.get(f.predicate)
+        if decl is None:
+            raise _error(f"unknown predicate '{f.predicate}'", f, self.program)
+        if len(decl.args) != len(f.args):
+            raise _error(f"predicate '{decl.name}' takes {len(decl.args)} argument(s), "
+                         f"got {len(f.args)}", f, self.program)
+        if decl.name not in self.used_preds:
+            self.used_preds.append(decl.name)
+        by_name = {v.name: v for v in scope}
+        labels: List[object] = ["B"]
+        for i, s in enumerate(decl.args):
+            labels += [(i, k) for k in range(self.sort_axes[s])]
+        softmax_dims = ()
+        if decl.input == "softmax":
+            softmax_dims = tuple(labels.index((decl.softmax_arg, k))
+                                 for k in range(self.sort_axes[decl.args[decl.softmax_arg]]))
+        steps = []
+        owner: Dict[int, str] = {}  # arg index -> variable name
+        seen: Dict[str, int] = {}
+        # constants, last argument first so that earlier dims keep their index
+        for i in reversed(range(len(f.args))):
+            name, sort = f.args[i].name, decl.args[i]
+            if name in by_name:
+                if by_name[name].sort != sort:
+                    raise _error(f"variable '{name}' has sort '{by_name[name].sort}' but "
+                                 f"'{decl.name}' expects '{sort}' here", f.args[i], self.program)
+                continue
+            c = self.consts.get(name)
+            if c is None:
+                raise _error(f"'{name}' is neither a bound variable nor a constant",
+                             f.args[i], self.program)
+            if c.sort != sort:
+                raise _error(f"constant '{name}' has sort '{c.sort}' but '{decl.name}' expects "
+                             f"'{sort}' here", f.args[i], self.program)
+            if self.sort_axes[sort] != 1:
+                raise _error(f"constant '{name}': constants of the {self.sort_axes[sort]}-axis "
+                             f"sort '{sort}' are not supported", f.args[i], self.program)
+            if c.index is None and name not in self.used_consts:
+                self.used_consts.append(name)
+            d = labels.index((i, 0))
+            steps.append(("const", d, name, c.index))
+            labels.pop(d)
+        for i, term in enumerate(f.args):
+            if term.name not in by_name:
+                continue
+            if term.name in seen:  # repeated variable: the diagonal
+                j = seen[term.name]
+                for k in range(self.sort_axes[decl.args[i]]):
+                    d1, d2 = labels.index((j, k)), labels.index((i, k))
+                    steps.append(("diag", d1, d2))
+                    labels = [x for x in labels if x not in ((j, k), (i, k))] + [(j, k)]
+            else:
+                seen[term.name] = i
+                owner[i] = term.name
+        # permute the remaining axes into scope order, then insert size-1 axes
+        target = {}
+        for lab in labels[1:]:
+            i, k = lab
+            target[lab] = by_name[owner[i]].start + k
+        present = sorted(labels[1:], key=lambda lab: target[lab])
+        perm = [0] + [labels.index(lab) for lab in present]
+        rank = _rank(scope)
+        have = {target[lab] for lab in present}
+        index = [slice(None)] + [slice(None) if d in have else None for d in range(1, rank)]
+        return AtomNode(decl.name, decl.input, softmax_dims, steps, perm, index)
+
+    def report_plan(self, f, scope) -> Optional[ReportPlan]:
+        quants = []
+        while isinstance(f, ast.Quantified):
+            inner = self.inner_scope(f, scope)
+            guard = self.build(f.guard, inner) if f.guard is not None else None
+            quants.append(QuantNode(f.kind, None, (), None, None, guard, inner[len(scope):],
+                                    _rank(scope), _rank(inner)))
+            scope, f = inner, f.body
+        if not quants or not isinstance(f, ast.Implies):
+            return None
+        premises = []
+        while isinstance(f, ast.Implies):  # a -> b -> c reads (a and b) -> c
+            premises.append(self.build(f.left, scope))
+            f = f.right
+        return ReportPlan(quants, premises, self.build(f, scope), _rank(scope))
+
+
+def compile_program(program: ast.Program, semantics=None):
+    """Plan every rule of a checked program; returns a :class:`Theory`."""
+    from .theory import Theory  # theory imports this module's nodes
+
+    if not isinstance(program, ast.Program):
+        raise FuzzyLogicError(f"compile needs rule text or an ast.Program, got {type(program).__name__}")
+    if any(_unchecked(r.formula) for r in program.rules):
+        try:
+            from .checker import check
+        except ImportError as e:  # pragma: no cover - the checker ships with the package
+            raise CheckError("the program is not checked and fuzzylogic.checker is missing",
+                             source=program.source) from e
+        program = check(program)
+    plans = []
+    for rule in program.rules:
+        sem = resolve(semantics, program.semantics, rule.options)
+        b = _Builder(program, sem)
+        root = b.build(rule.formula, ())
+        report = b.report_plan(rule.formula, ())
+        weight = float(dict(rule.options).get("weight", rule.weight))
+        plans.append(RulePlan(rule.name, weight, sem.loss, sem, root, report, rule.pos,
+                              tuple(b.used_preds), tuple(b.used_consts)))
+    return Theory(program, plans, semantics)
+
+
+def _unchecked(f) -> bool:
+    if isinstance(f, ast.Quantified):
+        return (len(f.sorts) != len(f.variables) or _unchecked(f.body)
+                or (f.guard is not None and _unchecked(f.guard)))
+    if isinstance(f, ast.Not):
+        return _unchecked(f.operand)
+    if isinstance(f, (ast.And, ast.Or, ast.Implies, ast.Iff)):
+        return _unchecked(f.left) or _unchecked(f.right)
+    return False
+
+
+# ------------------------------------------------------------------ the cache
+def _semantics_key(semantics):
+    if semantics is None or isinstance(semantics, (str, Semantics)):
+        return semantics
+    raise SemanticsError(f"semantics must be a Semantics, a preset name or None, got {semantics!r}")
+
+
+@lru_cache(maxsize=128)
+def _compile_text(text: str, source: str, semantics, base_dir: Optional[str], version):
+    from .checker import check
+    from .parser import parse
+
+    program = check(parse(text, source, base_dir=base_dir))
+    return compile_program(program, semantics)
+
+
+@lru_cache(maxsize=128)
+def _compile_ast(program: ast.Program, semantics, version):
+    return compile_program(program, semantics)
+
+
+def _registry_version():
+    from . import semantics as sem_mod
+    return (ops.registry_version(), sem_mod.registry_version())
+
+
+def compile(text_or_program: Union[str, ast.Program], semantics=None, source: str = "<string>",
+            base_dir: Union[str, os.PathLike, None] = None):
+    """Compile rule text (or a checked ``ast.Program``) into a :class:`Theory`.
+
+    ``semantics``: a :class:`Semantics`, a preset name, or None (the file's
+    ``semantics`` line, else ``product``). ``source`` names the text in
+    errors; includes resolve relative to ``base_dir`` (default: the
+    directory of ``source`` when it is a path). Cached: the same (text,
+    source, semantics) returns the same Theory.
+    """
+    key = _semantics_key(semantics)
+    if isinstance(text_or_program, ast.Program):
+        return _compile_ast(text_or_program, key, _registry_version())
+    if not isinstance(text_or_program, str):
+        raise FuzzyLogicError(f"compile needs rule text or an ast.Program, "
+                              f"got {type(text_or_program).__name__}")
+    bd = None if base_dir is None else str(base_dir)
+    return _compile_text(text_or_program, str(source), key, bd, _registry_version())
+
+
+def load(path: Union[str, os.PathLike], semantics=None):
+    """Read and compile a rule file (includes relative to it)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise IncludeError(f"cannot read rule file: {e}", source=str(p)) from e
+    return compile(text, semantics, source=str(p), base_dir=p.parent)
+
+
+def cache_info():
+    """Hits and misses of the text compile cache (``functools`` CacheInfo)."""
+    return _compile_text.cache_info()
+
+
+def cache_clear():
+    _compile_text.cache_clear()
+    _compile_ast.cache_clear()

@@ -1,0 +1,185 @@
+"""`fuzzyseg data synth|check|weak`: write, check and weakly label data sets."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Tuple
+
+from ..errors import ConfigError
+
+
+def _range(text: str, cast=int) -> Tuple:
+    """'160-240' -> (160, 240); '256' -> (256, 256)."""
+    try:
+        if "-" in text.strip("-"):
+            lo, hi = text.split("-", 1)
+            return cast(lo), cast(hi)
+        v = cast(text)
+        return v, v
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a range LO-HI, got {text!r}") from None
+
+
+def _frange(text: str) -> Tuple[float, float]:
+    return _range(text, float)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="write, check and weakly label data sets",
+                              description=__doc__)
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+
+    # ------------------------------------------------------------ synth
+    s = sub.add_parser("synth", help="write an embedded synthetic data set in the real layout")
+    ss = s.add_subparsers(dest="synth_kind", metavar="{voc,refuge}")
+    v = ss.add_parser("voc", help="VOC-like set (VOCdevkit/VOC2012 layout)")
+    v.add_argument("out", metavar="OUT")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--n-train", type=int, default=48)
+    v.add_argument("--n-val", type=int, default=24)
+    v.add_argument("--size", type=_range, default=(160, 240),
+                   help="longest image side, a range LO-HI (default 160-240)")
+    v.add_argument("--classes", default=None,
+                   help="comma list of VOC class names to draw (default: aeroplane,bird,boat,"
+                        "bottle,car,cat,person)")
+    v.add_argument("--max-objects", type=int, default=3)
+    v.set_defaults(func=_synth_voc)
+    r = ss.add_parser("refuge", help="REFUGE-like fundus set (REFUGE2 layout)")
+    r.add_argument("out", metavar="OUT")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--n-train", type=int, default=40)
+    r.add_argument("--n-val", type=int, default=20)
+    r.add_argument("--n-test", type=int, default=0)
+    r.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    r.add_argument("--cdr", type=_frange, default=(0.3, 0.8),
+                   help="range of vertical cup-to-disc ratios (default 0.3-0.8)")
+    r.set_defaults(func=_synth_refuge)
+    s.set_defaults(func=lambda a: (s.print_help(), 2)[1])
+
+    # ------------------------------------------------------------ check
+    c = sub.add_parser("check", help="list every problem of a data set and its counts")
+    c.add_argument("kind", choices=("voc", "refuge"))
+    c.add_argument("root", metavar="ROOT")
+    c.add_argument("--split", action="append", default=None,
+                   help="check only this split (repeatable; default: every split found)")
+    c.add_argument("--scribbles", default=None, metavar="DIR", help="VOC: also check scribble PNGs")
+    c.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
+    c.set_defaults(func=_check)
+
+    # ------------------------------------------------------------- weak
+    w = sub.add_parser("weak", help="write a split's weak labels into a folder (the only "
+                                    "supervision training reads)")
+    w.add_argument("--dataset", required=True, choices=("voc", "refuge"))
+    w.add_argument("--root", required=True)
+    w.add_argument("--split", default="train")
+    w.add_argument("--kinds", default="boxes",
+                   help="comma list of boxes, scribbles, points, tags that every image gets")
+    w.add_argument("--mix", default=None,
+                   help="heterogeneous supervision: each image draws one combination, e.g. "
+                        "'boxes:0.5,scribbles+tags:0.3,points:0.2' (overrides --kinds)")
+    w.add_argument("--out", required=True, metavar="DIR")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--scribbles", default=None, metavar="DIR",
+                   help="VOC: real scribble PNGs (ScribbleSup converted) instead of simulated ones")
+    w.add_argument("--box-jitter", type=float, default=0.0)
+    w.add_argument("--scribble-width", type=int, default=3)
+    w.add_argument("--scribble-margin", type=float, default=0.3)
+    w.add_argument("--scribble-keep", type=float, default=1.0)
+    w.add_argument("--no-background-scribbles", action="store_true")
+    w.add_argument("--points-per-region", type=int, default=1)
+    w.add_argument("--point-background", type=int, default=1)
+    w.add_argument("--workers", type=int, default=0, help="worker processes (default 0: in-process)")
+    w.set_defaults(func=_weak)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _synth_voc(args) -> int:
+    from ..data.synth_voc import DEFAULT_CLASSES, generate_voc
+
+    classes = DEFAULT_CLASSES if not args.classes else tuple(
+        c.strip() for c in args.classes.split(",") if c.strip())
+    voc = generate_voc(args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
+                       size=args.size, classes=classes, max_objects=args.max_objects)
+    print(f"wrote {args.n_train} train + {args.n_val} val images to {voc}")
+    return 0
+
+
+def _synth_refuge(args) -> int:
+    from ..data.synth_refuge import generate_refuge
+
+    out = generate_refuge(args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
+                          n_test=args.n_test, size=args.size, cdr=args.cdr)
+    print(f"wrote {args.n_train} train + {args.n_val} val + {args.n_test} test images to {out}")
+    return 0
+
+
+def _check(args) -> int:
+    from ..data.check import check_dataset
+    from ..io import save_json
+
+    kw = {"scribble_dir": args.scribbles} if args.kind == "voc" else {}
+    report = check_dataset(args.kind, args.root, args.split, progress=sys.stderr.isatty(), **kw)
+    print(report.format())
+    if args.json:
+        save_json(report.as_dict(), args.json)
+    print(f"{len(report.errors)} errors, {len(report.warnings)} warnings")
+    return 0 if report.ok else 1
+
+
+class _WeakJob:
+    """Picklable per-image job for DataLoader workers: (id, weak labels)."""
+
+    def __init__(self, ds, mix, seed):
+        self.ds, self.mix, self.seed = ds, mix, seed
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        from ..data.base import image_size
+        from ..weak.simulate import choose_kinds
+
+        item = self.ds.items[i]
+        kinds = choose_kinds(self.mix, self.seed, item.id)
+        return item.id, self.ds.weak_labels(i, image_size(item.image), kinds=kinds)
+
+
+def _weak(args) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from ..data import build_dataset
+    from ..weak.simulate import SimConfig, parse_kinds, parse_mix
+    from ..weak.store import save_split
+
+    try:
+        mix = parse_mix(args.mix) if args.mix else [(parse_kinds(args.kinds), 1.0)]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    cfg = SimConfig(box_jitter=args.box_jitter, scribble_width=args.scribble_width,
+                    scribble_margin=args.scribble_margin, scribble_keep=args.scribble_keep,
+                    scribble_background=not args.no_background_scribbles,
+                    points_per_region=args.points_per_region, point_background=args.point_background)
+    extra = {"scribble_dir": args.scribbles} if args.dataset == "voc" and args.scribbles else {}
+    all_kinds = tuple(sorted({k for ks, _ in mix for k in ks}))
+    ds = build_dataset(args.dataset, args.root, args.split, with_gt=False, kinds=all_kinds,
+                       sim_config=cfg, seed=args.seed, **extra)
+    torch.set_num_threads(1)
+    loader = DataLoader(_WeakJob(ds, mix, args.seed), batch_size=None, shuffle=False,
+                        num_workers=max(0, args.workers))
+    items = tqdm(loader, total=len(ds), desc=f"weak labels {args.split}", unit="img",
+                 disable=not sys.stderr.isatty())
+    info = {"seed": args.seed, "mix": [[list(k), p] for k, p in mix], "simulation": cfg.to_json(),
+            "root": str(args.root), "real_scribbles": args.scribbles,
+            "protocol": "fuzzylogic_seg.weak.simulate (PIPELINE.md)"}
+    path = save_split(args.out, items, dataset=args.dataset, split=args.split,
+                      class_names=ds.classes, info=info)
+    with open(path) as f:
+        manifest = json.load(f)
+    summary = {k: manifest[k] for k in ("dataset", "split", "images_with_kind", "totals")}
+    summary["images"] = len(manifest["ids"])
+    summary["out"] = str(args.out)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,108 @@
+"""`fuzzyseg pseudo-label`: one label image per training image, and a summary."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DATASETS = ("voc", "refuge")
+WEAK = ("boxes", "scribbles", "points", "tags")
+METHODS = ("weak-mask", "zero-shot", "logic")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pseudo-label", help="pseudo-labels of a training split: weak-mask, zero-shot or logic",
+        description="Write one label image per training image (class indices, 255 = uncertain) "
+                    "and DIR/summary.json (coverage; mIoU or Dice where masks exist).")
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--root", required=True, type=Path, help="the data set folder")
+    p.add_argument("--weak", required=True, choices=WEAK, help="kind of weak label")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--split", default="train")
+    p.add_argument("--weak-dir", type=Path, default=None,
+                   help="weak-label folder (fuzzyseg data weak); default: the data set's own "
+                        "weak labels (VOC XML boxes) or the seeded simulation, written to OUT/weak")
+    p.add_argument("--weak-seed", type=int, default=0, help="seed of simulated weak labels")
+    p.add_argument("--rules", nargs="+", type=Path, default=None,
+                   help="rule files (default: examples/rules for the data set and weak kind)")
+    p.add_argument("--sam-type", default="embedded", help="embedded, vit_b, vit_l or vit_h")
+    p.add_argument("--sam-checkpoint", type=Path, default=None)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--train", default="decoder",
+                   help="comma-separated parts to fine-tune: decoder, prompt_encoder, lora, encoder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="confidence below which a pixel is marked 255 (0.5: label every pixel)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="image-embedding cache folder")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-eval", action="store_true", help="do not evaluate against masks")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def dataset_class(kind: str):
+    if kind == "voc":
+        from ..data.voc import VOCSegmentation
+
+        return VOCSegmentation
+    from ..data.refuge import REFUGE
+
+    return REFUGE
+
+
+def ensure_weak_dir(kind: str, root: Path, split: str, weak: str, out: Path, seed: int) -> Path:
+    """Write the split's weak labels (real where the data set has them, else the
+    seeded simulation) to ``out`` once; training then reads only that folder."""
+    from ..weak.store import MANIFEST, save_split
+
+    if (out / MANIFEST).is_file():
+        return out
+    cls = dataset_class(kind)
+    src = cls(root, split, with_gt=False, kinds=(weak,), seed=seed)
+    save_split(out, ((src.ids[i], src.weak_labels(i, _size(src, i))) for i in range(len(src))),
+               dataset=src.name, split=split, class_names=src.classes,
+               info={"seed": seed, "kinds": [weak]})
+    return out
+
+
+def _size(ds, i):
+    from ..data.base import image_size
+
+    return image_size(ds.items[i].image)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import ConfigError
+    from ..pseudo import make_pseudo_labels
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.epochs < 0:
+        raise ConfigError(f"--epochs must be >= 0, got {args.epochs}")
+    weak_dir = args.weak_dir or ensure_weak_dir(args.dataset, args.root, args.split, args.weak,
+                                                args.out / "weak", args.weak_seed)
+    ds = dataset_class(args.dataset)(args.root, args.split, with_gt=False, weak_dir=weak_dir,
+                                     kinds=(args.weak,))
+    sam = None
+    if args.method != "weak-mask":
+        from ..sam.build import load_sam
+
+        sam = load_sam(args.sam_type, args.sam_checkpoint, device=args.device)
+    train = tuple(t.strip() for t in args.train.split(",") if t.strip())
+    summary = make_pseudo_labels(
+        args.method, ds, sam=sam, out_dir=args.out / "labels", threshold=args.threshold,
+        dataset_kind=args.dataset, weak=args.weak, rules=args.rules, epochs=args.epochs,
+        seed=args.seed, device=args.device, cache_dir=args.cache_dir,
+        evaluate=not args.no_eval, progress=not args.no_progress,
+        tuner_options={"lr": args.lr, "batch_size": args.batch_size, "train": train,
+                       "out_dir": args.out / "finetune"})
+    short = {k: v for k, v in summary.items() if k not in ("per_class_iou", "history")}
+    print(json.dumps(short, indent=2, sort_keys=True, default=str))
+    return 0

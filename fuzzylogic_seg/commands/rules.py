@@ -1,0 +1,74 @@
+"""`fuzzyseg rules check FILE...`: parse and check rule files.
+
+Every file is checked (one failure does not hide the next); each prints
+``FILE: OK (...)`` on stdout or its error with the caret on stderr. The exit
+status is 1 if any file failed. ``--json`` prints one JSON summary instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("rules", help="parse and check fuzzy-logic rule files")
+    actions = parser.add_subparsers(dest="rules_action", metavar="ACTION")
+    check = actions.add_parser(
+        "check", help="parse and check rule files; print OK or the error with its position",
+        description="Parse every FILE (with its includes) and check it: names, arities, "
+        "sorts, closed rules. Exit status 1 if any file has an error.",
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="rule files")
+    check.add_argument("--json", action="store_true",
+                       help="print a JSON summary on stdout instead of text")
+    check.set_defaults(func=run_check)
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=usage)
+
+
+def _summary(program) -> str:
+    parts = [f"{len(program.rules)} rule" + ("" if len(program.rules) == 1 else "s"),
+             f"{len(program.predicates)} predicate" + ("" if len(program.predicates) == 1 else "s"),
+             f"{len(program.sorts)} sort" + ("" if len(program.sorts) == 1 else "s")]
+    if program.semantics:
+        parts.append(f"semantics {program.semantics}")
+    return ", ".join(parts)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from fuzzylogic.checker import check
+    from fuzzylogic.errors import FuzzyLogicError, SourceError
+    from fuzzylogic.parser import parse_file
+
+    results: List[dict] = []
+    for path in args.files:
+        entry = {"file": path, "ok": False}
+        try:
+            program = check(parse_file(path))
+        except FuzzyLogicError as exc:
+            entry["error"] = str(exc)
+            entry["kind"] = type(exc).__name__
+            if isinstance(exc, SourceError):
+                entry.update(source=exc.source, line=exc.line, column=exc.column,
+                             message=exc.message, hint=exc.hint)
+            if not args.json:
+                print(str(exc), file=sys.stderr)
+        else:
+            entry.update(ok=True, rules=[r.name for r in program.rules],
+                         predicates=[p.name for p in program.predicates],
+                         sorts=[s.name for s in program.sorts], semantics=program.semantics)
+            if not args.json:
+                print(f"{path}: OK ({_summary(program)})")
+        results.append(entry)
+    failed = sum(not r["ok"] for r in results)
+    if args.json:
+        print(json.dumps({"files": results, "failed": failed}, indent=2))
+    elif len(results) > 1:
+        print(f"{len(results) - failed} of {len(results)} files OK", file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0

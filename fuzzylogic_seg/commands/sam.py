@@ -1,0 +1,93 @@
+"""`fuzzyseg sam pretrain` and `fuzzyseg sam info`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sam", help="the embedded SAM: pretrain it, show what is loaded")
+    sub = p.add_subparsers(dest="sam_command", metavar="SUBCOMMAND")
+
+    pre = sub.add_parser("pretrain", help="pretrain the embedded SAM on generic synthetic shapes")
+    pre.add_argument("--out", type=Path, default=None,
+                     help="weights file to write (default: the user cache, "
+                          "$FUZZYSEG_CACHE or ~/.cache/fuzzyseg/sam_embedded.pt)")
+    pre.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--device", default="cpu")
+    pre.add_argument("--minutes", type=float, default=None,
+                     help="time budget: fewer steps if they would not fit (result then "
+                          "depends on the machine's speed)")
+    pre.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    pre.add_argument("--iterative-rounds", type=int, default=None,
+                     help="corrective-point rounds per step (default 0)")
+    pre.add_argument("--eval-images", type=int, default=None, help="held-out scenes (default 48)")
+    pre.add_argument("--force", action="store_true", help="retrain even if the file exists")
+    pre.add_argument("--no-progress", action="store_true")
+    pre.set_defaults(func=_pretrain)
+
+    info = sub.add_parser("info", help="which SAM is loaded, its size and pretraining metrics")
+    info.add_argument("--sam-type", default="embedded")
+    info.add_argument("--sam-checkpoint", type=Path, default=None)
+    info.set_defaults(func=_info)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import ConfigError
+    from ..io import load_json
+    from ..sam.build import EMBEDDED_FILENAME, cache_dir
+    from ..sam.pretrain import PretrainConfig, card_path, pretrain
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = PretrainConfig(seed=args.seed)
+    for name in ("steps", "iterative_rounds", "eval_images"):
+        v = getattr(args, name)
+        if v is not None:
+            if v < 0 or (name == "steps" and v == 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
+            setattr(cfg, name, v)
+    out = args.out or cache_dir() / EMBEDDED_FILENAME
+    card_file = card_path(out)
+    if out.is_file() and card_file.is_file() and not args.force:
+        old = load_json(card_file)
+        if old.get("recipe") == cfg.to_dict():
+            print(f"{out} already holds this recipe's weights; reusing them (--force to retrain)")
+            print(json.dumps(old.get("heldout", {}).get("miou", {}), indent=2))
+            return 0
+    card = pretrain(out, cfg, device=args.device, minutes=args.minutes,
+                    progress=not args.no_progress)
+    print(json.dumps({"weights": str(out), "card": str(card_file), "steps": card["steps"],
+                      "train_seconds": card["train_seconds"],
+                      "heldout_miou": card.get("heldout", {}).get("miou")}, indent=2))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from ..sam.build import cache_dir, load_sam, package_weights_path
+
+    sam = load_sam(args.sam_type, args.sam_checkpoint)
+    enc = sam.image_encoder
+    info = {
+        "sam_type": args.sam_type,
+        "weights": getattr(sam, "weights_path", None),
+        "img_size": enc.img_size,
+        "embedding": [sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size],
+        "params": {"image_encoder": sum(p.numel() for p in enc.parameters()),
+                   "prompt_encoder": sum(p.numel() for p in sam.prompt_encoder.parameters()),
+                   "mask_decoder": sum(p.numel() for p in sam.mask_decoder.parameters())},
+    }
+    if args.sam_type == "embedded":
+        info["search"] = [str(package_weights_path()), str(cache_dir() / "sam_embedded.pt")]
+        card = Path(info["weights"]).with_suffix(".json")
+        if card.is_file():
+            info["card"] = json.loads(card.read_text())
+            info["card"].pop("loss_curve", None)
+        info["config"] = getattr(sam, "embedded_config").to_dict()
+    print(json.dumps(info, indent=2, default=str))
+    return 0

@@ -1,0 +1,194 @@
+"""The run configuration: a YAML/JSON file that mirrors the flags of `fuzzyseg run`.
+
+Precedence: defaults < ``--config FILE`` < explicit flags < ``--set a.b=v``.
+The effective configuration is written to ``OUT/config.yaml``, so
+``fuzzyseg run --config OUT/config.yaml`` repeats a run exactly.
+
+Sections: ``sam`` (model), ``finetune`` (passed to the logic fine-tuner),
+``pseudo`` (pseudo-label methods and options), ``student`` (see
+:class:`fuzzylogic_seg.student.StudentConfig`), ``students`` (which students
+to train, see :data:`VARIANTS`), ``report``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+from .errors import ConfigError
+from .io import atomic_path
+from .student import StudentConfig
+
+DATASETS = ("voc", "refuge")
+WEAK_KINDS = ("boxes", "scribbles", "points", "tags")
+PSEUDO_METHODS = ("weak-mask", "zero-shot", "logic")
+SAM_TYPES = ("embedded", "vit_b", "vit_l", "vit_h")
+
+# A student variant: which labels it learns from, and whether the student rule file is applied.
+#   <method>          pseudo-labels of that method (weak-mask, zero-shot, logic)
+#   <method>+rules    the same labels plus the student's own rule loss
+#   gt                ground-truth masks: the full-supervision ceiling
+VARIANTS = tuple(PSEUDO_METHODS) + tuple(f"{m}+rules" for m in PSEUDO_METHODS) + ("gt", "gt+rules")
+
+DEFAULTS: Dict[str, Any] = {
+    "dataset": None,
+    "root": None,
+    "weak": "boxes",
+    "weak_dir": None,    # a weak-label folder to use instead of writing OUT/weak/train
+    "weak_seed": 0,      # seed of the weak-label simulation (fixed across run seeds)
+    "out": None,
+    "seed": 0,
+    "device": "auto",
+    "amp": True,
+    "deterministic": True,
+    "splits": {"train": "train", "val": "val"},
+    "max_images": {"train": None, "val": None},  # first N images of each split (quick runs)
+    "sam": {"type": "embedded", "checkpoint": None},
+    "finetune": {},      # options of the logic fine-tuner (fuzzylogic_seg.finetune)
+    "pseudo": {"methods": list(PSEUDO_METHODS)},
+    "student": StudentConfig().to_dict(),
+    "students": ["logic", "zero-shot", "gt"],
+    "main_student": "logic",
+    "report": {"overlays": 4},
+}
+
+
+# Sections whose keys are options of another module, passed through unchecked here.
+FREE_FORM = ("finetune", "pseudo", "student.model_kwargs")
+
+
+def _merge(base: Dict[str, Any], over: Dict[str, Any], where: str = "") -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        key = f"{where}.{k}" if where else k
+        if k not in out and where not in FREE_FORM:
+            raise ConfigError(f"unknown config key {key}; known here: {', '.join(sorted(out))}")
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, key)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_file(path) -> Dict[str, Any]:
+    """A YAML or JSON config file -> dict (JSON is YAML, so one reader does both)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{at}: not valid YAML/JSON ({getattr(exc, 'problem', exc)})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of options, got {type(data).__name__}")
+    return data
+
+
+def parse_set(items: Iterable[str]) -> Dict[str, Any]:
+    """``["student.lr=0.01", "students=[logic,gt]"]`` -> nested dict (values parsed as YAML)."""
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. student.epochs=10")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: cannot parse the value ({exc})") from exc
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def build(file: Optional[str] = None, flags: Optional[Dict[str, Any]] = None,
+          sets: Optional[Iterable[str]] = None, defaults: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Defaults, then the file, then the flags given (None = not given), then --set."""
+    cfg = copy.deepcopy(defaults or DEFAULTS)
+    if file:
+        cfg = _merge(cfg, load_file(file))
+    if flags:
+        cfg = _merge(cfg, {k: v for k, v in flags.items() if v is not None})
+    if sets:
+        cfg = _merge(cfg, parse_set(sets))
+    return validate(cfg)
+
+
+def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    need(cfg.get("dataset") in DATASETS, f"dataset must be one of {', '.join(DATASETS)} (--dataset), "
+                                         f"got {cfg.get('dataset')!r}")
+    need(bool(cfg.get("root")), "no data set root: give --root (or `root:` in the config file)")
+    need(bool(cfg.get("out")), "no output folder: give --out (or `out:` in the config file)")
+    need(cfg.get("weak") in WEAK_KINDS, f"weak must be one of {', '.join(WEAK_KINDS)}, got {cfg.get('weak')!r}")
+    need(cfg["sam"].get("type") in SAM_TYPES, f"sam.type must be one of {', '.join(SAM_TYPES)}")
+    need(cfg["sam"].get("type") == "embedded" or bool(cfg["sam"].get("checkpoint")),
+         f"sam.type {cfg['sam'].get('type')} needs a checkpoint (--sam-checkpoint FILE)")
+    methods = cfg["pseudo"].get("methods") or []
+    bad = [m for m in methods if m not in PSEUDO_METHODS]
+    need(not bad, f"unknown pseudo-label method(s) {bad}; known: {', '.join(PSEUDO_METHODS)}")
+    students = cfg.get("students") or []
+    need(isinstance(students, list), "students must be a list of variants")
+    bad = [s for s in students if s not in VARIANTS]
+    need(not bad, f"unknown student variant(s) {bad}; known: {', '.join(VARIANTS)}")
+    for s in students:
+        base = s.split("+")[0]
+        need(base == "gt" or base in methods,
+             f"student {s!r} learns from {base} pseudo-labels but pseudo.methods is {methods}")
+        need(not s.endswith("+rules") or bool(cfg["student"].get("logic_rules")),
+             f"student {s!r} needs a student rule file (student.logic_rules / --student-rules)")
+    main = cfg.get("main_student")
+    need(main in students, f"main_student {main!r} is not among the students {students}")
+    StudentConfig.from_dict(cfg["student"])  # raises on bad student options
+    need(isinstance(cfg.get("seed"), int), f"seed must be an integer, got {cfg.get('seed')!r}")
+    for k in ("root", "out"):
+        cfg[k] = str(cfg[k])
+    return cfg
+
+
+def student_config(cfg: Dict[str, Any], variant: str) -> StudentConfig:
+    """The StudentConfig of one variant: logic_rules only for ``+rules`` variants."""
+    d = dict(cfg["student"])
+    if not variant.endswith("+rules"):
+        d["logic_rules"] = None
+    return StudentConfig.from_dict(d)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (what decides a stage's output)."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def write(cfg: Dict[str, Any], path) -> Path:
+    """The effective configuration as YAML (atomic), with a header saying how to repeat it."""
+    import yaml
+
+    text = ("# Effective configuration of this run. Repeat it with:\n"
+            f"#   fuzzyseg run --config {path}\n") + yaml.safe_dump(cfg, sort_keys=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def variant_labels(variant: str) -> str:
+    return variant.split("+")[0]
+
+
+def list_variants(cfg: Dict[str, Any]) -> List[str]:
+    return list(cfg.get("students") or [])

@@ -1,0 +1,280 @@
+"""`check_dataset(kind, root)`: every problem of a data set on disk, by file.
+
+Images and masks are fully decoded (a truncated JPEG is found here, not in
+epoch 3). Errors make `fuzzyseg data check` exit non-zero; warnings (e.g. a
+REFUGE mask with grey levels other than 0/128/255, read as the nearest) do
+not.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import DatasetError
+from .base import Item, read_grey, read_image, read_index_png
+
+
+@dataclass
+class Problem:
+    path: str
+    message: str
+    severity: str = "error"   # "error" | "warning"
+
+
+@dataclass
+class CheckReport:
+    kind: str
+    root: str
+    problems: List[Problem] = field(default_factory=list)
+    counts: Dict = field(default_factory=dict)
+
+    @property
+    def errors(self) -> List[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> List[Problem]:
+        return [p for p in self.problems if p.severity != "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def add(self, path, message: str, severity: str = "error") -> None:
+        self.problems.append(Problem(str(path), message, severity))
+
+    def as_dict(self) -> Dict:
+        return {"kind": self.kind, "root": self.root, "ok": self.ok,
+                "errors": len(self.errors), "warnings": len(self.warnings),
+                "counts": self.counts, "problems": [asdict(p) for p in self.problems]}
+
+    def format(self) -> str:
+        lines = [f"{self.kind} data set at {self.root}"]
+        for k, v in self.counts.items():
+            if isinstance(v, dict):
+                inner = ", ".join(f"{kk} {vv}" for kk, vv in v.items())
+                lines.append(f"  {k}: {inner or '-'}")
+            else:
+                lines.append(f"  {k}: {v}")
+        by_file: Dict[str, List[Problem]] = {}
+        for p in self.problems:
+            by_file.setdefault(p.path, []).append(p)
+        if by_file:
+            lines.append(f"problems ({len(self.errors)} errors, {len(self.warnings)} warnings):")
+            for path, ps in by_file.items():
+                lines.append(f"  {path}")
+                for p in ps:
+                    lines.append(f"    {p.severity}: {p.message}")
+        else:
+            lines.append("no problems found")
+        return "\n".join(lines)
+
+
+def _msg(exc: DatasetError, path) -> str:
+    s = str(exc)
+    prefix = f"{path}: "
+    return s[len(prefix):] if s.startswith(prefix) else s
+
+
+# ---------------------------------------------------------------------- VOC
+def _voc_item(item: Item, scribbles: bool):
+    """(problems, counts, pixel histogram) of one VOC image; merged by the caller."""
+    from .voc import NUM_CLASSES, parse_annotation
+
+    report = CheckReport("voc", "")
+    counts: Counter = Counter()
+    pixel_counts = np.zeros(256, dtype=np.int64)
+
+    try:
+        img = read_image(item.image)
+        size = (int(img.shape[1]), int(img.shape[2]))
+        counts["images"] += 1
+    except DatasetError as exc:
+        report.add(item.image, _msg(exc, item.image))
+        size = None
+    if item.mask is not None:
+        try:
+            arr = read_index_png(item.mask)
+            counts["masks"] += 1
+            bad = (arr >= NUM_CLASSES) & (arr != 255)
+            if bad.any():
+                report.add(item.mask, f"mask has values {sorted(np.unique(arr[bad]).tolist())[:5]} "
+                                      f"outside 0..{NUM_CLASSES - 1} and 255")
+            else:
+                pixel_counts += np.bincount(arr.ravel(), minlength=256)
+            if size is not None and arr.shape != size:
+                report.add(item.mask, f"mask is {arr.shape[1]}x{arr.shape[0]} but its image "
+                                      f"{item.image.name} is {size[1]}x{size[0]}")
+        except DatasetError as exc:
+            report.add(item.mask, _msg(exc, item.mask))
+    problems: List[str] = []
+    _, objs = parse_annotation(item.annotation, size, problems)
+    if item.annotation.is_file():
+        counts["annotations"] += 1
+    for m in problems:
+        report.add(item.annotation, m)
+    for o in objs:
+        counts[f"objects:{o.name}"] += 1
+    if not objs and not problems:
+        report.add(item.annotation, "annotation lists no objects", "warning")
+    if scribbles and item.scribble is not None:
+        try:
+            arr = read_index_png(item.scribble, "scribble")
+            counts["scribbles"] += 1
+            if size is not None and arr.shape != size:
+                report.add(item.scribble, f"scribble is {arr.shape[1]}x{arr.shape[0]} but the image "
+                                          f"is {size[1]}x{size[0]}")
+        except DatasetError as exc:
+            report.add(item.scribble, _msg(exc, item.scribble))
+    return report.problems, counts, pixel_counts
+
+
+def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
+              progress: bool = False) -> CheckReport:
+    from .voc import VOC_CLASSES, mask_dirs, read_split_list, resolve_root, split_file
+
+    report = CheckReport("voc", str(root))
+    try:
+        voc = resolve_root(root)
+    except DatasetError as exc:
+        report.add(root, _msg(exc, root))
+        return report
+    if splits is None:
+        found = set()
+        for sub in ("Segmentation", "SegmentationAug"):
+            d = voc / "ImageSets" / sub
+            if d.is_dir():
+                found |= {p.stem for p in d.glob("*.txt")}
+        splits = sorted(found)
+        if not splits:
+            report.add(voc / "ImageSets" / "Segmentation", "no split lists (*.txt)")
+            return report
+    items: Dict[str, Item] = {}
+    split_counts = {}
+    for split in splits:
+        try:
+            path = split_file(voc, split)
+            ids = read_split_list(path)
+        except DatasetError as exc:
+            report.add(exc.path or voc, _msg(exc, exc.path))
+            continue
+        split_counts[split] = len(ids)
+        dirs = mask_dirs(voc, split)
+        for image_id in ids:
+            if image_id in items:
+                continue
+            mask = next((d / f"{image_id}.png" for d in dirs if (d / f"{image_id}.png").is_file()),
+                        dirs[0] / f"{image_id}.png")
+            items[image_id] = Item(
+                id=image_id, image=voc / "JPEGImages" / f"{image_id}.jpg", mask=mask,
+                annotation=voc / "Annotations" / f"{image_id}.xml",
+                scribble=None if scribble_dir is None else Path(scribble_dir) / f"{image_id}.png")
+    counts: Counter = Counter()
+    pixel_counts = np.zeros(256, dtype=np.int64)
+    for probs, c, px in _run(list(items.values()), lambda it: _voc_item(it, scribble_dir is not None),
+                             progress, "check voc"):
+        report.problems += probs
+        counts.update(c)
+        pixel_counts += px
+    report.counts = {
+        "splits": split_counts,
+        "images": counts["images"], "masks": counts["masks"], "annotations": counts["annotations"],
+        "objects": {c: counts[f"objects:{c}"] for c in VOC_CLASSES[1:] if counts[f"objects:{c}"]},
+        "pixels": {VOC_CLASSES[i]: int(pixel_counts[i]) for i in range(len(VOC_CLASSES))
+                   if pixel_counts[i]} | ({"void": int(pixel_counts[255])} if pixel_counts[255] else {}),
+    }
+    if scribble_dir is not None:
+        report.counts["scribbles"] = counts["scribbles"]
+    return report
+
+
+# ------------------------------------------------------------------- REFUGE
+def _refuge_item(item: Item):
+    """(problems, counts) of one REFUGE image."""
+    report = CheckReport("refuge", "")
+    counts: Counter = Counter()
+    try:
+        img = read_image(item.image)
+        size = (int(img.shape[1]), int(img.shape[2]))
+        counts["images"] += 1
+    except DatasetError as exc:
+        report.add(item.image, _msg(exc, item.image))
+        size = None
+    try:
+        arr = read_grey(item.mask)
+    except DatasetError as exc:
+        report.add(item.mask, _msg(exc, item.mask))
+        return report.problems, counts
+    counts["masks"] += 1
+    if size is not None and arr.shape != size:
+        report.add(item.mask, f"mask is {arr.shape[1]}x{arr.shape[0]} but its image "
+                              f"{item.image.name} is {size[1]}x{size[0]}")
+    odd = ~np.isin(arr, (0, 128, 255))
+    if odd.any():
+        report.add(item.mask, f"{int(odd.sum())} pixels with grey levels other than 0/128/255 "
+                              f"(read as the nearest)", "warning")
+    if not (arr < 192).any():
+        report.add(item.mask, "mask has no optic disc (no pixel below 255)", "warning")
+    elif not (arr < 64).any():
+        report.add(item.mask, "mask has no optic cup (no pixel at 0)", "warning")
+    return report.problems, counts
+
+
+def check_refuge(root, splits: Optional[Sequence[str]] = None, progress: bool = False) -> CheckReport:
+    from .refuge import refuge_items
+
+    report = CheckReport("refuge", str(root))
+    root = Path(root)
+    if not root.is_dir():
+        report.add(root, "no such REFUGE folder")
+        return report
+    explicit = splits is not None
+    splits = splits or ("train", "val", "test")
+    items: List[Item] = []
+    split_counts = {}
+    for split in splits:
+        try:
+            its = refuge_items(root, split)
+        except DatasetError as exc:
+            if explicit or "has no images" in str(exc) or "no images/ folder" in str(exc):
+                report.add(exc.path or root, _msg(exc, exc.path))
+            continue
+        split_counts[split] = len(its)
+        items += its
+    if not split_counts and not report.problems:
+        report.add(root, "no REFUGE splits found (expected train/images, val/images, test/images "
+                         "or the REFUGE-1 folders)")
+    counts: Counter = Counter()
+    for probs, c in _run(items, _refuge_item, progress, "check refuge"):
+        report.problems += probs
+        counts.update(c)
+    report.counts = {"splits": split_counts, "images": counts["images"], "masks": counts["masks"]}
+    return report
+
+
+def _run(items, fn, progress: bool, desc: str) -> List:
+    """fn over items in a few threads (decoding releases the GIL), results in item order."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = pool.map(fn, items)
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(items), desc=desc, unit="img")
+        return list(results)
+
+
+def check_dataset(kind: str, root, splits: Optional[Sequence[str]] = None,
+                  progress: bool = False, **kw) -> CheckReport:
+    if kind == "voc":
+        report = check_voc(root, splits, progress=progress, **kw)
+    elif kind == "refuge":
+        report = check_refuge(root, splits, progress=progress)
+    else:
+        raise ValueError(f"unknown data set kind {kind!r} (voc or refuge)")
+    report.problems.sort(key=lambda p: (p.path, p.severity != "error", p.message))
+    return report

@@ -1,0 +1,235 @@
+"""Pascal VOC 2012 segmentation in its published layout (PIPELINE.md).
+
+ROOT may be the folder holding `VOCdevkit`, `VOCdevkit` itself, or `VOC2012`.
+Split lists are read from `ImageSets/Segmentation/SPLIT.txt` (also
+`ImageSets/SegmentationAug/` and VOC2012/SPLIT.txt for SBD's `train_aug`);
+a list line may be an ID or the SBD form `/JPEGImages/ID.jpg /Seg.../ID.png`.
+Masks come from `SegmentationClass/ID.png` (for a split whose name contains
+"aug": `SegmentationClassAug/` first). Real weak labels: XML boxes and tags
+from `Annotations/ID.xml`; scribbles from `scribble_dir/ID.png` when given.
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError
+from ..io import VOC_CLASSES
+from .base import IMAGE_SUFFIXES, Item, PathLike, SegDataset, read_index_png
+
+CLASS_INDEX = {name: i for i, name in enumerate(VOC_CLASSES)}
+NUM_CLASSES = len(VOC_CLASSES)
+
+
+def resolve_root(root: PathLike) -> Path:
+    """The VOC2012 folder under ROOT (ROOT, ROOT/VOC2012 or ROOT/VOCdevkit/VOC2012)."""
+    root = Path(root)
+    for cand in (root / "VOCdevkit" / "VOC2012", root / "VOC2012", root):
+        if (cand / "JPEGImages").is_dir():
+            return cand
+    raise DatasetError("not a Pascal VOC folder: expected VOCdevkit/VOC2012/JPEGImages, "
+                       "VOC2012/JPEGImages or JPEGImages under it", root)
+
+
+def split_file(voc: Path, split: str) -> Path:
+    cands = [voc / "ImageSets" / "Segmentation" / f"{split}.txt",
+             voc / "ImageSets" / "SegmentationAug" / f"{split}.txt",
+             voc / f"{split}.txt"]
+    for c in cands:
+        if c.is_file():
+            return c
+    raise DatasetError(f"no list for split {split!r} (looked for "
+                       f"{', '.join(str(c.relative_to(voc)) for c in cands)})", cands[0])
+
+
+def read_split_list(path: PathLike) -> List[str]:
+    """IDs of a split list; empty lists and duplicates are errors naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read split list ({exc})", path) from exc
+    ids, seen = [], set()
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        tok = line.split()[0]
+        # SBD lists name files ("/JPEGImages/ID.jpg ..."); plain lists name IDs
+        is_file = "/" in tok or Path(tok).suffix.lower() in IMAGE_SUFFIXES
+        image_id = Path(tok).stem if is_file else tok
+        if image_id in seen:
+            raise DatasetError(f"line {lineno}: duplicate image id {image_id!r}", path)
+        seen.add(image_id)
+        ids.append(image_id)
+    if not ids:
+        raise DatasetError("empty split list", path)
+    return ids
+
+
+def mask_dirs(voc: Path, split: str) -> List[Path]:
+    plain, aug = voc / "SegmentationClass", voc / "SegmentationClassAug"
+    return [aug, plain] if "aug" in split.lower() else [plain, aug]
+
+
+# --------------------------------------------------------------------- XML
+@dataclass
+class VOCObject:
+    name: str
+    label: int
+    box: Tuple[float, float, float, float]   # half-open x0, y0, x1, y1
+    difficult: bool = False
+    truncated: bool = False
+
+
+def parse_annotation(path: PathLike, size: Optional[Tuple[int, int]] = None,
+                     problems: Optional[List[str]] = None
+                     ) -> Tuple[Optional[Tuple[int, int]], List[VOCObject]]:
+    """(size (H, W) from <size> or None, objects) of a VOC XML file.
+
+    Boxes are checked against `size` (the image's real size) or else the
+    XML's own <size>: 1 <= xmin <= xmax <= W, likewise for y (1-based,
+    inclusive), and converted to half-open 0-based coordinates. The first
+    problem raises a DatasetError naming the file, unless a `problems` list is
+    given: then every problem is appended to it and bad objects are skipped.
+    """
+    path = Path(path)
+
+    def fail(msg):
+        if problems is None:
+            raise DatasetError(msg, path)
+        problems.append(msg)
+
+    if not path.is_file():
+        fail("missing annotation")
+        return None, []
+    try:
+        tree = ET.parse(path)
+    except (ET.ParseError, OSError) as exc:
+        fail(f"cannot read annotation ({exc})")
+        return None, []
+    root = tree.getroot()
+    xml_size = None
+    s = root.find("size")
+    if s is not None:
+        try:
+            xml_size = (int(float(s.findtext("height"))), int(float(s.findtext("width"))))
+        except (TypeError, ValueError):
+            fail("bad <size> (need numeric <width> and <height>)")
+    if size is not None and xml_size is not None and problems is not None and \
+            tuple(xml_size) != tuple(size):
+        problems.append(f"<size> says {xml_size[1]}x{xml_size[0]} but the image is "
+                        f"{size[1]}x{size[0]}")
+    h, w = size if size is not None else (xml_size if xml_size is not None else (None, None))
+    objects = []
+    for k, obj in enumerate(root.findall("object")):
+        name = (obj.findtext("name") or "").strip()
+        where = f"object {k} ({name or 'no name'})"
+        if name not in CLASS_INDEX or name == "background":
+            fail(f"{where}: unknown class name {name!r}; VOC names are "
+                 f"{', '.join(VOC_CLASSES[1:])}")
+            continue
+        bb = obj.find("bndbox")
+        try:
+            xmin, ymin, xmax, ymax = (float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
+        except (AttributeError, TypeError, ValueError):
+            fail(f"{where}: <bndbox> needs numeric xmin ymin xmax ymax")
+            continue
+        if xmin > xmax or ymin > ymax:
+            fail(f"{where}: empty box (xmin {xmin:g} > xmax {xmax:g} or ymin {ymin:g} > "
+                 f"ymax {ymax:g})")
+            continue
+        if w is not None and (xmin < 1 or ymin < 1 or xmax > w or ymax > h):
+            fail(f"{where}: box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) lies outside the {w}x{h} "
+                 f"image (VOC boxes are 1-based, inclusive)")
+            continue
+        objects.append(VOCObject(
+            name=name, label=CLASS_INDEX[name], box=(xmin - 1, ymin - 1, xmax, ymax),
+            difficult=(obj.findtext("difficult") or "0").strip() == "1",
+            truncated=(obj.findtext("truncated") or "0").strip() == "1"))
+    return xml_size, objects
+
+
+def labels_from_png(path: PathLike) -> torch.Tensor:
+    """A VOC class PNG -> LongTensor [H, W] (0..20, 255 void); other values are errors."""
+    arr = read_index_png(path)
+    bad = (arr >= NUM_CLASSES) & (arr != 255)
+    if bad.any():
+        vals = sorted(set(np.unique(arr[bad]).tolist()))[:5]
+        raise DatasetError(f"mask has values {vals} outside 0..{NUM_CLASSES - 1} and 255", path)
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+# ------------------------------------------------------------------ dataset
+class VOCSegmentation(SegDataset):
+    """Pascal VOC 2012 segmentation (see the module docstring).
+
+    Parameters beyond `SegDataset`'s: `scribble_dir` (real scribble PNGs, e.g.
+    ScribbleSup converted), `include_difficult` (keep XML objects marked
+    difficult as boxes; default True: every instance is an object).
+    """
+
+    name = "voc"
+    classes = VOC_CLASSES
+
+    def __init__(self, root: PathLike, split: str = "train", *, scribble_dir: Optional[PathLike] = None,
+                 include_difficult: bool = True, ids: Optional[Sequence[str]] = None, **kw):
+        voc = resolve_root(root)
+        if ids is None:
+            ids = read_split_list(split_file(voc, split))
+        self.voc_dir = voc
+        self.scribble_dir = None if scribble_dir is None else Path(scribble_dir)
+        self.include_difficult = include_difficult
+        dirs = mask_dirs(voc, split)
+        items = []
+        for image_id in ids:
+            mask = next((d / f"{image_id}.png" for d in dirs if (d / f"{image_id}.png").is_file()),
+                        dirs[0] / f"{image_id}.png")
+            items.append(Item(
+                id=image_id, image=voc / "JPEGImages" / f"{image_id}.jpg", mask=mask,
+                annotation=voc / "Annotations" / f"{image_id}.xml",
+                scribble=None if self.scribble_dir is None else self.scribble_dir / f"{image_id}.png"))
+        missing = [it.image for it in items if not it.image.is_file()]
+        if missing:
+            raise DatasetError(f"missing image ({len(missing)} of split {split!r} missing)", missing[0])
+        super().__init__(items, root=root, split=split, **kw)
+
+    def default_kinds(self) -> Tuple[str, ...]:
+        return ("boxes", "tags") + (("scribbles",) if self.scribble_dir is not None else ())
+
+    def read_labels(self, item: Item) -> torch.Tensor:
+        return labels_from_png(item.mask)
+
+    def objects(self, i: int, size: Optional[Tuple[int, int]] = None) -> List[VOCObject]:
+        item = self.items[i]
+        _, objs = parse_annotation(item.annotation, size)
+        return [o for o in objs if self.include_difficult or not o.difficult]
+
+    def real_weak(self, item: Item, size: Tuple[int, int], kinds: Sequence[str]) -> Dict:
+        out: Dict = {}
+        if "boxes" in kinds or "tags" in kinds:
+            _, objs = parse_annotation(item.annotation, size)
+            objs = [o for o in objs if self.include_difficult or not o.difficult]
+            if "boxes" in kinds:
+                out["boxes"] = torch.tensor([o.box for o in objs], dtype=torch.float32).reshape(-1, 4)
+                out["box_labels"] = torch.tensor([o.label for o in objs], dtype=torch.long)
+            if "tags" in kinds:
+                tags = torch.zeros(NUM_CLASSES, dtype=torch.bool)
+                tags[[o.label for o in objs]] = True
+                out["tags"] = tags
+        if "scribbles" in kinds and item.scribble is not None:
+            arr = read_index_png(item.scribble, "scribble")
+            if arr.shape != tuple(size):
+                raise DatasetError(f"scribble is {arr.shape[1]}x{arr.shape[0]} but the image is "
+                                   f"{size[1]}x{size[0]}", item.scribble)
+            bad = (arr >= NUM_CLASSES) & (arr != 255)
+            if bad.any():
+                raise DatasetError(f"scribble has values outside 0..{NUM_CLASSES - 1} and 255",
+                                   item.scribble)
+            out["scribble"] = torch.from_numpy(arr.astype(np.int64))
+        return out

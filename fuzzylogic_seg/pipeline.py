@@ -1,0 +1,483 @@
+"""`fuzzyseg run`: every stage, from weak labels to the report, resumable.
+
+Stages (outputs under OUT; each finished stage leaves ``OUT/stages/NAME.json``
+with a fingerprint of everything that decided it, and is reused on the next
+run while the fingerprint matches):
+
+1. ``weak``: the training split's weak labels, written to ``OUT/weak/train``
+   (real ones where the data set has them, else simulated from the masks by
+   the seeded protocol), or a given weak-label folder (``weak_dir``).
+2. ``pseudo-<method>``: pseudo-labels of the training split in
+   ``OUT/pseudo_labels/<method>/`` (weak-mask, zero-shot, logic; the logic
+   method fine-tunes SAM first, in ``OUT/finetune/``, with its own per-epoch
+   checkpoint), and their quality against the masks (evaluation only).
+3. ``student-<variant>``: a prompt-free student per variant (see
+   :data:`fuzzylogic_seg.config.VARIANTS`) in ``OUT/students/<variant>/``
+   (per-epoch checkpoint, ``model.pt``, ``history.json``), its predictions on
+   the validation split (the main student's in ``OUT/predictions/val/``) and
+   their metrics.
+4. ``OUT/metrics.json`` and the report ``OUT/report/report.md``.
+
+Training stages read datasets built with ``with_gt=False`` from the weak-label
+folder, so ground-truth pixels cannot reach a trained weight or a label; masks
+are read only to score outputs. Under torchrun the students train with DDP on
+every rank; the other stages run on rank 0 while the rest wait.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from . import config as C
+from . import distributed as D
+from .errors import ConfigError
+from .io import load_json, save_json
+
+LOGGER = "fuzzylogic_seg"
+log = logging.getLogger(LOGGER + ".pipeline")
+
+
+# ------------------------------------------------------------------- data sets
+def make_dataset(kind: str, root, split: str, ids: Optional[List[str]] = None, **kw):
+    """The data layer's loader for `kind`, optionally restricted to `ids` (in their order)."""
+    from .data.base import SegDataset
+
+    if kind == "voc":
+        from .data.voc import VOCSegmentation
+
+        return VOCSegmentation(root, split, ids=ids, **kw)
+    from .data.refuge import REFUGE, refuge_items
+
+    if ids is None:
+        return REFUGE(root, split, **kw)
+    by_id = {it.id: it for it in refuge_items(root, split)}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ConfigError(f"REFUGE split {split!r} of {root} has no image {missing[0]!r}")
+    ds = REFUGE.__new__(REFUGE)  # REFUGE() takes no id list: build the subset through its base
+    SegDataset.__init__(ds, [by_id[i] for i in ids], root=root, split=split, **kw)
+    return ds
+
+
+def split_ids(kind: str, root, split: str, limit: Optional[int]) -> List[str]:
+    """The split's image ids (sorted), the first `limit` of them when given."""
+    ids = sorted(make_dataset(kind, root, split, kinds=()).ids)
+    return ids[: int(limit)] if limit else ids
+
+
+def class_names(kind: str) -> List[str]:
+    if kind == "voc":
+        from .data.voc import VOC_CLASSES
+
+        return list(VOC_CLASSES)
+    from .data.refuge import REFUGE_CLASSES
+
+    return list(REFUGE_CLASSES)
+
+
+def score(kind: str, dataset, predict: Callable[[int], torch.Tensor], progress: bool = False,
+          desc: str = "evaluate") -> Dict[str, Any]:
+    """Metrics of PIPELINE.md for `predict(i) -> labels [H, W]` over `dataset` (GT read here only)."""
+    from tqdm import tqdm
+
+    from .metrics import SegMetrics
+
+    m = SegMetrics(kind, class_names(kind))
+    for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=not progress):
+        pred = predict(i)
+        m.update(pred, dataset.read_gt(i, tuple(pred.shape)), dataset.ids[i])
+    return m.as_dict()
+
+
+HEADLINE_KEYS = ("miou", "dice_disc", "dice_cup", "vcdr_mae", "coverage", "pixel_accuracy")
+
+
+def headline(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """The numbers of metrics.json (per-image rows and per-class IoU stay in the stage files)."""
+    return {k: metrics[k] for k in HEADLINE_KEYS if k in metrics}
+
+
+# --------------------------------------------------------------------- logging
+def setup_logging(out: Path, is_main: bool = True) -> logging.Handler:
+    """Messages to stdout and to OUT/run.log (appended: a resumed run continues the log)."""
+    root = logging.getLogger(LOGGER)
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        if getattr(h, "_fuzzyseg", False):
+            root.removeHandler(h)
+            h.close()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    handler: logging.Handler
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(out / "run.log")
+        handler.setFormatter(fmt)
+        handler._fuzzyseg = True
+        root.addHandler(handler)
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        console._fuzzyseg = True
+        root.addHandler(console)
+    else:
+        handler = logging.NullHandler()
+        handler._fuzzyseg = True
+        root.addHandler(handler)
+    root.propagate = False
+    return handler
+
+
+# -------------------------------------------------------------------- pipeline
+class Pipeline:
+    """One run of every stage for the validated config `cfg` (see module doc).
+
+    `hooks`: ``{"student_epoch": f(variant, epoch, record)}`` runs after each
+    student epoch's checkpoint (tests raise there to interrupt a run);
+    ``{"stage_done": f(name)}`` after each stage.
+    """
+
+    def __init__(self, cfg: Dict[str, Any], hooks: Optional[Dict[str, Callable]] = None,
+                 progress: bool = True, ctx: Optional[D.DistContext] = None):
+        self.cfg = cfg
+        self.kind = cfg["dataset"]
+        self.out = Path(cfg["out"])
+        self.hooks = hooks or {}
+        self.progress = progress
+        self.ctx = ctx or D.DistContext(device=D.resolve_device(cfg["device"]))
+        self.device = self.ctx.device
+        self._sam = None
+
+    # ---------------------------------------------------------------- stages
+    def _marker(self, name: str) -> Path:
+        return self.out / "stages" / f"{name}.json"
+
+    def stage(self, name: str, fp: str, fn: Callable[[], Dict[str, Any]], everywhere: bool = False
+              ) -> Dict[str, Any]:
+        """Run `fn` unless a marker with fingerprint `fp` says it is done; returns its result.
+
+        `everywhere`: every rank runs `fn` (DDP training); else rank 0 runs it
+        and the others read its marker.
+        """
+        marker = self._marker(name)
+        if marker.is_file():
+            done = load_json(marker)
+            if done.get("fingerprint") == fp:
+                log.info(f"[{name}] done before: reusing its outputs")
+                return done["result"]
+            log.info(f"[{name}] configuration changed since the last run: running it again")
+        result = None
+        if everywhere or self.ctx.is_main:
+            t0 = time.time()
+            log.info(f"[{name}] running")
+            result = fn()
+            if self.ctx.is_main:
+                save_json({"fingerprint": fp, "result": result, "seconds": round(time.time() - t0, 2)},
+                          marker)
+            log.info(f"[{name}] finished in {time.time() - t0:.1f}s")
+        D.barrier(self.ctx)
+        if result is None:
+            result = load_json(marker)["result"]
+        if "stage_done" in self.hooks:
+            self.hooks["stage_done"](name)
+        return result
+
+    # ---------------------------------------------------------------- helpers
+    def ids(self, split: str) -> List[str]:
+        return split_ids(self.kind, self.cfg["root"], self.cfg["splits"][split],
+                         self.cfg["max_images"].get(split))
+
+    def dataset(self, split: str, **kw):
+        return make_dataset(self.kind, self.cfg["root"], self.cfg["splits"][split], ids=self.ids(split), **kw)
+
+    @property
+    def weak_dir(self) -> Path:
+        return Path(self.cfg["weak_dir"]) if self.cfg.get("weak_dir") else self.out / "weak" / "train"
+
+    def train_dataset(self, with_gt: bool = False):
+        """The training split as training code sees it: weak labels from their folder."""
+        return self.dataset("train", weak_dir=self.weak_dir, with_gt=with_gt)
+
+    def sam(self):
+        if self._sam is None:
+            from .sam.build import load_sam
+
+            s = self.cfg["sam"]
+            self._sam = load_sam(s["type"], s.get("checkpoint"), device=self.device)
+        return self._sam
+
+    def _file_fp(self, path: Optional[str]) -> Optional[str]:
+        if not path:
+            return None
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{path}: no such file")
+        st = p.stat()
+        return f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+
+    def _rules_fp(self, paths) -> List[str]:
+        out = []
+        for p in paths or []:
+            if not Path(p).is_file():
+                raise ConfigError(f"{p}: no such rule file")
+            out.append(C.fingerprint(Path(p).read_text()))
+        return out
+
+    # ------------------------------------------------------------------ weak
+    def fp_weak(self) -> str:
+        c = self.cfg
+        return C.fingerprint("weak", self.kind, c["root"], c["splits"]["train"], self.ids("train"), c["weak"],
+                             c.get("weak_seed", 0), c.get("weak_dir"))
+
+    def run_weak(self) -> Dict[str, Any]:
+        if self.cfg.get("weak_dir"):
+            from .weak.store import WeakStore
+
+            store = WeakStore(self.weak_dir)
+            return {"folder": str(self.weak_dir), "images": len(store), "given": True}
+        from .weak.store import save_split
+        from tqdm import tqdm
+
+        ds = self.dataset("train", kinds=(self.cfg["weak"],), seed=self.cfg.get("weak_seed", 0))
+        items = ((ds.ids[i], ds.weak_labels(i, _image_size(ds, i)))
+                 for i in tqdm(range(len(ds)), desc="weak labels", leave=False, disable=not self.progress))
+        save_split(self.weak_dir, items, dataset=self.kind, split=self.cfg["splits"]["train"],
+                   class_names=class_names(self.kind),
+                   info={"kinds": [self.cfg["weak"]], "seed": self.cfg.get("weak_seed", 0)})
+        return {"folder": str(self.weak_dir), "images": len(ds), "given": False}
+
+    # ---------------------------------------------------------------- pseudo
+    def pseudo_dir(self, method: str) -> Path:
+        return self.out / "pseudo_labels" / method
+
+    def fp_pseudo(self, method: str) -> str:
+        c = self.cfg
+        parts: List[Any] = ["pseudo", method, self.fp_weak(), _without(c["pseudo"], "methods")]
+        if method != "weak-mask":
+            parts += [c["sam"]["type"], self._file_fp(c["sam"].get("checkpoint"))]
+        if method == "logic":
+            ft = dict(c["finetune"])
+            parts += [ft, self._rules_fp(ft.get("rules")), c["seed"]]
+        return C.fingerprint(*parts)
+
+    def run_pseudo(self, method: str) -> Dict[str, Any]:
+        from .pseudo import make_pseudo_labels
+
+        ft = dict(self.cfg["finetune"])
+        opts = _without(self.cfg["pseudo"], "methods")
+        kw: Dict[str, Any] = dict(dataset_kind=self.kind, weak=self.cfg["weak"], seed=self.cfg["seed"],
+                                  device=str(self.device), progress=self.progress and self.ctx.is_main,
+                                  cache_dir=str(self.out / "cache" / "sam"), evaluate=False)
+        if method == "logic":
+            kw["rules"] = ft.pop("rules", None)
+            if "epochs" in ft:
+                kw["epochs"] = ft.pop("epochs")
+            ft.setdefault("out_dir", str(self.out / "finetune"))
+            ft.setdefault("amp", self.cfg["amp"] and self.device.type == "cuda")
+            kw["tuner_options"] = ft
+        elif method == "zero-shot":
+            kw["tuner_options"] = {"amp": self.cfg["amp"] and self.device.type == "cuda"}
+        sam = self.sam() if method != "weak-mask" else None
+        out = self.pseudo_dir(method)
+        summary = make_pseudo_labels(method, self.train_dataset(), sam=sam, out_dir=out, **kw, **opts)
+        quality = self.score_labels(method)
+        save_json(quality, out.parent / f"{method}.quality.json")
+        return {"folder": str(out), "quality": headline(quality),
+                "seconds": summary.get("seconds"), "images": summary.get("n_images")}
+
+    def score_labels(self, method: str) -> Dict[str, Any]:
+        """Pseudo-label quality on the training split (uncertain pixels count as misses)."""
+        from .pseudo import read_label
+
+        ds = self.dataset("train", kinds=())
+        folder = self.pseudo_dir(method)
+        return score(self.kind, ds, lambda i: read_label(folder / f"{ds.ids[i]}.png", self.kind),
+                     self.progress and self.ctx.is_main, desc=f"score {method}")
+
+    # --------------------------------------------------------------- student
+    def student_dir(self, variant: str) -> Path:
+        return self.out / "students" / variant
+
+    def predictions_dir(self, variant: str) -> Path:
+        if variant == self.cfg["main_student"]:
+            return self.out / "predictions" / "val"
+        return self.student_dir(variant) / "predictions" / "val"
+
+    def fp_student(self, variant: str, val: bool = True) -> str:
+        c = self.cfg
+        base = C.variant_labels(variant)
+        labels_fp = C.fingerprint("gt", self.kind, c["root"], self.ids("train")) if base == "gt" \
+            else self.fp_pseudo(base)
+        scfg = C.student_config(c, variant)
+        parts = ["student", variant, labels_fp, scfg.to_dict(), self._rules_fp([scfg.logic_rules]
+                 if scfg.logic_rules else []), c["seed"], self.ctx.world_size]
+        if val:
+            parts += [c["splits"]["val"], self.ids("val"), variant == c["main_student"]]
+        return C.fingerprint(*parts)
+
+    def run_student(self, variant: str) -> Dict[str, Any]:
+        from .student import GroundTruth, Student, StudentDataset, predict_dataset, save_student, train_student
+
+        scfg = C.student_config(self.cfg, variant)
+        base = C.variant_labels(variant)
+        if base == "gt":
+            train = self.train_dataset(with_gt=True)
+            labels = GroundTruth()
+        else:
+            train = self.train_dataset()
+            labels = PseudoLabels(self.pseudo_dir(base), self.kind)
+        data = StudentDataset(train, labels, scfg.size, seed=self.cfg["seed"], hflip=scfg.hflip,
+                              tags=bool(scfg.logic_rules) and self.kind == "voc")
+        sdir = self.student_dir(variant)
+        hook = self.hooks.get("student_epoch")
+        result = train_student(
+            scfg, data, self.kind, sdir, seed=self.cfg["seed"], ctx=self.ctx,
+            fingerprint=self.fp_student(variant, val=False), log=log.info,
+            on_epoch_end=(lambda e, rec: hook(variant, e, rec)) if hook else None,
+            progress=self.progress,
+        )
+        if not self.ctx.is_main:
+            return {}
+        save_json(result.history, sdir / "history.json")
+        save_student(sdir / "model.pt", result.model, scfg, self.kind,
+                     extra={"variant": variant, "seed": self.cfg["seed"], "run": str(self.out)})
+        student = Student(result.model, scfg, self.kind, self.device)
+        val = self.dataset("val", kinds=())
+        pred_dir = self.predictions_dir(variant)
+        predict_dataset(student, val, pred_dir, progress=self.progress, desc=f"predict {variant}")
+        from .pseudo import read_label
+
+        metrics = score(self.kind, val, lambda i: read_label(pred_dir / f"{val.ids[i]}.png", self.kind),
+                        desc=f"score {variant}")
+        save_json(metrics, sdir / "metrics.json")
+        return {"model": str(sdir / "model.pt"), "predictions": str(pred_dir), "metrics": headline(metrics),
+                "epochs": len(result.history), "resumed_from_epoch": result.resumed_from}
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        if self.ctx.is_main:
+            C.write(cfg, self.out / "config.yaml")
+        D.barrier(self.ctx)
+        D.seed_everything(cfg["seed"])
+        if cfg.get("deterministic", True):
+            D.set_deterministic(True)
+        log.info(f"fuzzyseg run: {self.kind} from {cfg['root']}, weak labels {cfg['weak']}, "
+                 f"device {self.device}, out {self.out}")
+        self.stage("weak", self.fp_weak(), self.run_weak)
+        pseudo = {}
+        for method in cfg["pseudo"]["methods"]:
+            pseudo[method] = self.stage(f"pseudo-{method}", self.fp_pseudo(method),
+                                        lambda m=method: self.run_pseudo(m))
+        students = {}
+        for variant in cfg["students"]:
+            students[variant] = self.stage(f"student-{variant}", self.fp_student(variant),
+                                           lambda v=variant: self.run_student(v), everywhere=True)
+        metrics = self.collect(pseudo, students)
+        if self.ctx.is_main:
+            save_json(metrics, self.out / "metrics.json")
+            path = self.render_report(metrics)
+            metrics["report"] = str(path)
+            log.info(f"metrics: {self.out / 'metrics.json'}; report: {path}")
+        D.barrier(self.ctx)
+        return metrics
+
+    def collect(self, pseudo: Dict[str, Any], students: Dict[str, Any]) -> Dict[str, Any]:
+        s = self.cfg["student"]
+        metrics: Dict[str, Any] = {
+            "dataset": self.kind, "weak": self.cfg["weak"], "seed": self.cfg["seed"],
+            "sam": self.cfg["sam"]["type"], "student_model": f"{s['arch']}/{s['encoder']}",
+            "main_student": self.cfg["main_student"],
+            "splits": self.cfg["splits"], "images": {k: len(self.ids(k)) for k in ("train", "val")},
+            "pseudo_labels": {m: r["quality"] for m, r in pseudo.items()},
+            "students": {v: r["metrics"] for v, r in students.items()},
+        }
+        ceiling = metrics["students"].get("gt")
+        if ceiling:
+            metrics["ceiling"] = ceiling
+            metrics["relative_to_ceiling"] = {
+                v: {k: m[k] / ceiling[k] for k in ("miou", "dice_disc", "dice_cup")
+                    if m.get(k) is not None and ceiling.get(k)}
+                for v, m in metrics["students"].items() if v != "gt"}
+        return metrics
+
+    # ---------------------------------------------------------------- report
+    def render_report(self, metrics: Dict[str, Any]) -> Path:
+        from . import report
+
+        histories = {}
+        for v in self.cfg["students"]:
+            p = self.student_dir(v) / "history.json"
+            if p.is_file():
+                histories[v] = load_json(p)
+        ft = self.out / "finetune" / "history.json"
+        return report.render(
+            self.out / "report", metrics, student_histories=histories,
+            finetune_history=load_json(ft) if ft.is_file() else None,
+            overlays=self.overlay_rows(), config_path=str(self.out / "config.yaml"),
+        )
+
+    def overlay_rows(self) -> List[Dict[str, Any]]:
+        """A few training images: weak label, zero-shot and logic pseudo-labels, student, truth."""
+        from .pseudo import read_label
+        from .student import Student
+
+        n = int(self.cfg["report"].get("overlays", 4))
+        if n <= 0:
+            return []
+        train = self.train_dataset()
+        model = self.student_dir(self.cfg["main_student"]) / "model.pt"
+        student = Student.load(model, self.device) if model.is_file() else None
+        rows = []
+        for i in range(min(n, len(train))):
+            s = train[i]
+            row: Dict[str, Any] = {"id": s["id"], "image": s["image"].permute(1, 2, 0).numpy(),
+                                   "weak": s["weak"]}
+            for method, panel in (("zero-shot", "zero-shot SAM"), ("logic", "logic SAM")):
+                p = self.pseudo_dir(method) / f"{s['id']}.png"
+                row[panel] = read_label(p, self.kind).numpy() if p.is_file() else None
+            row["student"] = student.predict(s["image"]).numpy() if student else None
+            row["ground truth"] = train.read_gt(i).numpy()
+            rows.append(row)
+        return rows
+
+
+class PseudoLabels:
+    """Student label source: pseudo-labels written by :mod:`fuzzylogic_seg.pseudo`."""
+
+    def __init__(self, folder, kind: str):
+        self.folder, self.kind = Path(folder), kind
+
+    def __call__(self, sample: Dict[str, Any]) -> torch.Tensor:
+        from .errors import DatasetError
+        from .pseudo import read_label
+
+        path = self.folder / f"{sample['id']}.png"
+        if not path.is_file():
+            raise DatasetError("pseudo-label missing for this training image", path)
+        return read_label(path, self.kind)
+
+
+def _image_size(ds, i: int):
+    from .data.base import image_size
+
+    return image_size(ds.items[i].image)
+
+
+def _without(d: Dict[str, Any], *keys: str) -> Dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def run(cfg: Dict[str, Any], hooks: Optional[Dict[str, Callable]] = None, progress: bool = True
+        ) -> Dict[str, Any]:
+    """Validate `cfg`, run every stage (joining torchrun's group when started by it)."""
+    cfg = C.validate(cfg)
+    ctx = D.init_distributed(cfg["device"])
+    setup_logging(Path(cfg["out"]), ctx.is_main)
+    try:
+        return Pipeline(cfg, hooks=hooks, progress=progress, ctx=ctx).run()
+    finally:
+        D.cleanup(ctx)

@@ -1,0 +1,339 @@
+"""The run report: Markdown with PNG figures (matplotlib, Agg backend).
+
+:func:`render` takes plain data (the metrics of ``metrics.json``, training
+histories, a few overlay rows) and writes ``report.md`` with:
+
+- a table of the numbers: pseudo-label quality (train split) per method, and
+  every student (val split) beside the full-supervision ceiling;
+- training curves: each student's loss (and rule loss), and the logic
+  fine-tuning's loss and per-rule satisfaction per epoch;
+- overlays: image / weak label / zero-shot SAM / logic SAM / student /
+  ground truth for a few images.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .io import atomic_path, voc_palette
+
+# Headline metrics per data set: (column title, key in a metrics dict, higher is better).
+HEADLINE: Dict[str, List[Tuple[str, str, bool]]] = {
+    "voc": [("mIoU", "miou", True)],
+    "refuge": [("disc Dice", "dice_disc", True), ("cup Dice", "dice_cup", True),
+               ("vCDR MAE", "vcdr_mae", False)],
+}
+METHOD_TITLES = {
+    "weak-mask": "weak label painted as mask",
+    "zero-shot": "zero-shot SAM",
+    "logic": "logic fine-tuned SAM",
+    "gt": "ground truth (ceiling)",
+}
+REFUGE_COLOURS = np.array([[0, 0, 0], [255, 214, 0], [230, 40, 40]], dtype=np.uint8)  # bg, rim, cup
+
+
+def variant_title(variant: str) -> str:
+    base, _, extra = variant.partition("+")
+    title = METHOD_TITLES.get(base, base)
+    return title + (" + student rules" if extra == "rules" else "")
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+# --------------------------------------------------------------------- tables
+def results_table(metrics: Dict[str, Any]) -> str:
+    """The Markdown table of a run's metrics.json (also printed by `fuzzyseg run`)."""
+    kind = metrics["dataset"]
+    cols = HEADLINE[kind]
+    ceiling = (metrics.get("students") or {}).get("gt")
+    head = "| | " + " | ".join(c[0] for c in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for method, m in (metrics.get("pseudo_labels") or {}).items():
+        lines.append(f"| pseudo-labels (train): {METHOD_TITLES.get(method, method)} | "
+                     + " | ".join(_fmt(m.get(k)) for _, k, _ in cols) + " |")
+    for variant, m in (metrics.get("students") or {}).items():
+        cells = []
+        for _, k, higher in cols:
+            cell = _fmt(m.get(k))
+            if ceiling and variant != "gt" and higher and ceiling.get(k):
+                cell += f" ({100 * m.get(k, float('nan')) / ceiling[k]:.0f}%)"
+            cells.append(cell)
+        lines.append(f"| student (val) on {variant_title(variant)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seeds_table(per_seed: Sequence[Dict[str, Any]]) -> str:
+    """Mean ± std over seeds of each row of :func:`results_table` (students and pseudo-labels)."""
+    kind = per_seed[0]["dataset"]
+    cols = HEADLINE[kind]
+    rows: Dict[Tuple[str, str], List[Dict[str, float]]] = {}
+    for m in per_seed:
+        for method, v in (m.get("pseudo_labels") or {}).items():
+            rows.setdefault(("pseudo-labels (train)", METHOD_TITLES.get(method, method)), []).append(v)
+        for variant, v in (m.get("students") or {}).items():
+            rows.setdefault(("student (val)", variant_title(variant)), []).append(v)
+    lines = ["| | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for (what, title), vals in rows.items():
+        cells = []
+        for _, k, _ in cols:
+            xs = np.array([v[k] for v in vals if v.get(k) is not None], dtype=float)
+            cells.append("–" if xs.size == 0 else f"{xs.mean():.3f} ± {xs.std(ddof=1) if xs.size > 1 else 0:.3f}")
+        lines.append(f"| {what}: {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------- colours
+def colourise(labels: np.ndarray, kind: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Label map -> (RGB colours [H, W, 3], alpha [H, W]); background clear, 255 grey."""
+    labels = np.asarray(labels).astype(np.int64)
+    if kind == "refuge":
+        rgb = REFUGE_COLOURS[np.clip(labels, 0, 2)]
+    else:
+        pal = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
+        rgb = pal[np.clip(labels, 0, 255)]
+    alpha = np.where(labels == 0, 0.0, 0.55)
+    rgb = np.where((labels == 255)[..., None], np.uint8(200), rgb)
+    alpha = np.where(labels == 255, 0.35, alpha)
+    return rgb, alpha
+
+
+def blend(image: np.ndarray, labels: Optional[np.ndarray], kind: str) -> np.ndarray:
+    """uint8 [H, W, 3] image with the label map laid over it."""
+    img = image.astype(np.float32)
+    if labels is None:
+        return image
+    rgb, alpha = colourise(labels, kind)
+    out = img * (1 - alpha[..., None]) + rgb.astype(np.float32) * alpha[..., None]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def _class_colour(c: int, kind: str) -> Tuple[float, float, float]:
+    if kind == "refuge":
+        rgb = REFUGE_COLOURS[min(max(int(c), 0), 2)] if c else np.array([255, 255, 255])
+    else:
+        rgb = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)[int(c)] if c else np.array([255, 255, 255])
+    return tuple(float(v) / 255 for v in rgb)
+
+
+def draw_weak(ax, image: np.ndarray, weak: Any, kind: str) -> None:
+    """Weak labels over the image: boxes, scribbles, points (tags in the title)."""
+    from matplotlib.patches import Rectangle
+
+    img = image
+    scribble = getattr(weak, "scribble", None)
+    if scribble is not None:
+        s = np.asarray(scribble)
+        rgb, _ = colourise(s, kind)
+        bg = s == 0
+        rgb[bg] = 255
+        mask = s != 255
+        img = image.copy()
+        img[mask] = rgb[mask]
+    ax.imshow(img)
+    boxes = getattr(weak, "boxes", None)
+    labels = getattr(weak, "box_labels", None)
+    if boxes is not None:
+        for b, c in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(labels).reshape(-1)):
+            x0, y0, x1, y1 = (float(v) for v in b)
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                   edgecolor=_class_colour(int(c), kind), linewidth=1.2))
+    pts = getattr(weak, "points", None)
+    if pts is not None and len(pts):
+        pl = np.asarray(getattr(weak, "point_labels", np.ones(len(pts))))
+        for (x, y), c in zip(np.asarray(pts).reshape(-1, 2), pl):
+            ax.plot([x], [y], marker="x" if int(c) == 0 else "o", markersize=4,
+                    color=_class_colour(int(c), kind), markeredgecolor="black", markeredgewidth=0.5)
+
+
+# --------------------------------------------------------------------- figures
+def _savefig(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_student_curves(histories: Dict[str, List[Dict[str, Any]]], path: Path) -> Optional[Path]:
+    """Loss per epoch of every student; rule loss and per-rule satisfaction for +rules variants."""
+    if not histories:
+        return None
+    plt = _plt()
+    with_rules = {v: h for v, h in histories.items() if any(r.get("rules") for r in h)}
+    ncols = 2 if with_rules else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 3.6), squeeze=False)
+    ax = axes[0, 0]
+    for v, h in histories.items():
+        ax.plot([r["epoch"] for r in h], [r.get("ce", r["loss"]) for r in h], label=variant_title(v))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy (train)")
+    ax.set_title("students")
+    ax.legend(fontsize=7)
+    if with_rules:
+        ax = axes[0, 1]
+        for v, h in with_rules.items():
+            names = sorted({k for r in h for k in (r.get("rules") or {})})
+            for name in names:
+                ax.plot([r["epoch"] for r in h], [(r.get("rules") or {}).get(name, float("nan")) for r in h],
+                        label=f"{name} ({variant_title(v)})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("rule satisfaction")
+        ax.set_ylim(0, 1.02)
+        ax.set_title("student rules on its own predictions")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _savefig(fig, path)
+
+
+def finetune_series(history: Any) -> Tuple[List[float], Dict[str, List[float]], Dict[str, List[float]]]:
+    """(epochs, scalar series, per-rule satisfaction series) from a fine-tuning history.
+
+    Accepts a list of per-epoch records, or a dict with an ``epochs`` (or
+    ``history``) list. A record's numbers become scalar series ("loss", ...);
+    its per-rule dict (``rules``, ``satisfaction`` or ``rule_satisfaction``:
+    {rule: value}) the rule series.
+    """
+    records = history
+    if isinstance(history, dict):
+        records = history.get("epochs") or history.get("history") or []
+    epochs: List[float] = []
+    scalars: Dict[str, List[float]] = {}
+    rules: Dict[str, List[float]] = {}
+    for i, rec in enumerate(records):
+        epochs.append(float(rec.get("epoch", i + 1)))
+        for k, v in rec.items():
+            if k == "epoch":
+                continue
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                scalars.setdefault(k, []).append(float(v))
+            elif isinstance(v, dict) and k in ("rules", "satisfaction", "rule_satisfaction"):
+                for name, s in v.items():
+                    val = s.get("satisfaction") if isinstance(s, dict) else s
+                    if isinstance(val, (int, float)):
+                        rules.setdefault(name, []).append(float(val))
+    n = len(epochs)
+    scalars = {k: v for k, v in scalars.items() if len(v) == n}
+    rules = {k: v for k, v in rules.items() if len(v) == n}
+    return epochs, scalars, rules
+
+
+def plot_finetune_curves(history: Any, path: Path) -> Optional[Path]:
+    epochs, scalars, rules = finetune_series(history)
+    if not epochs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.6))
+    ax = axes[0]
+    losses = {k: v for k, v in scalars.items() if "loss" in k} or scalars
+    for k, v in losses.items():
+        ax.plot(epochs, v, label=k)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("logic fine-tuning of SAM")
+    if losses:
+        ax.legend(fontsize=7)
+    ax = axes[1]
+    for name, v in rules.items():
+        ax.plot(epochs, v, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("satisfaction")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("per-rule satisfaction")
+    if rules:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _savefig(fig, path)
+
+
+PANELS = ("image", "weak label", "zero-shot SAM", "logic SAM", "student", "ground truth")
+
+
+def plot_overlays(rows: List[Dict[str, Any]], kind: str, path: Path) -> Optional[Path]:
+    """One row per image: image, weak label, zero-shot SAM, logic SAM, student, ground truth.
+
+    A row: ``{"id", "image": uint8 [H, W, 3], "weak": WeakLabels | None,
+    "zero-shot SAM" / "logic SAM" / "student" / "ground truth": [H, W] labels | None}``.
+    """
+    if not rows:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(rows), len(PANELS), figsize=(2.1 * len(PANELS), 2.2 * len(rows)),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        image = np.asarray(row["image"])
+        for c, panel in enumerate(PANELS):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if panel == "image":
+                ax.imshow(image)
+                ax.set_ylabel(str(row["id"]), fontsize=7)
+            elif panel == "weak label":
+                if row.get("weak") is not None:
+                    draw_weak(ax, image, row["weak"], kind)
+                else:
+                    ax.imshow(image)
+            else:
+                lab = row.get(panel)
+                ax.imshow(blend(image, None if lab is None else np.asarray(lab), kind))
+                if lab is None:
+                    ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center")
+            if r == 0:
+                ax.set_title(panel, fontsize=8)
+    fig.tight_layout()
+    return _savefig(fig, path)
+
+
+# --------------------------------------------------------------------- report
+def render(out_dir, metrics: Dict[str, Any], *, student_histories: Optional[Dict[str, List]] = None,
+           finetune_history: Any = None, overlays: Optional[List[Dict[str, Any]]] = None,
+           config_path: Optional[str] = None, title: Optional[str] = None) -> Path:
+    """Write ``out_dir/report.md`` and its PNGs; returns the Markdown path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind = metrics["dataset"]
+    parts = [f"# {title or 'fuzzyseg run'}: {kind}, weak labels: {metrics.get('weak', '?')}", ""]
+    facts = [f"seed {metrics.get('seed')}"]
+    if metrics.get("sam"):
+        facts.append(f"SAM {metrics['sam']}")
+    if metrics.get("student_model"):
+        facts.append(f"student {metrics['student_model']}")
+    if config_path:
+        facts.append(f"repeat with `fuzzyseg run --config {config_path}`")
+    parts += ["; ".join(facts) + ".", "", "## Results", "", results_table(metrics), ""]
+    parts += ["Pseudo-labels are scored on the training split against its masks (evaluation only); "
+              "students on the validation split. Percentages: share of the full-supervision ceiling "
+              "(the same student and schedule trained on ground-truth masks).", ""]
+    fig = plot_student_curves(student_histories or {}, out_dir / "student_curves.png")
+    ft = plot_finetune_curves(finetune_history, out_dir / "finetune_curves.png") \
+        if finetune_history is not None else None
+    if fig or ft:
+        parts += ["## Training curves", ""]
+        if ft:
+            parts += ["![logic fine-tuning](finetune_curves.png)", ""]
+        if fig:
+            parts += ["![students](student_curves.png)", ""]
+    ov = plot_overlays(overlays or [], kind, out_dir / "overlays.png")
+    if ov:
+        parts += ["## Overlays", "", "Image, weak label, zero-shot SAM, logic SAM, student (no prompts), "
+                  "ground truth. Grey: uncertain (255, ignored in training).", "",
+                  "![overlays](overlays.png)", ""]
+    path = out_dir / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,219 @@
+"""A differentiable, batched, prompted SAM forward that equals SamPredictor.
+
+``Sam.forward`` and ``SamPredictor`` run under ``torch.no_grad``, so fine-tuning
+calls the three parts directly: ``preprocess`` (exactly SamPredictor's
+ResizeLongestSide + normalisation + padding), ``embed`` (image encoder),
+``decode`` (prompt encoder + mask decoder, prompts in original image
+coordinates) and ``postprocess`` (== ``Sam.postprocess_masks``).
+
+``decode`` batches prompts of several images in one decoder call: each prompt
+names its image (``image_index``) and the image embedding is gathered per
+prompt, where ``MaskDecoder.predict_masks`` would repeat one image's embedding.
+The mask decoder's arithmetic is otherwise the same, step for step (tested
+against SamPredictor to 1e-4).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+Size = Tuple[int, int]
+
+
+def _to_hwc_uint8(image) -> np.ndarray:
+    """uint8 Tensor [3, H, W] or numpy [H, W, 3] -> numpy HWC uint8 (SamPredictor's input)."""
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise ConfigError(f"image: expected a uint8 tensor [3, H, W], got "
+                              f"{image.dtype} {tuple(image.shape)}")
+        return image.detach().cpu().permute(1, 2, 0).contiguous().numpy()
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ConfigError(f"image: expected a uint8 array [H, W, 3], got {arr.dtype} {arr.shape}")
+    return arr
+
+
+class PromptableSAM(nn.Module):
+    """Wraps a ``segment_anything`` ``Sam``; every step keeps the autograd graph."""
+
+    def __init__(self, sam: nn.Module):
+        super().__init__()
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        self.sam = sam
+        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
+
+    # -------------------------------------------------------------- helpers
+    @property
+    def img_size(self) -> int:
+        return int(self.sam.image_encoder.img_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.pixel_mean.device
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.sam.prompt_encoder.embed_dim)
+
+    @property
+    def embedding_size(self) -> Size:
+        return tuple(self.sam.prompt_encoder.image_embedding_size)
+
+    def input_size(self, orig_size: Size) -> Size:
+        """Size (h, w) of an image of `orig_size` after ResizeLongestSide."""
+        return self.transform.get_preprocess_shape(int(orig_size[0]), int(orig_size[1]),
+                                                   self.img_size)
+
+    # ----------------------------------------------------------- preprocess
+    def preprocess(self, image) -> Tuple[torch.Tensor, Size]:
+        """uint8 [3, H, W] tensor (or HWC array) -> ([1, 3, S, S], input_size), as
+        SamPredictor.set_image: PIL resize of the long side to S, normalise, pad."""
+        arr = _to_hwc_uint8(image)
+        if self.sam.image_format != "RGB":
+            arr = arr[..., ::-1]
+        resized = self.transform.apply_image(arr)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        return self.sam.preprocess(x), (int(x.shape[-2]), int(x.shape[-1]))
+
+    def preprocess_batch(self, images: Sequence) -> Tuple[torch.Tensor, List[Size], List[Size]]:
+        """Several images of any sizes -> ([B, 3, S, S], input_sizes, orig_sizes)."""
+        xs, ins, origs = [], [], []
+        for im in images:
+            arr = _to_hwc_uint8(im)
+            x, ins_ = self.preprocess(arr)
+            xs.append(x)
+            ins.append(ins_)
+            origs.append((int(arr.shape[0]), int(arr.shape[1])))
+        return torch.cat(xs, 0), ins, origs
+
+    def preprocess_torch(self, images: torch.Tensor) -> Tuple[torch.Tensor, Size]:
+        """Differentiable variant for float images [B, 3, H, W] in 0..255: antialiased
+        bilinear resize instead of PIL's (close to, not bit-equal with, `preprocess`)."""
+        h, w = images.shape[-2:]
+        size = self.input_size((h, w))
+        x = F.interpolate(images.float(), size, mode="bilinear", align_corners=False,
+                          antialias=True)
+        return self.sam.preprocess(x), size
+
+    # ---------------------------------------------------------------- embed
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed [B, 3, S, S] -> image embeddings [B, C, h, w]."""
+        return self.sam.image_encoder(x)
+
+    # --------------------------------------------------------------- decode
+    def _scale(self, orig_sizes: Sequence[Size], index: torch.Tensor) -> torch.Tensor:
+        """Per-prompt (sx, sy) factors of ResizeLongestSide.apply_coords, float64."""
+        f = []
+        for oh, ow in orig_sizes:
+            nh, nw = self.input_size((oh, ow))
+            f.append((nw / ow, nh / oh))
+        f = torch.tensor(f, dtype=torch.float64, device=index.device)
+        return f[index]
+
+    def decode(self, emb: torch.Tensor, boxes: Optional[torch.Tensor] = None,
+               points: Optional[torch.Tensor] = None,
+               point_labels: Optional[torch.Tensor] = None, multimask: bool = False,
+               orig_size: Union[None, Size, Sequence[Size]] = None,
+               image_index: Optional[torch.Tensor] = None,
+               mask_input: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Masks for P prompts -> (low-res logits [P, M, 4h, 4w], predicted IoU [P, M]).
+
+        emb: [B, C, h, w]. boxes: [P, 4] xyxy; points: [P, K, 2] xy with
+        point_labels [P, K] (1 positive, 0 negative, -1 padding); coordinates in
+        the original image's pixels when `orig_size` is given (one (H, W) for all
+        images or one per image), else already in the model's input frame.
+        image_index: [P] image of each prompt (default: all 0, needs B == 1).
+        mask_input: [P, 1, 4h, 4w] low-res logits of a previous round.
+        M = 3 with `multimask`, else 1 (SAM's single-output token).
+        """
+        if boxes is None and points is None and mask_input is None:
+            raise ConfigError("decode: give boxes, points or a mask_input")
+        n_prompts = next(t.shape[0] for t in (boxes, points, mask_input) if t is not None)
+        dev = emb.device
+        if image_index is None:
+            if emb.shape[0] != 1:
+                raise ConfigError(f"decode: {emb.shape[0]} image embeddings need an image_index "
+                                  "naming the image of each prompt")
+            image_index = torch.zeros(n_prompts, dtype=torch.long, device=dev)
+        image_index = image_index.to(dev, torch.long)
+        if orig_size is not None:
+            sizes = ([tuple(orig_size)] * emb.shape[0] if isinstance(orig_size[0], (int, np.integer))
+                     else [tuple(s) for s in orig_size])
+            scale = self._scale(sizes, image_index)  # [P, 2]
+        pe = self.sam.prompt_encoder
+        coords = labels = None
+        if points is not None:
+            if point_labels is None or point_labels.shape != points.shape[:2]:
+                raise ConfigError(f"decode: point_labels must be [P, K] = {tuple(points.shape[:2])}, "
+                                  f"got {None if point_labels is None else tuple(point_labels.shape)}")
+            coords = points.to(dev)
+            if orig_size is not None:
+                coords = (coords.double() * scale[:, None, :]).float()
+            labels = point_labels.to(dev, torch.int)
+        if boxes is not None:
+            if boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise ConfigError(f"decode: boxes must be [P, 4], got {tuple(boxes.shape)}")
+            boxes = boxes.to(dev)
+            if orig_size is not None:
+                boxes = (boxes.double().reshape(-1, 2, 2) * scale[:, None, :]).float().reshape(-1, 4)
+            else:
+                boxes = boxes.float()
+        sparse, dense = pe(points=None if coords is None else (coords, labels), boxes=boxes,
+                           masks=mask_input)
+        low_res, iou = predict_masks(self.sam.mask_decoder, emb[image_index] + dense,
+                                     pe.get_dense_pe().expand(n_prompts, -1, -1, -1), sparse)
+        sl = slice(1, None) if multimask else slice(0, 1)
+        return low_res[:, sl], iou[:, sl]
+
+    # ---------------------------------------------------------- postprocess
+    def postprocess(self, low_res: torch.Tensor, input_size: Size, orig_size: Size) -> torch.Tensor:
+        """Low-res logits -> logits at the original image size (Sam.postprocess_masks)."""
+        return self.sam.postprocess_masks(low_res, tuple(input_size), tuple(orig_size))
+
+    def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
+        """Low-res logits -> logits on the padded S x S input frame (postprocess's first step)."""
+        return F.interpolate(low_res, (self.img_size, self.img_size), mode="bilinear",
+                             align_corners=False)
+
+    # ------------------------------------------------------------ one image
+    def forward(self, image, boxes: Optional[torch.Tensor] = None,
+                points: Optional[torch.Tensor] = None,
+                point_labels: Optional[torch.Tensor] = None,
+                multimask: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One image, P prompts in its pixel coordinates -> (logits [P, M, H, W], iou [P, M])."""
+        x, input_size = self.preprocess(image)
+        orig = tuple(image.shape[-2:]) if isinstance(image, torch.Tensor) else tuple(np.shape(image)[:2])
+        low, iou = self.decode(self.embed(x), boxes=boxes, points=points,
+                               point_labels=point_labels, multimask=multimask, orig_size=orig)
+        return self.postprocess(low, input_size, orig), iou
+
+
+def predict_masks(decoder: nn.Module, src: torch.Tensor, pos_src: torch.Tensor,
+                  sparse: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``MaskDecoder.predict_masks`` with the image embedding already per prompt.
+
+    src: [P, C, h, w] (image embedding + dense prompt embedding), pos_src:
+    [P, C, h, w], sparse: [P, N, C]. Returns all mask tokens' logits [P, 4, 4h, 4w]
+    and IoU predictions [P, 4]. Follows segment_anything/modeling/mask_decoder.py.
+    """
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
+    tokens = torch.cat((output_tokens, sparse), dim=1)
+    b, c, h, w = src.shape
+    hs, src = decoder.transformer(src, pos_src, tokens)
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1: (1 + decoder.num_mask_tokens), :]
+    src = src.transpose(1, 2).reshape(b, c, h, w)
+    upscaled = decoder.output_upscaling(src)
+    hyper_in = torch.stack([decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
+                            for i in range(decoder.num_mask_tokens)], dim=1)
+    b, c, h, w = upscaled.shape
+    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+    return masks, decoder.iou_prediction_head(iou_token_out)

@@ -1,0 +1,424 @@
+"""Pretraining recipe of the embedded SAM on generic synthetic shapes.
+
+The recipe follows SAM's (Kirillov et al. 2023, sec. 3 and appendix A) at a
+small scale: AdamW with linear warm-up and cosine decay; prompts are jittered
+or tight boxes, one positive point (ambiguous: three outputs, the loss of the
+best one is back-propagated), box + point, or several positive/negative
+points; loss = 20 * focal + dice on the mask logits at input resolution,
+plus the MSE between the IoU head and the actual IoU of each output mask;
+optional iterative rounds add a corrective point sampled from the error
+region and feed the previous low-res logits back as a mask prompt.
+
+Deterministic: the model is initialised from ``seed`` and the batch of step
+``t`` is drawn from ``numpy.random.default_rng([seed, 0, t])``, so a run
+resumed from its state file ends with the same weights as an uninterrupted
+one. Held-out scenes come from ``default_rng([seed, 1, i])`` (never trained on).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import CheckpointError, ConfigError
+from ..io import load_torch, save_json, save_torch
+from .build import EmbeddedConfig, build_embedded, embedded_checkpoint, load_state_strict
+from .forward import PromptableSAM
+from .shapes import generate_scene, jitter_box, mask_box, sample_points
+
+# Prompt kinds of one training step and their probabilities.
+PROMPT_KINDS = ("box", "box_point", "point", "points")
+PROMPT_P = (0.45, 0.15, 0.25, 0.15)
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 300
+    seed: int = 0
+    images_per_step: int = 8
+    prompts_per_image: int = 4
+    lr: float = 4e-4
+    weight_decay: float = 0.05
+    warmup: int = 50
+    grad_clip: float = 1.0
+    focal_weight: float = 20.0      # SAM's 20:1 focal:dice
+    dice_weight: float = 1.0
+    bce_weight: float = 0.0
+    iou_weight: float = 1.0
+    box_jitter_p: float = 0.5       # share of boxes with SAM's noise (10% of the side)
+    iterative_rounds: int = 0       # corrective-point rounds per step (decoder only)
+    min_aspect: float = 0.6         # short side / long side of training scenes
+    eval_images: int = 48
+    model: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "PretrainConfig":
+        d = dict(d)
+        model = EmbeddedConfig.from_dict(d.pop("model", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(d) - known:
+            raise ConfigError(f"unknown pretraining keys: {sorted(set(d) - known)}")
+        return cls(model=model, **d)
+
+
+# ---------------------------------------------------------------- the batch
+@dataclass
+class PromptGroup:
+    """Prompts of one structure (same number of points, box or not), batched."""
+
+    kind: str
+    multimask: bool
+    image_index: List[int] = field(default_factory=list)
+    boxes: List[np.ndarray] = field(default_factory=list)
+    points: List[np.ndarray] = field(default_factory=list)
+    labels: List[np.ndarray] = field(default_factory=list)
+    targets: List[np.ndarray] = field(default_factory=list)  # [h, w] bool, input frame
+
+
+def _scene_size(rng: np.random.Generator, size: int, min_aspect: float) -> Tuple[int, int]:
+    short = int(rng.integers(int(min_aspect * size), size + 1))
+    return (size, short) if rng.random() < 0.5 else (short, size)
+
+
+def make_batch(rng: np.random.Generator, cfg: PretrainConfig) -> Tuple[List[np.ndarray], Dict[str, PromptGroup]]:
+    """Images (HWC uint8, long side = img_size) and prompt groups for one step."""
+    size = cfg.model.img_size
+    n_points = int(rng.integers(2, 4))  # for the "points" group of this step
+    groups = {k: PromptGroup(k, multimask=(k == "point")) for k in PROMPT_KINDS}
+    images = []
+    for b in range(cfg.images_per_step):
+        while True:
+            h, w = _scene_size(rng, size, cfg.min_aspect)
+            scene = generate_scene(rng, h, w)
+            if len(scene.masks):
+                break
+        images.append(scene.image)
+        for _ in range(cfg.prompts_per_image):
+            m = scene.masks[int(rng.integers(len(scene.masks)))]
+            kind = PROMPT_KINDS[int(rng.choice(len(PROMPT_KINDS), p=PROMPT_P))]
+            g = groups[kind]
+            box = mask_box(m)
+            if rng.random() < cfg.box_jitter_p:
+                box = jitter_box(rng, box, h, w)
+            if kind in ("box", "box_point"):
+                g.boxes.append(box)
+            if kind in ("box_point", "point"):
+                p, l = sample_points(rng, m, 1, 0)
+                g.points.append(p)
+                g.labels.append(l)
+            if kind == "points":
+                n_pos = int(rng.integers(1, n_points + 1))
+                p, l = sample_points(rng, m, n_pos, n_points - n_pos, near=box)
+                if len(l) < n_points:  # no room for negatives: pad with positives
+                    p2, l2 = sample_points(rng, m, n_points - len(l), 0)
+                    p, l = np.concatenate([p, p2]), np.concatenate([l, l2])
+                g.points.append(p)
+                g.labels.append(l)
+            g.image_index.append(b)
+            g.targets.append(m)
+    return images, {k: g for k, g in groups.items() if g.image_index}
+
+
+# ------------------------------------------------------------------- losses
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+               alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Sigmoid focal loss (Lin et al. 2017) averaged over valid pixels: [P, M]."""
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    a_t = alpha * target + (1 - alpha) * (1 - target)
+    loss = a_t * ce * (1 - p_t) ** gamma * valid
+    return loss.flatten(2).sum(-1) / valid.flatten(2).sum(-1).clamp_min(1)
+
+
+def bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    ce = F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none")
+    return (ce * valid).flatten(2).sum(-1) / valid.flatten(2).sum(-1).clamp_min(1)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits) * valid
+    t = target * valid
+    inter = (p * t).flatten(2).sum(-1)
+    return 1 - (2 * inter + 1) / (p.flatten(2).sum(-1) + t.flatten(2).sum(-1) + 1)
+
+
+def mask_iou(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """IoU of (logits > 0) with the target over valid pixels: [P, M], no gradient."""
+    pred = (logits.detach() > 0).float() * valid
+    t = target * valid
+    inter = (pred * t).flatten(2).sum(-1)
+    union = (pred + t - pred * t).flatten(2).sum(-1)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def _pad_masks(masks: List[np.ndarray], size: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Targets and valid-region maps on the padded S x S input frame: [P, 1, S, S]."""
+    t = torch.zeros(len(masks), 1, size, size)
+    v = torch.zeros(len(masks), 1, size, size)
+    for i, m in enumerate(masks):
+        h, w = m.shape
+        t[i, 0, :h, :w] = torch.from_numpy(m.astype(np.float32))
+        v[i, 0, :h, :w] = 1
+    return t.to(device), v.to(device)
+
+
+def _correction_points(rng: np.random.Generator, logits: torch.Tensor, target: torch.Tensor,
+                       valid: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """One point per prompt from its error region: positive on a miss, negative on a
+    false alarm (SAM's interactive training); [P, 1, 2] and [P, 1]."""
+    pred = (logits.detach() > 0).cpu().numpy()[:, 0]
+    tgt = target.cpu().numpy()[:, 0] > 0.5
+    val = valid.cpu().numpy()[:, 0] > 0.5
+    pts, labs = [], []
+    for p, t, v in zip(pred, tgt, val):
+        err = (p != t) & v
+        ys, xs = np.nonzero(err if err.any() else (t & v))
+        j = int(rng.integers(len(ys)))
+        pts.append([[xs[j], ys[j]]])
+        labs.append([1 if t[ys[j], xs[j]] else 0])
+    return np.asarray(pts, np.float32), np.asarray(labs, np.int64)
+
+
+def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, PromptGroup],
+              cfg: PretrainConfig, rng: np.random.Generator) -> Tuple[torch.Tensor, Dict[str, float]]:
+    dev = model.device
+    x = torch.cat([model.preprocess(im)[0] for im in images], 0)
+    emb = model.embed(x)
+    total, n, stats = 0.0, 0, {"mask": 0.0, "iou": 0.0, "miou": 0.0}
+    for g in groups.values():
+        idx = torch.tensor(g.image_index, device=dev)
+        boxes = torch.from_numpy(np.stack(g.boxes)).to(dev) if g.boxes else None
+        pts = torch.from_numpy(np.stack(g.points)).to(dev) if g.points else None
+        labs = torch.from_numpy(np.stack(g.labels)).to(dev) if g.labels else None
+        target, valid = _pad_masks(g.targets, model.img_size, dev)
+        multimask, mask_in = g.multimask, None
+        for rnd in range(1 + cfg.iterative_rounds):
+            low, iou_pred = model.decode(emb, boxes=boxes, points=pts, point_labels=labs,
+                                         multimask=multimask, image_index=idx, mask_input=mask_in)
+            logits = model.upscale(low)
+            per = (cfg.focal_weight * focal_loss(logits, target, valid)
+                   + cfg.dice_weight * dice_loss(logits, target, valid))  # [P, M]
+            if cfg.bce_weight:
+                per = per + cfg.bce_weight * bce_loss(logits, target, valid)
+            best = per.argmin(1)
+            iou_true = mask_iou(logits, target, valid)
+            loss = (per.gather(1, best[:, None]).mean()
+                    + cfg.iou_weight * F.mse_loss(iou_pred, iou_true))
+            total = total + loss * len(g.image_index)
+            n += len(g.image_index)
+            if rnd == 0:
+                stats["mask"] += float(per.detach().gather(1, best[:, None]).sum())
+                stats["miou"] += float(iou_true.gather(1, best[:, None]).sum())
+            if rnd < cfg.iterative_rounds:
+                chosen = logits.gather(1, best[:, None, None, None].expand(-1, 1, *logits.shape[2:]))
+                p_new, l_new = _correction_points(rng, chosen, target, valid)
+                p_new, l_new = torch.from_numpy(p_new).to(dev), torch.from_numpy(l_new).to(dev)
+                pts = p_new if pts is None else torch.cat([pts, p_new], 1)
+                labs = l_new if labs is None else torch.cat([labs, l_new], 1)
+                mask_in = low.gather(1, best[:, None, None, None].expand(-1, 1, *low.shape[2:])).detach()
+                multimask = False
+    n0 = sum(len(g.image_index) for g in groups.values())
+    stats = {k: v / n0 for k, v in stats.items()}
+    return total / n, stats
+
+
+# ------------------------------------------------------------------ schedule
+def lr_at(step: int, cfg: PretrainConfig, total: int) -> float:
+    warm = min(cfg.warmup, max(1, total // 10))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+# ------------------------------------------------------------------ training
+def state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".state")
+
+
+def card_path(out: Path) -> Path:
+    return out.with_suffix(".json")
+
+
+def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
+             minutes: Optional[float] = None, save_every: int = 25, progress: bool = True,
+             stop_after: Optional[int] = None, evaluate_result: bool = True,
+             log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Pretrain the embedded SAM; write `out` (weights, fp16) and its JSON card.
+
+    Resumes from ``out.state`` when it holds the same recipe. ``minutes`` caps
+    the run by time: after 3 timed steps the number of steps is fixed to what
+    fits (then the result depends on the machine's speed). ``stop_after``
+    stops early leaving only the state file (used to test resumption).
+    Returns the card (recipe, timings, metrics).
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    spath = state_path(out)
+    recipe = cfg.to_dict()
+    torch.manual_seed(cfg.seed)
+    sam = build_embedded(cfg.model).to(device)
+    model = PromptableSAM(sam)
+    opt = torch.optim.AdamW(sam.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, total, history, elapsed = 0, cfg.steps, [], 0.0
+    if spath.is_file():
+        st = load_torch(spath, map_location=device)
+        if st.get("recipe") != recipe:
+            raise CheckpointError(f"{spath}: a pretraining state of another recipe; delete it or "
+                                  "use another --out")
+        load_state_strict(sam, st["model"], spath, what="embedded SAM")
+        opt.load_state_dict(st["optim"])
+        step, total, history = int(st["step"]), int(st["total"]), list(st["history"])
+        elapsed = float(st.get("elapsed", 0.0))
+        log(f"resuming {spath} at step {step}/{total}")
+
+    def save_state():
+        save_torch({"recipe": recipe, "model": sam.state_dict(), "optim": opt.state_dict(),
+                    "step": step, "total": total, "history": history, "elapsed": elapsed}, spath)
+
+    sam.train()
+    bar = tqdm(total=total, initial=step, desc="sam pretrain", disable=not progress,
+               dynamic_ncols=True)
+    run_loss = None
+    while step < total:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, 0, step])
+        images, groups = make_batch(rng, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg, total)
+        loss, stats = step_loss(model, images, groups, cfg, rng)
+        if not torch.isfinite(loss):
+            raise CheckpointError(f"pretraining diverged at step {step} (loss {float(loss)}); "
+                                  "lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(sam.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        elapsed += time.perf_counter() - t0
+        run_loss = float(loss) if run_loss is None else 0.95 * run_loss + 0.05 * float(loss)
+        history.append({"step": step, "loss": round(float(loss), 5),
+                        "train_iou": round(stats["miou"], 4)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{run_loss:.3f}", iou=f"{stats['miou']:.2f}")
+        if minutes is not None and step == 3 and total == cfg.steps:
+            per_step = elapsed / 3
+            total = max(step, min(cfg.steps, int(minutes * 60 / per_step)))
+            bar.total = total
+            log(f"time budget {minutes} min at {per_step:.2f} s/step: {total} steps")
+        if step % save_every == 0 or step == total or step == stop_after:
+            save_state()
+        if stop_after is not None and step >= stop_after and step < total:
+            bar.close()
+            return {"stopped_at": step}
+    bar.close()
+    sam.eval()
+
+    ckpt = embedded_checkpoint(sam, cfg.model, half=True)
+    card = {"recipe": recipe, "steps": total, "device": str(device),
+            "train_seconds": round(elapsed, 1), "threads": torch.get_num_threads(),
+            "params": sum(p.numel() for p in sam.parameters()),
+            "loss_curve": _summarise(history), "weights": out.name}
+    if evaluate_result:
+        # Metrics of the model exactly as shipped (fp16-rounded weights).
+        shipped = build_embedded(cfg.model)
+        load_state_strict(shipped, ckpt["state_dict"], out, what="embedded SAM")
+        card["heldout"] = evaluate(PromptableSAM(shipped.to(device)), cfg.seed, cfg.eval_images,
+                                   progress=progress)
+    ckpt["meta"] = {"card": card}
+    save_torch(ckpt, out)
+    save_json(card, card_path(out))
+    if spath.exists():
+        spath.unlink()
+    return card
+
+
+def _summarise(history: List[Dict[str, float]], bins: int = 20) -> List[Dict[str, float]]:
+    """Mean loss / train IoU over `bins` equal stretches of the run."""
+    if not history:
+        return []
+    chunks = np.array_split(np.arange(len(history)), min(bins, len(history)))
+    return [{"step": history[c[-1]]["step"],
+             "loss": round(float(np.mean([history[i]["loss"] for i in c])), 4),
+             "train_iou": round(float(np.mean([history[i]["train_iou"] for i in c])), 4)}
+            for c in chunks if len(c)]
+
+
+# ---------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model: PromptableSAM, seed: int = 0, n_images: int = 48, scale: float = 1.25,
+             progress: bool = False) -> Dict[str, Any]:
+    """Held-out mIoU on fresh scenes (stream [seed, 1, i]), through the full
+    SamPredictor-equivalent path (scenes are made at `scale` x the model size so
+    the resize is exercised). Box prompts: single output; one point: the output
+    with the highest predicted IoU. Also the IoU of the box painted as a mask."""
+    from tqdm import tqdm
+
+    model.eval()
+    s = int(round(model.img_size * scale))
+    rows = []
+    for i in tqdm(range(n_images), desc="sam eval", disable=not progress, dynamic_ncols=True):
+        rng = np.random.default_rng([seed, 1, i])
+        h, w = _scene_size(rng, s, 0.6)
+        scene = generate_scene(rng, h, w)
+        if not len(scene.masks):
+            continue
+        x, input_size = model.preprocess(scene.image)
+        emb = model.embed(x)
+        tight = np.stack([mask_box(m) for m in scene.masks])
+        jit = np.stack([jitter_box(rng, b, h, w) for b in tight])
+        pts = np.stack([sample_points(rng, m, 1, 0)[0] for m in scene.masks])
+        gt = torch.from_numpy(scene.masks).to(model.device)
+
+        def ious(logits):
+            pred = logits > 0
+            inter = (pred & gt).flatten(1).sum(1).float()
+            union = (pred | gt).flatten(1).sum(1).float()
+            return (inter / union.clamp_min(1)).cpu().numpy()
+
+        res = {}
+        for name, b in (("box", tight), ("box_jitter", jit)):
+            low, _ = model.decode(emb, boxes=torch.from_numpy(b), orig_size=(h, w))
+            res[name] = ious(model.postprocess(low, input_size, (h, w))[:, 0])
+        low, iou_pred = model.decode(emb, points=torch.from_numpy(pts),
+                                     point_labels=torch.ones(len(pts), 1, dtype=torch.long),
+                                     multimask=True, orig_size=(h, w))
+        logits = model.postprocess(low, input_size, (h, w))
+        k = iou_pred.argmax(1)
+        res["point"] = ious(logits[torch.arange(len(k)), k])
+        painted = torch.zeros_like(gt)
+        for j, (x0, y0, x1, y1) in enumerate(tight.astype(int)):
+            painted[j, y0:y1, x0:x1] = True
+        res["box_painted"] = ious(painted.float() - 0.5)
+        for j in range(len(scene.masks)):
+            rows.append({"kind": scene.kinds[j], "nested": bool(scene.nested[j]),
+                         "low_contrast": bool(scene.low_contrast[j]),
+                         **{k_: float(v[j]) for k_, v in res.items()}})
+
+    def mean(sel, key):
+        vals = [r[key] for r in rows if sel(r)]
+        return round(float(np.mean(vals)), 4) if vals else None
+
+    keys = ("box", "box_jitter", "point", "box_painted")
+    out = {"n_images": n_images, "n_masks": len(rows), "size": s,
+           "miou": {k: mean(lambda r: True, k) for k in keys}}
+    groups = {"nested": lambda r: r["nested"], "low_contrast": lambda r: r["low_contrast"],
+              **{f"kind_{k}": (lambda r, k=k: r["kind"] == k) for k in sorted({r["kind"] for r in rows})}}
+    out["by_group"] = {g: {"n": sum(1 for r in rows if sel(r)),
+                           **{k: mean(sel, k) for k in ("box", "point", "box_painted")}}
+                       for g, sel in groups.items()}
+    return out

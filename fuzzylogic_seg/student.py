@@ -1,0 +1,623 @@
+"""The prompt-free student: an smp segmentation model trained on label maps.
+
+The student learns from label maps (pseudo-labels, or ground truth for the
+full-supervision ceiling) with cross-entropy that ignores 255, optionally plus
+a fuzzy-logic loss from a rule file evaluated on its own softmax (priors that
+need no prompt, e.g. "the cup is ringed by disc"). Any architecture and encoder
+of segmentation-models-pytorch's registry; ImageNet encoder weights are used
+only when they are already in the local cache (no network is assumed), and the
+log says which.
+
+Training is deterministic given the seed (data order, flips and dropout are
+derived from (seed, epoch, index), not from RNG state), writes an atomic
+checkpoint after every epoch and resumes from it; the same loop runs in one
+process or under torchrun (see :mod:`fuzzylogic_seg.distributed`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from . import distributed as D
+from .errors import CheckpointError, ConfigError, DatasetError
+from .io import load_torch, save_index_png, save_json, save_torch
+
+NUM_CLASSES = {"voc": 21, "refuge": 3}
+IGNORE = 255
+STUDENT_FORMAT = "fuzzyseg-student/1"
+# ImageNet statistics: what every smp/timm ImageNet encoder expects.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Log = Callable[[str], None]
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------- config
+@dataclass
+class StudentConfig:
+    """Everything that decides a student's training (the `student:` config section)."""
+
+    arch: str = "deeplabv3plus"
+    encoder: str = "resnet18"
+    # "imagenet" (or another smp weight name, or a local file): used when cached, else none.
+    encoder_weights: Optional[str] = "imagenet"
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)  # passed to smp.create_model
+    size: int = 256            # longest image side in pixels; a multiple of 32
+    epochs: int = 30
+    batch_size: int = 8        # global batch (split over DDP ranks)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    hflip: bool = True
+    logic_rules: Optional[str] = None   # rule file applied to the student's own softmax
+    logic_weight: float = 0.1
+    bn: str = "train"          # "train" | "frozen" (BatchNorm in eval mode: exact DDP equality)
+    num_workers: int = 0
+    amp: bool = True           # autocast on CUDA (ignored on CPU)
+
+    def __post_init__(self):
+        if self.size % 32:
+            raise ConfigError(f"student size {self.size} must be a multiple of 32 (the encoder's stride)")
+        if self.bn not in ("train", "frozen"):
+            raise ConfigError(f"student bn must be 'train' or 'frozen', got {self.bn!r}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"student {name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "StudentConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown student option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------- encoder weights
+def _hf_cached(repo_id: str, filename: str, revision: Optional[str] = None) -> Optional[str]:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return None
+    got = try_to_load_from_cache(repo_id, filename, revision=revision)
+    return got if isinstance(got, str) else None
+
+
+def _torch_hub_cached(url: str) -> Optional[str]:
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return str(path) if path.is_file() else None
+
+
+def find_encoder_weights(encoder: str, weights: Optional[str]) -> Tuple[Optional[str], str]:
+    """Where `weights` for `encoder` lie on this machine, without any network.
+
+    Returns (path or None, reason for the log). `weights` may be None/"none",
+    a local file, or a weight name of smp's registry (e.g. "imagenet"); for
+    ``tu-`` (timm) encoders any non-empty name means timm's default tag.
+    """
+    if weights is None or str(weights).lower() in ("none", "null", ""):
+        return None, "encoder weights: none requested (random init)"
+    if Path(str(weights)).expanduser().is_file():
+        return str(Path(str(weights)).expanduser()), f"encoder weights: local file {weights}"
+    if encoder.startswith("tu-"):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(encoder[3:])
+        if cfg is None:
+            return None, f"encoder weights: timm has no pretrained weights for {encoder}; random init"
+        hits = []
+        if getattr(cfg, "hf_hub_id", None):
+            for fn in ("model.safetensors", "pytorch_model.bin", getattr(cfg, "hf_hub_filename", None)):
+                if fn:
+                    hits.append(_hf_cached(cfg.hf_hub_id, fn))
+        if getattr(cfg, "url", None):
+            hits.append(_torch_hub_cached(cfg.url))
+        hit = next((h for h in hits if h), None)
+        if hit:
+            return hit, f"encoder weights: {encoder} from the local cache {hit}"
+        return None, (f"encoder weights: {encoder} pretrained weights are not in the local cache "
+                      f"(HF hub / torch hub); random init")
+    import segmentation_models_pytorch as smp
+
+    entry = smp.encoders.encoders.get(encoder)
+    if entry is None:
+        raise ConfigError(f"unknown encoder {encoder!r}; smp offers {sorted(smp.encoders.get_encoder_names())} "
+                          f"and timm encoders as 'tu-<name>'")
+    settings = entry["pretrained_settings"].get(weights)
+    if settings is None:
+        raise ConfigError(f"encoder {encoder} has no weights named {weights!r}; "
+                          f"choose one of {sorted(entry['pretrained_settings'])} or none")
+    hit = _hf_cached(settings["repo_id"], "model.safetensors", settings.get("revision"))
+    if hit:
+        return hit, f"encoder weights: {encoder}/{weights} from the local cache {hit}"
+    return None, (f"encoder weights: {encoder}/{weights} not in the local cache "
+                  f"(huggingface {settings['repo_id']}); random init")
+
+
+def _load_state(path: str) -> Dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+
+
+def build_model(cfg: StudentConfig, num_classes: int, seed: int = 0, log: Log = _print,
+                weights: bool = True) -> torch.nn.Module:
+    """smp.create_model(arch, encoder, classes) with cached encoder weights when present.
+
+    `weights=False` skips the weight lookup (loading a trained student).
+    """
+    import segmentation_models_pytorch as smp
+
+    path, reason = find_encoder_weights(cfg.encoder, cfg.encoder_weights) if weights else (None, "")
+    if reason:
+        log(reason)
+    kwargs = dict(cfg.model_kwargs)
+    torch.manual_seed(D.derive_seed(seed, 7))  # initialisation depends on the seed only
+    try:
+        if path and cfg.encoder.startswith("tu-"):
+            # timm reads a local file when the pretrained config names one.
+            kwargs["pretrained_cfg_overlay"] = dict(file=path, source="file")
+            model = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=True,
+                                     classes=num_classes, **kwargs)
+        else:
+            model = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None,
+                                     classes=num_classes, **kwargs)
+            if path:
+                try:  # smp's encoders drop their classifier keys themselves
+                    model.encoder.load_state_dict(_load_state(path))
+                except RuntimeError as exc:
+                    raise ConfigError(f"encoder weights {path} do not fit {cfg.encoder}: {exc}") from exc
+    except KeyError as exc:  # smp signals unknown arch/encoder names with KeyError
+        raise ConfigError(f"cannot build student {cfg.arch}/{cfg.encoder}: {exc.args[0]}") from exc
+    return model
+
+
+# ---------------------------------------------------------------- label files
+def write_label(labels: torch.Tensor, path: Path, kind: str) -> Path:
+    """LongTensor [H, W] -> VOC palette PNG or REFUGE grey 0/128/255 PNG (atomic)."""
+    if kind == "refuge":
+        from .data.refuge import refuge_to_disk
+
+        return save_index_png(refuge_to_disk(labels.cpu()), path, palette=False)
+    return save_index_png(labels.cpu(), path, palette=True)
+
+
+# -------------------------------------------------------------- image geometry
+def letterbox_size(h: int, w: int, size: int) -> Tuple[int, int]:
+    from .data.transforms import scaled_size
+
+    return scaled_size(h, w, size)[0]
+
+
+def normalize(image_u8: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=image_u8.device).view(-1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image_u8.device).view(-1, 1, 1)
+    return (image_u8.float() / 255.0 - mean) / std
+
+
+def letterbox(image_u8: torch.Tensor, label: Optional[torch.Tensor], size: int):
+    """Resize the longest side to `size`, pad bottom/right to size x size.
+
+    The data layer's resampling (bilinear with anti-aliasing for the image,
+    nearest pixel centre for labels). Returns (uint8 image [3,S,S] padded with
+    0, label [S,S] with 255 on padding or None, valid [S,S] bool).
+    """
+    from .data.transforms import resize_image
+    from .weak.types import resize_labels
+
+    _, h, w = image_u8.shape
+    nh, nw = letterbox_size(h, w, size)
+    out = torch.zeros(3, size, size, dtype=torch.uint8)
+    out[:, :nh, :nw] = resize_image(image_u8, (nh, nw))
+    valid = torch.zeros(size, size, dtype=torch.bool)
+    valid[:nh, :nw] = True
+    lab = None
+    if label is not None:
+        if tuple(label.shape) != (h, w):
+            raise DatasetError(f"label of shape {tuple(label.shape)} does not match image of shape {(h, w)}")
+        lab = torch.full((size, size), IGNORE, dtype=torch.long)
+        lab[:nh, :nw] = resize_labels(label.long(), (nh, nw))
+    return out, lab, valid
+
+
+# ------------------------------------------------------------------- datasets
+class GroundTruth:
+    """Label source: the sample's ground truth (the full-supervision ceiling)."""
+
+    def __call__(self, sample: Dict[str, Any]) -> torch.Tensor:
+        if "gt" not in sample:
+            raise DatasetError(f"sample {sample.get('id')} has no ground truth (dataset built with with_gt=False)")
+        return torch.as_tensor(sample["gt"]).long()
+
+
+class StudentDataset(torch.utils.data.Dataset):
+    """Letterboxed (image, label) pairs from a sample dataset and a label source.
+
+    Flips are drawn from (seed, epoch, index) so a resumed epoch repeats the
+    interrupted one exactly; `set_epoch` before iterating. Letterboxed uint8
+    images are cached in memory when `cache` (small data sets).
+    """
+
+    def __init__(self, base, labels: Callable[[Dict[str, Any]], torch.Tensor], size: int,
+                 seed: int = 0, hflip: bool = True, cache: Optional[bool] = None, tags: bool = False):
+        self.base, self.labels, self.size = base, labels, size
+        self.seed, self.hflip, self.epoch, self.tags = seed, hflip, 0, tags
+        self.cache = len(base) <= 2000 if cache is None else cache
+        self._memo: Dict[int, Tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _load(self, i: int):
+        if i in self._memo:
+            return self._memo[i]
+        sample = self.base[i]
+        img, lab, valid = letterbox(torch.as_tensor(sample["image"]), self.labels(sample), self.size)
+        item = (sample["id"], img, lab, valid, _present_classes(sample) if self.tags else None)
+        if self.cache:
+            self._memo[i] = item
+        return item
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        sid, img, lab, valid, present = self._load(i)
+        if self.hflip and torch.rand(1, generator=D.generator(self.seed, 11, self.epoch, i)).item() < 0.5:
+            img, lab, valid = img.flip(-1), lab.flip(-1), valid.flip(-1)
+        out = {"id": sid, "image": normalize(img), "label": lab, "valid": valid}
+        if present is not None:
+            out["present"] = present
+        return out
+
+
+def _present_classes(sample: Dict[str, Any]) -> torch.Tensor:
+    """Classes the weak labels say are present (background always), for image-level rules."""
+    weak = sample.get("weak")
+    if weak is None:
+        raise DatasetError(f"sample {sample.get('id')} has no weak labels for the student's rules")
+    tags = getattr(weak, "tags", None)
+    n = len(tags) if tags is not None else None
+    cls: List[int] = []
+    if getattr(weak, "box_labels", None) is not None:
+        cls += [int(c) for c in weak.box_labels]
+    if getattr(weak, "point_labels", None) is not None:
+        cls += [int(c) for c in weak.point_labels]
+    if getattr(weak, "scribble", None) is not None:
+        cls += [int(c) for c in torch.unique(weak.scribble) if int(c) != IGNORE]
+    n = n or (max(cls) + 1 if cls else 1)
+    present = torch.zeros(n, dtype=torch.float32)
+    if tags is not None:
+        present[: len(tags)] = torch.as_tensor(tags).float()
+    for c in cls:
+        if c < n:
+            present[c] = 1.0
+    present[0] = 1.0
+    return present
+
+
+# ------------------------------------------------------------- logic on the student
+def _refuge_facts(logits: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """Facts on a REFUGE student's softmax over (background, rim, cup), [B, H, W] each.
+
+    near_cup: the cup probability max-pooled over a (2r+1)^2 window with r =
+    2% of the input side, i.e. "within r pixels of the cup" (the rim rings
+    the cup, so those pixels are disc).
+    """
+    p = logits.float().softmax(1)
+    cup = p[:, 2]
+    r = max(1, round(0.02 * max(logits.shape[-2:])))
+    return {
+        "background": p[:, 0],
+        "rim": p[:, 1],
+        "disc": (p[:, 1] + p[:, 2]).clamp(0, 1),
+        "cup": cup,
+        "near_cup": F.max_pool2d(cup[:, None], 2 * r + 1, stride=1, padding=r)[:, 0],
+    }
+
+
+def _voc_facts(logits: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """Facts for a VOC student: seg(class, pixel) logits [B, C, H, W]; present(class) [B, C]."""
+    facts = {"seg": logits.float()}
+    if "present" in batch:
+        facts["present"] = batch["present"].to(logits.device).float()
+    return facts
+
+
+STUDENT_FACTS: Dict[str, Callable] = {"refuge": _refuge_facts, "voc": _voc_facts}
+
+
+def _theory_predicates(theory) -> Optional[List[str]]:
+    for attr in ("predicates", "predicate_names"):
+        names = getattr(theory, attr, None)
+        if names is not None:
+            return list(names.keys() if isinstance(names, dict) else names)
+    prog = getattr(theory, "program", None)
+    if prog is not None:  # from the AST: every PredicateDecl's name
+        names = [getattr(d, "name") for d in getattr(prog, "declarations", getattr(prog, "items", ()))
+                 if type(d).__name__.lower().startswith("predicate")]
+        return names or None
+    return None
+
+
+class StudentLogic:
+    """A rule file evaluated on the student's own predictions (a loss term).
+
+    Facts come from ``STUDENT_FACTS[kind]`` (documented there); the rule file
+    declares the ones it uses. Padding pixels are excluded through the
+    ``pixel`` domain when the file declares that sort.
+    """
+
+    def __init__(self, rules: str, kind: str, semantics=None):
+        import fuzzylogic
+
+        self.path = str(rules)
+        self.theory = fuzzylogic.load(rules, semantics=semantics) if semantics else fuzzylogic.load(rules)
+        self.kind = kind
+        self.facts = STUDENT_FACTS[kind]
+        self.predicates = _theory_predicates(self.theory)
+        sorts = getattr(self.theory, "sorts", None)
+        self.pixel_domain = sorts is None or "pixel" in (sorts.keys() if isinstance(sorts, dict) else sorts)
+        if self.predicates is not None:
+            available = set(self.facts(torch.zeros(1, NUM_CLASSES[kind], 4, 4), {"present": torch.ones(1, NUM_CLASSES[kind])}))
+            unknown = set(self.predicates) - available
+            if unknown:
+                raise ConfigError(f"{rules}: the student provides the facts {sorted(available)}; "
+                                  f"the rule file declares {sorted(unknown)} too")
+
+    def __call__(self, logits: torch.Tensor, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        facts = self.facts(logits, batch)
+        if self.predicates is not None:
+            facts = {k: v for k, v in facts.items() if k in self.predicates}
+        domains = {"pixel": batch["valid"].to(logits.device)} if self.pixel_domain else None
+        ev = self.theory.evaluate(domains=domains, validate=False, **facts)
+        return ev.loss, {k: v.detach().float().mean() for k, v in ev.truth.items()}
+
+
+# ------------------------------------------------------------------- training
+def per_image_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over images of each image's mean cross-entropy over its labelled pixels.
+
+    Per-image means make a global batch split over DDP ranks average to the
+    same value as the whole batch in one process.
+    """
+    ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE, reduction="none")
+    valid = (labels != IGNORE).float()
+    per = (ce * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1.0)
+    return per.mean()
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _freeze_bn(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    history: List[Dict[str, Any]]
+    resumed_from: Optional[int]
+
+
+def train_student(
+    cfg: StudentConfig,
+    dataset: StudentDataset,
+    kind: str,
+    out_dir,
+    *,
+    seed: int = 0,
+    ctx: Optional[D.DistContext] = None,
+    fingerprint: str = "",
+    log: Log = _print,
+    on_epoch_end: Optional[Callable[[int, Dict[str, Any]], None]] = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a student; ``out_dir/checkpoint.pt`` after every epoch, resumed when present.
+
+    The checkpoint is used only if its `fingerprint` (of config, data and
+    seed, chosen by the caller) matches. `on_epoch_end(epoch, record)` runs
+    after the checkpoint is written (tests raise there to simulate a crash).
+    Returns the trained (unwrapped) model and the per-epoch history; the
+    caller saves the final model (:func:`save_student`).
+    """
+    from tqdm import tqdm
+
+    ctx = ctx or D.DistContext()
+    device = ctx.device
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / "checkpoint.pt"
+    num_classes = NUM_CLASSES[kind]
+    model = build_model(cfg, num_classes, seed=seed, log=log if ctx.is_main else (lambda m: None)).to(device)
+    logic = StudentLogic(cfg.logic_rules, kind) if cfg.logic_rules else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()) \
+        if device.type == "cuda" else None
+
+    history: List[Dict[str, Any]] = []
+    start, resumed = 0, None
+    if ckpt_path.is_file():
+        state = load_torch(ckpt_path, map_location=device)
+        if state.get("fingerprint") == fingerprint and state.get("format") == STUDENT_FORMAT:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            history = list(state["history"])
+            start = resumed = int(state["epoch"]) + 1
+            log(f"student: resuming from {ckpt_path} after epoch {start}")
+        else:
+            log(f"student: ignoring {ckpt_path} (made by a different configuration)")
+
+    per_rank = D.per_rank_batch(cfg.batch_size, ctx)
+    n_rank = math.ceil(len(dataset) / ctx.world_size)
+    if n_rank < per_rank:
+        raise ConfigError(f"student batch size {cfg.batch_size} is larger than the {len(dataset)} training images")
+    sampler = D.make_sampler(dataset, ctx, seed=D.derive_seed(seed, 3) % (2 ** 31), shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=per_rank, sampler=sampler, drop_last=True, num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    steps_per_epoch = len(loader)
+    total = cfg.epochs * steps_per_epoch
+    net = D.wrap_model(model, ctx)
+
+    for epoch in range(start, cfg.epochs):
+        torch.manual_seed(D.derive_seed(seed, 5, epoch, ctx.rank))  # dropout: a function of (seed, epoch, rank)
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        net.train()
+        if cfg.bn == "frozen":
+            _freeze_bn(net)
+        t0 = time.time()
+        sums: Dict[str, float] = {"loss": 0.0, "ce": 0.0, "logic": 0.0}
+        rule_sums: Dict[str, float] = {}
+        bar = tqdm(loader, desc=f"student {out_dir.name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not (progress and ctx.is_main))
+        for it, batch in enumerate(bar):
+            step = epoch * steps_per_epoch + it
+            lr = cfg.lr * (1 - step / total) ** 0.9  # poly schedule, a function of the step
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = batch["image"].to(device, non_blocking=True)
+            y = batch["label"].to(device, non_blocking=True)
+            with _autocast(device, use_amp):
+                logits = net(x)
+            ce = per_image_ce(logits, y)
+            loss = ce
+            if logic is not None:
+                lg, sats = logic(logits.float(), {k: v for k, v in batch.items() if k != "image"})
+                loss = ce + cfg.logic_weight * lg
+                sums["logic"] += float(lg.detach())
+                for k, v in sats.items():
+                    rule_sums[k] = rule_sums.get(k, 0.0) + float(v)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"student loss is {float(loss)} at epoch {epoch + 1}, step {it}")
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None and scaler.is_enabled():
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            sums["loss"] += float(loss.detach())
+            sums["ce"] += float(ce.detach())
+            bar.set_postfix(loss=f"{sums['loss'] / (it + 1):.3f}")
+        keys = list(sums) + sorted(rule_sums)
+        vals = [sums[k] for k in sums] + [rule_sums[k] for k in sorted(rule_sums)]
+        vals = [v / max(1, steps_per_epoch) for v in D.all_reduce_mean(vals, ctx)]
+        rec = dict(zip(keys[:3], vals[:3]))
+        rec.update(epoch=epoch + 1, lr=lr, seconds=round(time.time() - t0, 3),
+                   rules=dict(zip(keys[3:], vals[3:])))
+        if logic is None:
+            rec.pop("logic")
+        history.append(rec)
+        if ctx.is_main:
+            save_torch({
+                "format": STUDENT_FORMAT, "fingerprint": fingerprint, "epoch": epoch,
+                "model": D.unwrap_model(net).state_dict(), "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None, "history": history,
+            }, ckpt_path)
+            log(f"student {out_dir.name}: epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f}"
+                + (f" logic {rec['logic']:.4f}" if "logic" in rec else "") + f" ({rec['seconds']:.1f}s)")
+        D.barrier(ctx)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, rec)
+    return TrainResult(D.unwrap_model(net), history, resumed)
+
+
+# ------------------------------------------------------------ saving / loading
+def save_student(path, model: torch.nn.Module, cfg: StudentConfig, kind: str,
+                 extra: Optional[Dict[str, Any]] = None) -> Path:
+    """The trained student as one file: weights plus everything that rebuilds it."""
+    return save_torch({
+        "format": STUDENT_FORMAT,
+        "dataset": kind,
+        "classes": NUM_CLASSES[kind],
+        "config": cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }, path)
+
+
+class Student:
+    """A trained student for inference: ``Student.load(path).predict(image)``."""
+
+    def __init__(self, model: torch.nn.Module, cfg: StudentConfig, kind: str, device="cpu"):
+        self.cfg, self.kind, self.device = cfg, kind, torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @classmethod
+    def load(cls, path, device="cpu") -> "Student":
+        state = load_torch(path)
+        if not isinstance(state, dict) or state.get("format") != STUDENT_FORMAT:
+            raise CheckpointError(f"{path}: not a fuzzyseg student (expected format {STUDENT_FORMAT})")
+        cfg = StudentConfig.from_dict(state["config"])
+        kind = state["dataset"]
+        model = build_model(cfg, int(state["classes"]), weights=False)
+        try:
+            model.load_state_dict(state["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights do not fit {cfg.arch}/{cfg.encoder} ({exc})") from exc
+        return cls(model, cfg, kind, device)
+
+    @torch.no_grad()
+    def predict_logits(self, image_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 [3, H, W] -> class logits [C, H, W] at the image's own size."""
+        image_u8 = torch.as_tensor(image_u8)
+        if image_u8.ndim != 3 or image_u8.shape[0] != 3:
+            raise DatasetError(f"expected an RGB image [3, H, W], got shape {tuple(image_u8.shape)}")
+        _, h, w = image_u8.shape
+        img, _, _ = letterbox(image_u8, None, self.cfg.size)
+        nh, nw = letterbox_size(h, w, self.cfg.size)
+        x = normalize(img.to(self.device))[None]
+        with _autocast(self.device, self.cfg.amp):
+            logits = self.model(x)
+        logits = logits.float()[:, :, :nh, :nw]
+        return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
+
+    def predict(self, image_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 [3, H, W] -> LongTensor [H, W] of classes."""
+        return self.predict_logits(image_u8).argmax(0).cpu()
+
+
+def predict_dataset(student: Student, dataset, out_dir, progress: bool = True,
+                    desc: str = "predict") -> List[str]:
+    """Write ``out_dir/ID.png`` for every sample of `dataset` (formats of PIPELINE.md)."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    ids = []
+    for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=not progress):
+        sample = dataset[i]
+        write_label(student.predict(sample["image"]), out_dir / f"{sample['id']}.png", student.kind)
+        ids.append(sample["id"])
+    save_json({"count": len(ids), "dataset": student.kind, "ids": ids}, out_dir / "summary.json")
+    return ids

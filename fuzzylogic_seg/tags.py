@@ -1,0 +1,282 @@
+"""Tags only: SAM's automatic proposals and a small class head trained under rules.
+
+Image-level tags say which classes occur, not where. So (the issue's "one
+sound design"):
+
+1. **Proposals.** The frozen SAM is prompted with a regular grid of single
+   points (``n_per_side`` squared, as ``SamAutomaticMaskGenerator``), three
+   masks per point, the one of highest predicted IoU kept; masks with low
+   predicted IoU or stability are dropped and near-duplicates removed by mask
+   non-maximum suppression (IoU > ``nms``).
+2. **Features.** Each proposal is described by SAM's image embedding averaged
+   under its mask, plus the mean and spread of the image colour under it
+   (standardised over the training set; no label is used).
+3. **Class head.** A linear layer gives each proposal a softmax over the
+   classes (background included). It is trained with the loss compiled from
+   the tag rules (``examples/rules/tags.rules``: a tagged class occurs in some
+   proposal, an untagged class in none, background occurs, and proposals
+   spanning the image frame tend to be background); the facts are
+   :data:`fuzzylogic_seg.rule_facts.TAG_VOCABULARY`.
+4. **Pseudo-labels.** Each proposal takes the most probable class among
+   background and the image's tags; its masks, weighted by that class
+   probability, are composed by :func:`fuzzylogic_seg.compose.compose`.
+
+Zero-shot (no learning): a proposal that reaches the image frame is
+background, any other takes the image's tag when it has exactly one; with
+several tags its pixels are 255.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from . import rule_facts as rf
+from .compose import compose
+from .errors import ConfigError
+
+
+@dataclass
+class ImageProposals:
+    item: object                 # finetune.Item (full view, grid prompts)
+    logits: torch.Tensor         # [M, G, G] low-res mask logits (float16)
+    iou: torch.Tensor            # [M] SAM's predicted IoU
+    feats: torch.Tensor          # [M, D]
+    border: torch.Tensor         # [M] share of the frame the proposal covers
+    large: torch.Tensor          # [M] share of the image the proposal covers
+    tags: torch.Tensor           # [C] bool
+
+
+def stability(logits: torch.Tensor, offset: float = 1.0) -> torch.Tensor:
+    """SAM's stability score: IoU of the mask thresholded at +offset and -offset."""
+    hi = (logits > offset).flatten(1).sum(1).float()
+    lo = (logits > -offset).flatten(1).sum(1).float()
+    return hi / lo.clamp_min(1)
+
+
+def mask_nms(masks: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.Tensor:
+    """Indices kept by greedy non-maximum suppression on binary masks [M, ...]."""
+    flat = masks.flatten(1).float()
+    inter = flat @ flat.T
+    area = flat.sum(1)
+    iou = inter / (area[:, None] + area[None, :] - inter).clamp_min(1)
+    keep: List[int] = []
+    for i in torch.argsort(scores, descending=True).tolist():
+        if all(float(iou[i, j]) <= thresh for j in keep):
+            keep.append(i)
+    return torch.tensor(keep, dtype=torch.long)
+
+
+@torch.no_grad()
+def make_proposals(tuner, items, iou_thresh: float = 0.5, stability_thresh: float = 0.7,
+                   nms: float = 0.7, max_proposals: int = 24) -> List[ImageProposals]:
+    """Proposals and features of every item (the tuner has prepared embeddings)."""
+    out = []
+    for it in items:
+        logits, iou = tuner.decode([it], multimask=True)
+        lg, sc = logits[0, :len(it.prompts)], iou[0, :len(it.prompts)]
+        g = it.grid
+        lg[:, g.rows:, :] = -20.0  # padding is never part of a proposal
+        lg[:, :, g.cols:] = -20.0
+        ok = (sc >= iou_thresh) & (stability(lg) >= stability_thresh) & ((lg > 0).flatten(1).any(1))
+        if not bool(ok.any()):  # keep the single best rather than nothing
+            ok = sc == sc.max()
+        lg, sc = lg[ok], sc[ok]
+        keep = mask_nms(lg > 0, sc, nms)[:max_proposals]
+        lg, sc = lg[keep], sc[keep]
+        emb = tuner.embeddings.get(it, tuner.device).float()
+        feats = features(emb, torch.sigmoid(lg), it.image_grid)
+        on = (lg > 0).float()
+        frame = torch.zeros(g.size, g.size, dtype=torch.bool, device=on.device)
+        frame[[0, g.rows - 1], :g.cols] = True
+        frame[:g.rows, [0, g.cols - 1]] = True
+        border = (on * frame).flatten(1).sum(1) / frame.sum()
+        large = on.flatten(1).sum(1) / float(g.rows * g.cols)
+        weak = tuner._dataset[it.index]["weak"]
+        if weak.tags is None:
+            raise ConfigError(f"image {it.id!r} has no tags")
+        out.append(ImageProposals(it, lg.half().cpu(), sc.cpu(), feats.cpu(), border.cpu(),
+                                  large.cpu(), weak.tags.bool().cpu()))
+    return out
+
+
+def features(emb: torch.Tensor, probs: torch.Tensor, image_grid: Optional[torch.Tensor]
+             ) -> torch.Tensor:
+    """[M, C + 6]: embedding averaged under each mask, colour mean and std under it."""
+    c, h, w = emb.shape
+    wts = F.adaptive_avg_pool2d(probs[None], (h, w))[0].flatten(1)  # [M, h*w]
+    f = wts @ emb.flatten(1).T / wts.sum(1, keepdim=True).clamp_min(1e-6)
+    if image_grid is None:
+        return f
+    img = image_grid.float().to(probs.device).flatten(1) / 255.0  # [3, G*G]
+    p = probs.flatten(1)
+    den = p.sum(1, keepdim=True).clamp_min(1e-6)
+    mean = p @ img.T / den
+    var = (p @ (img.T ** 2)) / den - mean ** 2
+    return torch.cat([f, mean, var.clamp_min(0).sqrt()], 1)
+
+
+class ClassHead(torch.nn.Module):
+    """Standardised features -> class logits (a linear layer)."""
+
+    def __init__(self, dim: int, num_classes: int, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.linear = torch.nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((x - self.mean) / self.std)
+
+
+def _tag_facts(props: Sequence[ImageProposals], head: ClassHead, num_classes: int, device):
+    m = max(len(p.iou) for p in props)
+    d = props[0].feats.shape[1]
+    feats = torch.zeros(len(props), m, d, device=device)
+    valid = torch.zeros(len(props), m, dtype=torch.bool, device=device)
+    border = torch.zeros(len(props), m, device=device)
+    large = torch.zeros(len(props), m, device=device)
+    tagged = torch.zeros(len(props), num_classes, device=device)
+    for i, p in enumerate(props):
+        k = len(p.iou)
+        feats[i, :k] = p.feats.to(device)
+        valid[i, :k] = True
+        border[i, :k] = p.border.to(device)
+        large[i, :k] = p.large.to(device)
+        tagged[i, :len(p.tags)] = p.tags.float().to(device)
+    tagged[:, 0] = 0
+    absent = 1 - tagged
+    absent[:, 0] = 0  # background is never "untagged"
+    facts = {"cls": head(feats), "tagged": tagged, "absent": absent, "border": border,
+             "large": large}
+    return facts, valid
+
+
+def train_head(props: List[ImageProposals], rules, num_classes: int, epochs: int, seed: int,
+               device, lr: float = 1e-2, batch_size: int = 8, progress: bool = True,
+               log: Optional[Callable[[str], None]] = None) -> Tuple[ClassHead, Dict]:
+    """Fit the class head under the compiled tag rules; returns it and the history."""
+    torch.manual_seed(seed)
+    allf = torch.cat([p.feats for p in props])
+    head = ClassHead(allf.shape[1], num_classes, allf.mean(0), allf.std(0).clamp_min(1e-4)).to(device)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    history = {"epochs": []}
+    for epoch in range(epochs):
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        order = torch.randperm(len(props), generator=g).tolist()
+        tot, sats, n = 0.0, {}, 0
+        for s in range(0, len(order), batch_size):
+            batch = [props[i] for i in order[s:s + batch_size]]
+            facts, valid = _tag_facts(batch, head, num_classes, device)
+            loss = 0
+            for c in rules:
+                dom = {c.binding.sorts["proposal"]: valid} if "proposal" in c.binding.sorts else {}
+                ev = c.theory.evaluate(domains=dom, validate=(epoch == 0 and s == 0),
+                                       **{k: facts[k] for k in c.binding.predicates})
+                loss = loss + ev.loss
+                for name, shown in zip(c.rule_names, c.display):
+                    sats[shown] = sats.get(shown, 0.0) + float(ev.truth[name].detach().sum())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(batch)
+            n += len(batch)
+        rec = {"epoch": epoch, "loss": tot / n, "rules": {k: v / n for k, v in sats.items()}}
+        history["epochs"].append(rec)
+        if log is not None:
+            log(f"[epoch {epoch + 1}] loss={rec['loss']:.4f}  " +
+                "  ".join(f"{k}={v:.3f}" for k, v in rec["rules"].items()))
+    return head, history
+
+
+@torch.no_grad()
+def proposal_classes(p: ImageProposals, head: Optional[ClassHead], device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(class [M], confidence [M]) of each proposal among background and the image's tags.
+
+    Without a head (zero-shot): frame-reaching proposals are background, the
+    others take the single tag (several tags: class -1 = unknown)."""
+    tags = torch.nonzero(p.tags).flatten()
+    tags = tags[tags > 0]
+    if head is None:
+        cls = torch.full((len(p.iou),), -1, dtype=torch.long)
+        if len(tags) == 1:
+            cls[:] = int(tags[0])
+        cls[p.border > 0] = 0
+        return cls, torch.ones(len(p.iou))
+    logits = head(p.feats.to(device)).cpu()
+    allowed = torch.zeros(logits.shape[1], dtype=torch.bool)
+    allowed[0] = True
+    allowed[tags] = True
+    probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), 1)
+    conf, cls = probs.max(1)
+    return cls, conf
+
+
+def tag_label_map(p: ImageProposals, cls: torch.Tensor, conf: torch.Tensor, tuner,
+                  threshold: float) -> torch.Tensor:
+    """Compose one image's label map from its classed proposals."""
+    it = p.item
+    known = cls >= 0
+    if not bool(known.any()):
+        return torch.full(it.size, 255, dtype=torch.long)
+    lg = p.logits.float()[known][:, None].to(tuner.device)
+    up = tuner.psam.postprocess(lg, tuner.psam.input_size(it.view.size), it.view.size)[:, 0].cpu()
+    probs = torch.sigmoid(up) * conf[known][:, None, None]
+    unknown = ~known
+    out = compose(probs, cls[known], p.iou[known], threshold)
+    if bool(unknown.any()):  # proposals of unknown class: their confident pixels are 255
+        lg_u = p.logits.float()[unknown][:, None].to(tuner.device)
+        up_u = tuner.psam.postprocess(lg_u, tuner.psam.input_size(it.view.size), it.view.size)
+        covered = (torch.sigmoid(up_u[:, 0].cpu()) > threshold).any(0)
+        mine = (probs > threshold).any(0) if len(probs) else torch.zeros_like(covered)
+        out[covered & ~mine] = 255
+    return out
+
+
+def tag_pseudo_labels(method: str, dataset, sam, out_dir, *, threshold: float, dataset_kind: str,
+                      rules, epochs: int, seed: int, device, progress: bool,
+                      write: Callable[[torch.Tensor, str], None], n_per_side: int = 8,
+                      head_lr: float = 1e-2, head_epochs: Optional[int] = None,
+                      **tuner_options) -> Tuple[List[str], Dict]:
+    """Pseudo-labels from tags (zero-shot or logic); see the module doc."""
+    from .finetune import LogicFineTuner, load_rules
+
+    if dataset_kind != "voc":
+        raise ConfigError("tags need a multi-class data set (voc)")
+    if sam is None:
+        raise ConfigError(f"method {method!r} needs a SAM model")
+    tuner_options.pop("out_dir", None)
+    tuner_options.pop("train", None)
+    tuner = LogicFineTuner(sam, rules=[], dataset_kind=dataset_kind, weak="tags", epochs=0,
+                           seed=seed, device=device, progress=progress,
+                           prompt_options={"n_per_side": n_per_side},
+                           **{k: v for k, v in tuner_options.items() if k in ("cache_dir",)})
+    tuner.need = {"similar_right"}  # keeps the view image on the grid for colour features
+    items = tuner.prepare(dataset, zero_shot=False)
+    props = make_proposals(tuner, items)
+    num_classes = int(props[0].tags.numel()) if props else 21
+    extra: Dict = {"proposals_per_image": float(sum(len(p.iou) for p in props)) / max(len(props), 1)}
+    head = None
+    if method == "logic":
+        from .finetune import default_rules
+
+        paths = rules or [default_rules("voc", "tags")]
+        compiled = load_rules(paths, vocabulary=rf.TAG_VOCABULARY)
+        log = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            log = tqdm.write
+        head, hist = train_head(props, compiled, num_classes, head_epochs or epochs, seed,
+                                tuner.device, lr=head_lr, progress=progress, log=log)
+        extra["history"] = {"final": hist["epochs"][-1] if hist["epochs"] else None,
+                            "epochs": len(hist["epochs"])}
+        extra["rules"] = [str(p) for p in paths]
+    ids = []
+    for p in props:
+        cls, conf = proposal_classes(p, head, tuner.device)
+        write(tag_label_map(p, cls, conf, tuner, threshold), p.item.id)
+        ids.append(p.item.id)
+    return ids, extra

@@ -1,0 +1,143 @@
+"""Pseudo-labels: the composition rule, the weak-mask baseline, the command's outputs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fuzzylogic_seg.compose import IGNORE, box_pixels, box_union, compose, paint_boxes
+from fuzzylogic_seg.errors import ConfigError
+from fuzzylogic_seg.pseudo import make_pseudo_labels, read_label, weak_mask
+from fuzzylogic_seg.weak.types import WeakLabels
+
+
+# ------------------------------------------------------------ composition
+def test_overlaps_are_resolved_by_score_not_by_order():
+    probs = torch.zeros(2, 4, 6)
+    probs[0, :, :4] = 0.9      # class 3, low score
+    probs[1, :, 2:] = 0.8      # class 5, high score
+    out = compose(probs, torch.tensor([3, 5]), torch.tensor([0.2, 0.7]))
+    assert (out[:, :2] == 3).all() and (out[:, 2:] == 5).all()
+    out = compose(probs.flip(0), torch.tensor([5, 3]), torch.tensor([0.7, 0.2]))
+    assert (out[:, 2:] == 5).all()
+    # Same score: the more probable mask wins the pixel.
+    out = compose(probs, torch.tensor([3, 5]), torch.tensor([0.5, 0.5]))
+    assert (out[:, 2:4] == 3).all()
+
+
+def test_uncertain_pixels_are_255_and_confident_background_is_0():
+    probs = torch.tensor([[[0.95, 0.6, 0.35, 0.05]]])
+    out = compose(probs, torch.tensor([7]), torch.tensor([1.0]), threshold=0.7)
+    assert out.tolist() == [[7, IGNORE, IGNORE, 0]]
+    # threshold 0.5 labels every pixel (ties aside)
+    out = compose(probs, torch.tensor([7]), torch.tensor([1.0]), threshold=0.5)
+    assert out.tolist() == [[7, 7, 0, 0]]
+
+
+def test_known_background_and_known_labels():
+    probs = torch.full((1, 1, 4), 0.6)
+    kb = torch.tensor([[True, False, False, False]])
+    known = torch.tensor([[255, 255, 9, 255]])
+    out = compose(probs, torch.tensor([2]), torch.tensor([1.0]), threshold=0.7,
+                  known_background=kb, known=known)
+    assert out.tolist() == [[0, IGNORE, 9, IGNORE]]
+
+
+def test_compose_without_prompts_is_background_or_unknown():
+    out = compose(torch.zeros(0, 2, 3), torch.zeros(0, dtype=torch.long), torch.zeros(0))
+    assert (out == 0).all()
+
+
+def test_compose_rejects_bad_threshold():
+    with pytest.raises(ValueError):
+        compose(torch.zeros(1, 2, 2), torch.tensor([1]), torch.tensor([1.0]), threshold=0.3)
+
+
+# ------------------------------------------------------------- weak-mask
+def test_box_pixels_follow_the_half_open_convention():
+    # VOC xmin=3, xmax=7 (1-based inclusive) -> x0 = 2, x1 = 7 -> pixels 2..6
+    assert box_pixels([2, 0, 7, 1], 10, 10)[0::2] == (2, 7)
+    assert box_pixels([-3, -3, 30, 30], 10, 12) == (0, 0, 12, 10)
+
+
+def test_painted_boxes_smaller_on_top_background_outside():
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 6.0], [2.0, 1.0, 5.0, 4.0]])
+    out = paint_boxes(boxes, torch.tensor([4, 9]), 8, 10)
+    ref = torch.zeros(8, 10, dtype=torch.long)
+    ref[0:6, 0:8] = 4
+    ref[1:4, 2:5] = 9
+    assert torch.equal(out, ref)
+    # order of the boxes does not matter
+    assert torch.equal(paint_boxes(boxes.flip(0), torch.tensor([9, 4]), 8, 10), ref)
+    assert torch.equal(box_union(boxes, 8, 10), ref > 0)
+
+
+def test_weak_mask_of_other_kinds():
+    scr = torch.full((4, 5), 255)
+    scr[1, 1:3] = 6
+    w = WeakLabels(scribble=scr, points=[[0.5, 3.5]], point_labels=[2],
+                   tags=torch.tensor([False, False, True]), size=(4, 5))
+    assert torch.equal(weak_mask(w, (4, 5), "scribbles"), scr)
+    p = weak_mask(w, (4, 5), "points")
+    assert p[3, 0] == 2 and int((p != 255).sum()) == 1
+    assert (weak_mask(w, (4, 5), "tags") == 2).all()
+    w2 = WeakLabels(tags=torch.tensor([False, True, True]), size=(4, 5))
+    assert (weak_mask(w2, (4, 5), "tags") == 255).all()
+
+
+# ------------------------------------------------- end to end (no SAM)
+class _Tiny:
+    """A two-image data set in memory: weak labels for training, masks for the summary."""
+
+    name = "voc"
+
+    def __init__(self):
+        self.boxes = [torch.tensor([[2.0, 3.0, 10.0, 9.0]]),
+                      torch.tensor([[0.0, 0.0, 6.0, 6.0], [4.0, 4.0, 12.0, 12.0]])]
+        self.labels = [torch.tensor([3]), torch.tensor([1, 2])]
+        self.ids = ["a", "b"]
+
+    def __len__(self):
+        return 2
+
+    def index(self, image_id):
+        return self.ids.index(image_id)
+
+    def __getitem__(self, i):
+        return {"id": self.ids[i], "image": torch.zeros(3, 12, 14, dtype=torch.uint8),
+                "weak": WeakLabels(boxes=self.boxes[i], box_labels=self.labels[i], size=(12, 14))}
+
+    def read_gt(self, i):
+        gt = torch.zeros(12, 14, dtype=torch.long)
+        if i == 0:
+            gt[3:9, 2:10] = 3  # the object fills its box exactly
+        else:
+            gt[0:6, 0:6] = 1
+            gt[6:12, 6:12] = 2
+        return gt
+
+
+def test_weak_mask_labels_of_a_hand_made_box_equal_the_painted_box(tmp_path):
+    ds = _Tiny()
+    summary = make_pseudo_labels("weak-mask", ds, out_dir=tmp_path, dataset_kind="voc",
+                                 weak="boxes", progress=False)
+    a = np.array(Image.open(tmp_path / "a.png"))
+    ref = np.zeros((12, 14), np.uint8)
+    ref[3:9, 2:10] = 3
+    assert Image.open(tmp_path / "a.png").mode == "P"
+    assert (a == ref).all()
+    b = read_label(tmp_path / "b.png", "voc")
+    assert b[5, 5] == 1 and b[7, 7] == 2  # the smaller box (6x6) lies on the larger (8x8)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["coverage"] == 1.0 and summary["coverage"] == 1.0
+    # By hand: classes 1 and 3 exact; class 2 painted on 60 px holding its 36 true px
+    # (IoU 0.6); background 192 / 216. mIoU over the 4 classes present.
+    assert summary["per_class_iou"]["bicycle"] == pytest.approx(0.6)
+    assert summary["miou"] == pytest.approx((192 / 216 + 1 + 0.6 + 1) / 4)
+    assert on_disk["miou"] == pytest.approx(summary["miou"])
+
+
+def test_unknown_method_is_refused(tmp_path):
+    with pytest.raises(ConfigError):
+        make_pseudo_labels("magic", _Tiny(), out_dir=tmp_path, dataset_kind="voc")

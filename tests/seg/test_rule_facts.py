@@ -1,0 +1,99 @@
+"""The fact vocabulary rule files bind to: geometry against hand computations."""
+import pytest
+import torch
+
+from fuzzylogic.checker import check
+from fuzzylogic.parser import parse
+from fuzzylogic_seg import rule_facts as rf
+from fuzzylogic_seg.errors import ConfigError
+
+
+def test_grid_maps_the_view_longest_side_onto_the_grid():
+    g = rf.grid_for((30, 60), 16)
+    assert (g.size, g.rows, g.cols, g.scale) == (16, 8, 16, 16 / 60)
+
+
+def test_box_coverage_is_the_covered_share_of_each_cell():
+    g = rf.Grid(8, 8, 8, 1.0)
+    f = rf.box_facts(torch.tensor([[1.5, 2.0, 4.0, 3.25]]), g)
+    assert f["colin"][0].tolist() == [0, 0.5, 1, 1, 0, 0, 0, 0]
+    assert f["rowin"][0].tolist() == [0, 0, 1, 0.25, 0, 0, 0, 0]
+    assert torch.equal(f["inbox"][0], f["rowin"][0][:, None] * f["colin"][0][None, :])
+    assert torch.equal(f["outside"], 1 - f["inbox"][0])
+
+
+def test_outside_and_overlap_of_several_boxes():
+    g = rf.Grid(6, 6, 6, 1.0)
+    b = torch.tensor([[0.0, 0.0, 3.0, 3.0], [2.0, 2.0, 5.0, 5.0], [5.0, 0.0, 6.0, 1.0]])
+    f = rf.box_facts(b, g)
+    assert f["overlap"].tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
+    assert f["outside"][0, 0] == 0 and f["outside"][5, 0] == 1 and f["outside"][0, 5] == 0
+
+
+def test_ellipse_is_inside_its_box_and_full_at_the_centre():
+    g = rf.Grid(20, 20, 20, 1.0)
+    e = rf.box_facts(torch.tensor([[2.0, 4.0, 18.0, 12.0]]), g)["ellipse"][0]
+    assert e[8, 10] == 1.0
+    assert e[:4].sum() == 0 and e[12:].sum() == 0  # no rows outside the box
+    assert e[4, 2] == 0 and e[11, 17] == 0         # box corners are outside the ellipse
+    # area close to pi * a * b
+    assert abs(float(e.sum()) - 3.14159 * 8 * 4) < 4
+
+
+def test_inward_index_points_one_step_towards_the_centre():
+    n = 9
+    idx = rf.inward_index(torch.tensor([[4.5, 4.5]]), n)[0].view(n, n)
+    assert idx[4, 4] == 4 * n + 4          # the centre points at itself
+    assert idx[4, 0] == 4 * n + 1          # left of the centre: one step right
+    assert idx[0, 0] == 1 * n + 1          # corner: diagonal step
+    assert idx[8, 4] == 7 * n + 4          # below: one step up
+
+
+def test_model_facts_shift_the_logits():
+    z = torch.arange(2 * 3 * 3, dtype=torch.float32).view(1, 2, 3, 3)
+    f = rf.model_facts(z, {"mask", "mask_right", "mask_down"})
+    assert torch.equal(f["mask_right"][..., :-1], z[..., 1:])
+    assert torch.equal(f["mask_down"][..., :-1, :], z[..., 1:, :])
+
+
+def test_similarity_follows_edges_not_noise():
+    torch.manual_seed(0)
+    img = torch.full((3, 16, 16), 100.0)
+    img[:, :, 8:] = 200.0
+    img = (img + torch.randn(3, 16, 16) * 3).clamp(0, 255).to(torch.uint8)
+    f = rf.similarity_facts(img, rf.Grid(16, 16, 16, 1.0))
+    right = f["similar_right"]
+    assert right[:, 7].max() < 0.01          # across the edge
+    assert right[:, :7].mean() > 0.8         # within a flat region, noise only
+    assert right[:, 15].sum() == 0           # no right neighbour
+
+
+def test_scribble_facts_split_own_and_other_classes():
+    scr = torch.full((8, 8), 255)
+    scr[1, 1:4] = 3
+    scr[6, 2:6] = 0
+    f = rf.scribble_facts(scr, torch.tensor([3]), rf.Grid(4, 4, 4, 0.5))
+    assert f["scrib"][0, 0].tolist() == [1, 1, 0, 0]
+    assert f["scrib_other"][0, 3].tolist() == [0, 1, 1, 0]
+    assert f["scrib"][0].sum() == 2
+
+
+def _program(text):
+    return check(parse(text, source="t.rules"))
+
+
+def test_bind_maps_sorts_to_roles_and_rejects_mistakes():
+    ok = _program("sort obj\nsort y\nsort x\npredicate mask(obj, y, x) logits\n"
+                  "predicate inbox(obj, y, x)\nrule r: forall a, i, j in inbox(a, i, j): mask(a, i, j)\n")
+    b = rf.bind(ok)
+    assert b.sorts == {"region": "obj", "row": "y", "col": "x"}
+    with pytest.raises(ConfigError, match="t.rules:2.*'blob'"):
+        rf.bind(_program("sort r\npredicate blob(r)\nrule q: forall a: blob(a)\n"))
+    with pytest.raises(ConfigError, match="fed logits"):
+        rf.bind(_program("sort r\nsort y\nsort x\npredicate mask(r, y, x)\n"
+                         "rule q: forall a, i, j: mask(a, i, j)\n"))
+    with pytest.raises(ConfigError, match="cannot be built"):
+        rf.bind(_program("sort r\nsort y\nsort x\npredicate scrib(r, y, x)\n"
+                         "rule q: forall a, i, j: scrib(a, i, j)\n"), available=rf.BOX_FACTS)
+    with pytest.raises(ConfigError, match="3 arguments"):
+        rf.bind(_program("sort r\nsort y\npredicate inbox(r, y)\nrule q: forall a, i: inbox(a, i)\n"))

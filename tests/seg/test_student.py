@@ -1,0 +1,255 @@
+"""The prompt-free student: model registry, geometry, loss, determinism, resume, I/O."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fuzzylogic_seg import student as S
+from fuzzylogic_seg.errors import CheckpointError, ConfigError, DatasetError
+
+torch.set_num_threads(1)
+
+# A tiny, dropout-free model keeps every training test to a few seconds.
+TINY = dict(arch="unet", encoder="tu-mobilenetv3_small_050", encoder_weights=None,
+            model_kwargs={"decoder_channels": [16, 16, 8, 8, 8]}, size=64, batch_size=2, lr=3e-3)
+
+
+class Discs(torch.utils.data.Dataset):
+    """Toy REFUGE-like samples: a bright disc with a brighter cup, varying sizes."""
+
+    def __init__(self, n: int, seed: int = 0, hw=(48, 60)):
+        g = torch.Generator().manual_seed(seed)
+        self.samples = []
+        H, W = hw
+        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+        for i in range(n):
+            cx = int(torch.randint(18, W - 18, (1,), generator=g))
+            cy = int(torch.randint(16, H - 16, (1,), generator=g))
+            r = int(torch.randint(8, 14, (1,), generator=g))
+            d = ((xx - cx) ** 2 + (yy - cy) ** 2).float().sqrt()
+            gt = torch.zeros(H, W, dtype=torch.long)
+            gt[d < r] = 1
+            gt[d < r / 2] = 2
+            img = (torch.rand(3, H, W, generator=g) * 50 + gt[None] * 70).to(torch.uint8)
+            self.samples.append({"id": f"img{i:02d}", "image": img, "gt": gt})
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def tiny(**kw) -> S.StudentConfig:
+    return S.StudentConfig(**{**TINY, **kw})
+
+
+def state_equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- config
+def test_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        S.StudentConfig(size=100)
+    with pytest.raises(ConfigError, match="bn"):
+        S.StudentConfig(bn="sync")
+    with pytest.raises(ConfigError, match="unknown student option"):
+        S.StudentConfig.from_dict({"epochz": 3})
+
+
+# ----------------------------------------------------------------- models
+@pytest.mark.parametrize("arch", ["deeplabv3plus", "unet", "fpn"])
+def test_build_model_by_registry_name(arch):
+    logs = []
+    m = S.build_model(S.StudentConfig(arch=arch, encoder="resnet18", encoder_weights=None), 3, log=logs.append)
+    out = m.eval()(torch.zeros(1, 3, 64, 64))
+    assert out.shape == (1, 3, 64, 64)
+    assert any("random init" in line for line in logs)
+
+
+def test_build_model_unknown_names():
+    with pytest.raises(ConfigError, match="unknown encoder"):
+        S.build_model(S.StudentConfig(encoder="resnet1234", encoder_weights="imagenet"), 3)
+    with pytest.raises(ConfigError, match="cannot build student"):
+        S.build_model(S.StudentConfig(arch="nonet", encoder="resnet18", encoder_weights=None), 3)
+    with pytest.raises(ConfigError, match="no weights named"):
+        S.build_model(S.StudentConfig(encoder="resnet18", encoder_weights="laion"), 3)
+
+
+def test_uncached_imagenet_weights_never_touch_the_network(monkeypatch):
+    import huggingface_hub
+
+    def boom(*a, **k):
+        raise AssertionError("network download attempted")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", boom)
+    monkeypatch.setattr(S, "_hf_cached", lambda *a, **k: None)
+    logs = []
+    S.build_model(S.StudentConfig(encoder="resnet18", encoder_weights="imagenet"), 3, log=logs.append)
+    assert "not in the local cache" in logs[0] and "random init" in logs[0]
+
+
+def test_cached_encoder_weights_are_loaded(tmp_path, monkeypatch):
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    ref = smp.encoders.get_encoder("resnet18", weights=None)
+    torch.nn.init.normal_(ref.conv1.weight)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    # As if huggingface had it cached: smp's own repo id/revision are looked up.
+    seen = {}
+
+    def cached(repo, filename, revision=None):
+        seen["repo"] = repo
+        return str(path)
+
+    monkeypatch.setattr(S, "_hf_cached", cached)
+    logs = []
+    m = S.build_model(S.StudentConfig(encoder="resnet18", encoder_weights="imagenet"), 3, log=logs.append)
+    assert seen["repo"] == "smp-hub/resnet18.imagenet"
+    assert "from the local cache" in logs[0]
+    assert torch.equal(m.encoder.conv1.weight, ref.conv1.weight)
+    # a local file works the same way
+    m2 = S.build_model(S.StudentConfig(encoder="resnet18", encoder_weights=str(path)), 3, log=logs.append)
+    assert torch.equal(m2.encoder.conv1.weight, ref.conv1.weight)
+
+
+# --------------------------------------------------------------- geometry
+def test_letterbox_pads_bottom_right_with_ignore():
+    img = torch.randint(0, 255, (3, 30, 60), dtype=torch.uint8)
+    lab = torch.zeros(30, 60, dtype=torch.long)
+    lab[:, 30:] = 2
+    out, l2, valid = S.letterbox(img, lab, 64)
+    assert out.shape == (3, 64, 64) and l2.shape == (64, 64)
+    assert valid[:32].all() and not valid[32:].any()
+    assert (l2[32:] == 255).all() and (out[:, 32:] == 0).all()
+    assert (l2[:32, :32] == 0).all() and (l2[:32, 32:] == 2).all()
+    with pytest.raises(DatasetError, match="does not match"):
+        S.letterbox(img, lab[:10], 64)
+
+
+def test_per_image_ce_matches_loops():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 5, 6, generator=g)
+    labels = torch.randint(0, 4, (3, 5, 6), generator=g)
+    labels[0, :2] = 255
+    labels[2] = 255  # an image with nothing labelled contributes 0
+    per = []
+    for b in range(3):
+        terms = []
+        for y in range(5):
+            for x in range(6):
+                c = int(labels[b, y, x])
+                if c != 255:
+                    terms.append(-torch.log_softmax(logits[b, :, y, x], 0)[c])
+        per.append(torch.stack(terms).mean() if terms else torch.tensor(0.0))
+    assert torch.allclose(S.per_image_ce(logits, labels), torch.stack(per).mean(), atol=1e-6)
+
+
+# --------------------------------------------------------------- training
+def _train(tmp, epochs=3, hook=None, seed=0, ds=None, **kw):
+    ds = ds or Discs(6)
+    data = S.StudentDataset(ds, S.GroundTruth(), 64, seed=seed)
+    return S.train_student(tiny(epochs=epochs, **kw), data, "refuge", tmp, seed=seed, fingerprint="f",
+                           log=lambda m: None, on_epoch_end=hook, progress=False)
+
+
+def test_training_is_deterministic_and_resumes_exactly(tmp_path):
+    full = _train(tmp_path / "a")
+    again = _train(tmp_path / "b")
+    assert state_equal(full.model.state_dict(), again.model.state_dict())
+    assert full.history == [dict(r, seconds=a["seconds"]) for r, a in zip(again.history, full.history)]
+
+    class Crash(Exception):
+        pass
+
+    def crash(epoch, rec):
+        if epoch == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _train(tmp_path / "c", hook=crash)
+    assert (tmp_path / "c" / "checkpoint.pt").is_file()
+    resumed = _train(tmp_path / "c")
+    assert resumed.resumed_from == 2
+    assert state_equal(full.model.state_dict(), resumed.model.state_dict())
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    # another seed trains another model
+    other = _train(tmp_path / "d", seed=1)
+    assert not state_equal(full.model.state_dict(), other.model.state_dict())
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
+    _train(tmp_path, epochs=1)
+    logs = []
+    data = S.StudentDataset(Discs(6), S.GroundTruth(), 64)
+    res = S.train_student(tiny(epochs=1), data, "refuge", tmp_path, fingerprint="other", log=logs.append,
+                          progress=False)
+    assert res.resumed_from is None and any("different configuration" in m for m in logs)
+
+
+def test_batch_larger_than_data_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="larger than"):
+        _train(tmp_path, epochs=1, ds=Discs(1))
+
+
+def test_student_learns_and_roundtrips(tmp_path):
+    train = Discs(12)
+    res = _train(tmp_path, epochs=12, ds=train, batch_size=4)
+    cfg = tiny(epochs=12, batch_size=4)
+    S.save_student(tmp_path / "model.pt", res.model, cfg, "refuge")
+    st = S.Student.load(tmp_path / "model.pt")
+    val = Discs(6, seed=1, hw=(40, 70))
+    inter = union = 0
+    for s in val.samples:
+        pred = st.predict(s["image"])
+        assert pred.shape == s["gt"].shape  # back at the image's own size
+        assert torch.equal(pred, S.Student(res.model, cfg, "refuge").predict(s["image"]))
+        fg_p, fg_g = pred > 0, s["gt"] > 0
+        inter += int((fg_p & fg_g).sum())
+        union += int((fg_p | fg_g).sum())
+    assert inter / union > 0.5  # it learned the disc (chance level is ~0.15)
+
+
+def test_student_file_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such"):
+        S.Student.load(tmp_path / "missing.pt")
+    torch.save({"format": "something else"}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="not a fuzzyseg student"):
+        S.Student.load(tmp_path / "x.pt")
+    m = S.build_model(tiny(), 3)
+    S.save_student(tmp_path / "v.pt", m, tiny(), "refuge")
+    st = torch.load(tmp_path / "v.pt", weights_only=True)
+    st["classes"] = 21
+    torch.save(st, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        S.Student.load(tmp_path / "w.pt")
+
+
+def test_written_labels_use_the_dataset_formats(tmp_path):
+    lab = torch.tensor([[0, 1], [2, 0]])
+    S.write_label(lab, tmp_path / "r.png", "refuge")
+    with Image.open(tmp_path / "r.png") as im:
+        assert im.mode == "L"
+        assert np.array(im).tolist() == [[255, 128], [0, 255]]
+    S.write_label(torch.tensor([[0, 15], [20, 255]]), tmp_path / "v.png", "voc")
+    with Image.open(tmp_path / "v.png") as im:
+        assert im.mode == "P"
+        assert np.array(im).tolist() == [[0, 15], [20, 255]]
+        assert im.getpalette()[15 * 3: 15 * 3 + 3] == [192, 128, 128]  # VOC "person"
+
+
+def test_refuge_facts_follow_the_softmax():
+    logits = torch.zeros(1, 3, 20, 20)
+    logits[0, 2, 10, 10] = 10.0  # one confident cup pixel
+    f = S.STUDENT_FACTS["refuge"](logits, {})
+    p = logits.softmax(1)
+    assert torch.allclose(f["disc"], p[:, 1] + p[:, 2])
+    assert torch.allclose(f["cup"], p[:, 2])
+    # near_cup spreads the cup by r = max(1, round(0.02 * 20)) = 1 pixel
+    assert f["near_cup"][0, 9, 11] == pytest.approx(float(p[0, 2, 10, 10]))
+    assert f["near_cup"][0, 10, 12] < 0.5
