@@ -274,12 +274,13 @@ class ReportPlan:
 
 class RulePlan:
     __slots__ = ("name", "weight", "loss", "semantics", "root", "report", "pos", "predicates",
-                 "constants")
+                 "constants", "sorts")
 
-    def __init__(self, name, weight, loss, semantics, root, report, pos, predicates, constants):
+    def __init__(self, name, weight, loss, semantics, root, report, pos, predicates, constants,
+                 sorts=()):
         self.name, self.weight, self.loss, self.semantics = name, weight, loss, semantics
         self.root, self.report, self.pos = root, report, pos
-        self.predicates, self.constants = predicates, constants
+        self.predicates, self.constants, self.sorts = predicates, constants, sorts
 
 
 class _Builder:
@@ -292,6 +293,7 @@ class _Builder:
         self.consts = {c.name: c for c in program.constants}
         self.used_preds: List[str] = []
         self.used_consts: List[str] = []
+        self.used_sorts: List[str] = []
 
     def spec(self, kind: str):
         ref = getattr(self.sem, kind)
@@ -346,6 +348,8 @@ class _Builder:
             if any(u.name == v for u in inner):
                 raise _error(f"variable '{v}' is already bound in this scope", f, self.program)
             inner.append(ScopeVar(v, s, self.sort_axes[s], start))
+            if s not in self.used_sorts:
+                self.used_sorts.append(s)
             start += self.sort_axes[s]
         return tuple(inner)
 
@@ -464,7 +468,7 @@ def compile_program(program: ast.Program, semantics=None):
         report = b.report_plan(rule.formula, ())
         weight = float(dict(rule.options).get("weight", rule.weight))
         plans.append(RulePlan(rule.name, weight, sem.loss, sem, root, report, rule.pos,
-                              tuple(b.used_preds), tuple(b.used_consts)))
+                              tuple(b.used_preds), tuple(b.used_consts), tuple(b.used_sorts)))
     return Theory(program, plans, semantics)
 
 

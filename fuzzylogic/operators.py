@@ -95,19 +95,22 @@ class _Log1mExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        # x at 0 means p = 1: log(1 - p) floored like safe_log1m.
+        # x at 0 means p = 1: log(1 - p) is floored like safe_log1m.
         xc = x.clamp_max(-torch.finfo(x.dtype).tiny)
         out = torch.where(xc > -_LN2, torch.log(-torch.expm1(xc)), torch.log1p(-torch.exp(xc)))
         out = out.clamp_min(_log_tiny(x.dtype))
-        ctx.save_for_backward(xc)
+        ctx.save_for_backward(xc, out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        (xc,) = ctx.saved_tensors
-        # d/dx log(1 - e^x) = -1 / expm1(-x); bounded near x = 0 by the floor on -x.
-        dx = -1.0 / torch.expm1(-xc.clamp_max(-_epsneg(xc.dtype)))
-        return grad * dx
+        xc, out = ctx.saved_tensors
+        # d/dx log(1 - e^x) = -1 / expm1(-x): large but exact near x = 0 (a
+        # confident violation keeps its gradient); bounded by max^0.8 so that
+        # an upstream factor cannot overflow it, and 0 where the value is floored.
+        big = torch.finfo(xc.dtype).max ** 0.8
+        dx = -1.0 / torch.expm1(-xc).clamp_min(1.0 / big)
+        return torch.where(out > _log_tiny(xc.dtype), grad * dx, torch.zeros_like(dx))
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -116,55 +119,75 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- truth values
-def _force(x):
-    return x() if callable(x) else x
+_P, _Q, _LP, _L1P = 0, 1, 2, 3
+
+
+def _one_minus(t):
+    return 1.0 - t
+
+
+def _neg_expm1(t):
+    return -torch.expm1(t)
+
+
+# How to get a missing component from a given one, in order of preference
+# (exact forms first: log1mexp of a log beats the log of a rounded 1 - p).
+_DERIVE = {
+    _P: ((_Q, _one_minus), (_LP, torch.exp), (_L1P, _neg_expm1)),
+    _Q: ((_P, _one_minus), (_L1P, torch.exp), (_LP, _neg_expm1)),
+    _LP: ((_L1P, lambda t: log1mexp(t)), (_P, lambda t: safe_log(t)), (_Q, lambda t: safe_log1m(t))),
+    _L1P: ((_LP, lambda t: log1mexp(t)), (_Q, lambda t: safe_log(t)), (_P, lambda t: safe_log1m(t))),
+}
 
 
 class TruthValue:
-    """A truth tensor with lazily computed ``p``, ``lp = log p``, ``l1p = log(1 - p)``.
+    """A truth tensor with lazy ``p``, ``q = 1 - p``, ``lp = log p``, ``l1p = log(1 - p)``.
 
-    Give any subset of the three (tensors or zero-argument callables); the
-    others are derived on first use: ``p`` from ``lp`` (exp) or ``l1p``
-    (``-expm1``), ``lp`` from ``l1p`` (log1mexp, exact) or ``p`` (floored
-    log), ``l1p`` from ``lp`` or ``p``. Each is computed at most once.
+    Give any of the four (tensors or zero-argument callables); the others are
+    derived on first use from the given ones (``1 - x``, ``exp``, ``-expm1``,
+    ``log1mexp`` or a floored log) and each is computed at most once. ``q``
+    makes negation free and keeps ``1 - σ(z) = σ(-z)`` exact; the logs keep
+    products of many truths from underflowing.
     """
 
-    __slots__ = ("_p", "_lp", "_l1p")
+    __slots__ = ("_s", "_given")
 
-    def __init__(self, p=None, lp=None, l1p=None):
-        if p is None and lp is None and l1p is None:
-            raise ValueError("a TruthValue needs p, lp or l1p")
-        self._p, self._lp, self._l1p = p, lp, l1p
+    def __init__(self, p=None, q=None, lp=None, l1p=None):
+        self._s = [p, q, lp, l1p]
+        self._given = (p is not None, q is not None, lp is not None, l1p is not None)
+        if not any(self._given):
+            raise ValueError("a TruthValue needs p, q, lp or l1p")
+
+    def _get(self, i: int) -> torch.Tensor:
+        v = self._s[i]
+        if v is None:
+            for j, fn in _DERIVE[i]:
+                if self._given[j]:
+                    v = fn(self._get(j))
+                    break
+        elif callable(v):
+            v = v()
+        self._s[i] = v
+        return v
 
     @property
     def p(self) -> torch.Tensor:
-        v = self._p
-        if v is None:
-            v = torch.exp(self.lp) if self._lp is not None else -torch.expm1(self.l1p)
-        elif callable(v):
-            v = v()
-        self._p = v
-        return v
+        return self._get(_P)
+
+    @property
+    def q(self) -> torch.Tensor:
+        """1 - p."""
+        return self._get(_Q)
 
     @property
     def lp(self) -> torch.Tensor:
-        v = self._lp
-        if v is None:
-            v = log1mexp(self.l1p) if self._l1p is not None else safe_log(self.p)
-        elif callable(v):
-            v = v()
-        self._lp = v
-        return v
+        """log p (floored at log(tiny))."""
+        return self._get(_LP)
 
     @property
     def l1p(self) -> torch.Tensor:
-        v = self._l1p
-        if v is None:
-            v = log1mexp(self.lp) if self._lp is not None else safe_log1m(self.p)
-        elif callable(v):
-            v = v()
-        self._l1p = v
-        return v
+        """log(1 - p) (floored at log(tiny))."""
+        return self._get(_L1P)
 
     # constructors
     @staticmethod
@@ -175,6 +198,7 @@ class TruthValue:
     def from_logits(z: torch.Tensor) -> "TruthValue":
         """Sigmoid fused with its logs: ``log σ(z) = -softplus(-z)``."""
         nn_f = torch.nn.functional
+        # q = 1 - σ(z) (derived, shares σ(z)); the logs are exact.
         return TruthValue(p=lambda: torch.sigmoid(z), lp=lambda: nn_f.logsigmoid(z),
                           l1p=lambda: nn_f.logsigmoid(-z))
 
@@ -184,18 +208,17 @@ class TruthValue:
 
     # transformations
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "TruthValue":
-        """Apply a shape operation (select, permute, expand...) to every component."""
-        def lift(slot):
-            def thunk():
-                return fn(getattr(self, slot))
-            return thunk
-        out = TruthValue(p=lift("p"))
-        out._lp, out._l1p = lift("lp"), lift("l1p")
-        return out
+        """Apply a shape operation (select, permute, expand...) to every component.
+
+        Components given to ``self`` are mapped; the others are derived after
+        the map (cheaper after a select)."""
+        def lift(i):
+            return lambda: fn(self._get(i))
+        return TruthValue(*[lift(i) if g else None for i, g in enumerate(self._given)])
 
     def negate(self) -> "TruthValue":
-        """Standard negation: exact, swaps the two logs."""
-        return TruthValue(p=lambda: 1.0 - self.p, lp=lambda: self.l1p, l1p=lambda: self.lp)
+        """Standard negation: exact and free (swaps p with q and the two logs)."""
+        return TruthValue(p=lambda: self.q, q=lambda: self.p, lp=lambda: self.l1p, l1p=lambda: self.lp)
 
     def stabilised(self, which: Optional[str], eps: float) -> "TruthValue":
         """LTN's projections: pi0 maps [0,1] onto [eps, 1], pi1 onto [0, 1-eps]."""
@@ -312,8 +335,8 @@ def not_godel(a):
 
 # ---------------------------------------------------------------- conjunctions
 def _and_min_log(x, y):
-    return TruthValue(p=lambda: torch.minimum(x.p, y.p), lp=lambda: torch.minimum(x.lp, y.lp),
-                      l1p=lambda: torch.maximum(x.l1p, y.l1p))
+    return TruthValue(p=lambda: torch.minimum(x.p, y.p), q=lambda: torch.maximum(x.q, y.q),
+                      lp=lambda: torch.minimum(x.lp, y.lp), l1p=lambda: torch.maximum(x.l1p, y.l1p))
 
 
 @register_operator("conjunction", "godel", log_form=_and_min_log, aliases=("min",))
@@ -340,8 +363,8 @@ def and_lukasiewicz(a, b):
 
 # ---------------------------------------------------------------- disjunctions
 def _or_max_log(x, y):
-    return TruthValue(p=lambda: torch.maximum(x.p, y.p), lp=lambda: torch.maximum(x.lp, y.lp),
-                      l1p=lambda: torch.minimum(x.l1p, y.l1p))
+    return TruthValue(p=lambda: torch.maximum(x.p, y.p), q=lambda: torch.minimum(x.q, y.q),
+                      lp=lambda: torch.maximum(x.lp, y.lp), l1p=lambda: torch.minimum(x.l1p, y.l1p))
 
 
 @register_operator("disjunction", "godel", log_form=_or_max_log, aliases=("max",))
@@ -351,7 +374,8 @@ def or_godel(a, b):
 
 
 def _or_probsum_log(x, y):
-    return TruthValue(p=lambda: x.p + y.p - x.p * y.p, l1p=lambda: x.l1p + y.l1p)
+    # 1 - (1 - a)(1 - b) = a + b - ab: q is a product, its log a sum.
+    return TruthValue(q=lambda: x.q * y.q, l1p=lambda: x.l1p + y.l1p)
 
 
 @register_operator("disjunction", "product", log_form=_or_probsum_log, stable=("pi1", "pi1"),
@@ -369,7 +393,7 @@ def or_lukasiewicz(a, b):
 
 # ---------------------------------------------------------------- implications
 def _kd_log(x, y):
-    return TruthValue(p=lambda: torch.maximum(1.0 - x.p, y.p),
+    return TruthValue(p=lambda: torch.maximum(x.q, y.p), q=lambda: torch.minimum(x.p, y.q),
                       lp=lambda: torch.maximum(x.l1p, y.lp), l1p=lambda: torch.minimum(x.lp, y.l1p))
 
 
@@ -380,8 +404,8 @@ def implies_kleene_dienes(a, b):
 
 
 def _reichenbach_log(x, y):
-    # 1 - a(1 - b) = not(a and not b): log(1 - I) = log a + log(1 - b).
-    return TruthValue(p=lambda: 1.0 - x.p + x.p * y.p, l1p=lambda: x.lp + y.l1p)
+    # 1 - a + ab = not(a and not b): 1 - I = a (1 - b), log(1 - I) = log a + log(1 - b).
+    return TruthValue(q=lambda: x.p * y.q, l1p=lambda: x.lp + y.l1p)
 
 
 @register_operator("implication", "reichenbach", log_form=_reichenbach_log, stable=("pi0", "pi1"))
@@ -460,20 +484,16 @@ class _PMean(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, w, p, dims):
-        # Homogeneity, pmean(a) = m pmean(a / m) with m = max a, keeps a^p from
-        # underflowing when every a is small (p = 6, a = 1e-7 in float32).
-        nd = a.dim()
-        src = a if w is None else torch.where(w > 0, a, torch.zeros_like(a))
-        m = torch.amax(src, dim=dims, keepdim=True)
-        m = torch.where(m > 0, m, torch.ones_like(m))
-        ap = (a / m).pow(p)
+        # (One could rescale by max a against underflow of a^p, which only bites
+        # for p >= 4 and every a < 1e-7 in float32; it costs two more passes.)
+        ap = a.pow(p)
         if w is None:
             den = torch.full((), float(_reduced_count(a, dims)), dtype=a.dtype, device=a.device)
             s = ap.sum(dims) / den
         else:
             den = w.sum(dims)
-            s = (w * ap).sum(dims) / den.clamp_min(_tiny(a.dtype))
-        y = s.pow(1.0 / p) * m.reshape(s.shape)
+            s = (w * ap).sum(dims) / den.clamp_min(_tiny(den.dtype))
+        y = s.pow(1.0 / p)
         ctx.save_for_backward(a, w, y, den)
         ctx.p, ctx.dims = p, dims
         return y
@@ -481,30 +501,38 @@ class _PMean(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy):
         a, w, y, den = ctx.saved_tensors
-        p, nd = ctx.p, a.dim()
-        tiny = _tiny(a.dtype)
-        yk, gk = _keep(y, ctx.dims, nd), _keep(gy, ctx.dims, nd)
-        # y <= tiny is an underflow: treat as 0 so that a / y stays finite.
-        pos = yk > tiny
+        p, nd, dims = ctx.p, a.dim(), ctx.dims
+        dt = a.dtype
+        yk, gk = _keep(y, dims, nd), _keep(gy, dims, nd)
+        dk = (_keep(den, dims, nd) if den.dim() else den).clamp_min(_tiny(dt))
+        # y below ~tiny * 2^20 is an underflow: the gradient is taken as 0 there,
+        # which keeps every factor below finite (no inf, no 0 * inf).
+        pos = yk > _tiny(dt) * 1048576.0
         ysafe = torch.where(pos, yk, torch.ones_like(yk))
-        r = a / ysafe
-        dk = (_keep(den, ctx.dims, nd) if den.dim() else den).clamp_min(tiny)
+        zero = torch.zeros_like(yk)
         ga = gw = None
         if ctx.needs_input_grad[0]:
-            if p == 1.0:
-                ga = (gk / dk).expand_as(a) if w is None else gk * w / dk
-            elif w is None:
-                ga = gk * r.pow(p - 1.0) / dk  # r <= n^(1/p): no overflow
+            if p == 1.0:  # the (weighted) mean
+                c = gk / dk
+                ga = c.expand_as(a) if w is None else w * c
+            elif p == 2.0:  # the default: one or two passes
+                c = torch.where(pos, gk / (ysafe * dk), zero)
+                ga = a * c if w is None else (w * a) * c
             else:
-                # (r (w/Σw)^(1/(p-1)))^(p-1) = r^(p-1) w/Σw <= 1: bounded base, no inf * 0.
-                ga = gk * (r * (w / dk).pow(1.0 / (p - 1.0))).pow(p - 1.0)
+                # ((a / y)^(p-1) w) gk / Σw: bounded for w > 0; clamped so that
+                # w = 0 elements give 0 rather than inf * 0.
+                r = (a * (1.0 / ysafe)).clamp_max(torch.finfo(dt).max ** (1.0 / (p - 1.0)) / 2.0)
+                rp = r.pow(p - 1.0)
+                c = torch.where(pos, gk / dk, zero)
+                ga = rp * c if w is None else (rp * w) * c
         if w is not None and ctx.needs_input_grad[1]:
             # dy/dw = y (r^p - 1) / (p Σw): a root singularity where y -> 0; kept finite.
+            r = a / ysafe
             gw = gk * ysafe * (r.pow(p) - 1.0) / (p * dk)
             gw = torch.where(pos, torch.nan_to_num(gw, nan=0.0, posinf=0.0, neginf=0.0),
                              torch.zeros_like(gw))
         if ga is not None and ga.shape != a.shape:
-            ga = ga.expand_as(a) if ga.dim() == a.dim() else ga
+            ga = ga.expand_as(a)
         return ga, gw, None, None
 
 
@@ -517,7 +545,9 @@ def pmean(a: torch.Tensor, dims, weight: Optional[torch.Tensor], p: float) -> to
 def forall_min(a, dims, weight):
     """min_i a_i; soft guard g: min_i max(a_i, 1 - g_i) (1 on an empty domain)."""
     if weight is not None:
-        a = torch.maximum(a, 1.0 - weight)
+        # max(a, 1 - g), but constant (zero gradient) outside the domain, g = 0
+        m = torch.where(a >= 1.0 - weight, a, 1.0 - weight)
+        a = torch.where(weight > 0, m, torch.ones_like(m))
     return torch.amin(a, dim=dims)
 
 
@@ -525,7 +555,8 @@ def forall_min(a, dims, weight):
 def exists_max(a, dims, weight):
     """max_i a_i; soft guard g: max_i min(a_i, g_i) (0 on an empty domain)."""
     if weight is not None:
-        a = torch.minimum(a, weight)
+        m = torch.where(a <= weight, a, weight)  # min(a, g), zero gradient where g = 0
+        a = torch.where(weight > 0, m, torch.zeros_like(m))
     return torch.amax(a, dim=dims)
 
 
@@ -533,7 +564,7 @@ def _weighted_mean(a, dims, weight, empty):
     if weight is None:
         return a.mean(dims)
     den = weight.sum(dims)
-    m = (weight * a).sum(dims) / den.clamp_min(_tiny(a.dtype))
+    m = (weight * a).sum(dims) / den.clamp_min(_tiny(den.dtype))
     return torch.where(den > 0, m, torch.full_like(m, empty))
 
 
@@ -557,10 +588,15 @@ def exists_pmean(a, dims, weight, p=2.0):
 
 
 @register_operator("forall", "pmean_error", params=(("p", 2.0),), stable=("pi1",),
-                   handles_empty=True, check=_check_p)
+                   handles_empty=True, check=_check_p,
+                   log_form=lambda x, dims, weight, p=2.0: _pmean_error_log(x, dims, weight, p))
 def forall_pmean_error(a, dims, weight, p=2.0):
     """1 - ((1/n) Σ (1 - a_i)^p)^(1/p) (LTN's ∀); weighted; 1 on an empty domain."""
     return 1.0 - pmean(1.0 - a, dims, weight, p)
+
+
+def _pmean_error_log(x, dims, weight, p=2.0):
+    return TruthValue(q=lambda: pmean(x.q, dims, weight, p))  # works on 1 - a directly
 
 
 def _forall_product_log(x, dims, weight):
@@ -603,7 +639,7 @@ def _lse(a, dims, weight, tau):
         ok = None
     else:
         den = weight.sum(dims)
-        s = (weight * e).sum(dims) / den.clamp_min(_tiny(a.dtype))
+        s = (weight * e).sum(dims) / den.clamp_min(_tiny(den.dtype))
         ok = den > 0
     c = c.reshape(s.shape)
     out = (c + torch.log(s.clamp_min(_tiny(a.dtype)))) / tau

@@ -23,18 +23,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark import Lark, Token, Tree
 from lark.exceptions import (
     LarkError,
     UnexpectedCharacters,
     UnexpectedEOF,
     UnexpectedInput,
     UnexpectedToken,
-    VisitError,
 )
 
 from . import ast
-from .errors import CheckError, FuzzyLogicError, IncludeError, ParseError
+from .errors import CheckError, IncludeError, ParseError
 from .grammar import grammar_text
 
 __all__ = ["parse", "parse_file", "KEYWORDS", "RULE_OPTIONS", "MAX_NESTING"]
@@ -56,7 +55,7 @@ CONNECTIVE_OPTIONS = (
 RULE_OPTIONS = ("weight", "semantics") + CONNECTIVE_OPTIONS + ("loss",)
 LOSS_KINDS = ("linear", "log")
 
-# Deepest formula nesting accepted (a chain `a and b and c` nests 2 deep).
+# Deepest formula nesting accepted: an atom is 1 deep, `not a` 2, `a and b and c` 3.
 MAX_NESTING = 100
 
 
@@ -92,50 +91,62 @@ def _names(children) -> List[Token]:
     return [c for c in children if _is_tok(c, "NAME")]
 
 
-@v_args(meta=True)
-class _Builder(Transformer_NonRecursive):
-    """Builds AST nodes bottom-up (without recursion, so depth costs no stack)."""
+class _Builder:
+    """Builds AST nodes from lark's tree bottom-up, one method per grammar rule
+    (or alias), called as ``method(meta, children)``. The walk is a loop, not
+    a recursion, so deep input costs no Python stack."""
 
     def __init__(self, source: str, text: str):
-        super().__init__()
         self.source = source
         self.text = text
         self._depth: Dict[int, int] = {}
 
+    def build(self, tree: Tree):
+        preorder, todo = [], [tree]
+        while todo:
+            t = todo.pop()
+            preorder.append(t)
+            todo.extend(c for c in t.children if isinstance(c, Tree))
+        done: Dict[int, object] = {}
+        for t in reversed(preorder):  # every subtree comes after its own subtrees
+            children = [done.pop(id(c)) if isinstance(c, Tree) else c for c in t.children]
+            done[id(t)] = getattr(self, t.data)(t.meta, children)
+        return done[id(tree)]
+
     # -- helpers
-    def tpos(self, tok: Token) -> ast.Pos:
+    def _tpos(self, tok: Token) -> ast.Pos:
         return ast.Pos(self.source, tok.line, tok.column, tok.end_line, tok.end_column)
 
-    def mpos(self, meta) -> ast.Pos:
+    def _mpos(self, meta) -> ast.Pos:
         return ast.Pos(self.source, meta.line, meta.column, meta.end_line, meta.end_column)
 
-    def error(self, cls, message: str, tok_or_pos, hint: Optional[str] = None):
-        pos = tok_or_pos if isinstance(tok_or_pos, ast.Pos) else self.tpos(tok_or_pos)
+    def _error(self, cls, message: str, tok_or_pos, hint: Optional[str] = None):
+        pos = tok_or_pos if isinstance(tok_or_pos, ast.Pos) else self._tpos(tok_or_pos)
         return cls(message, self.source, pos.line, pos.column, self.text, hint)
 
-    def name(self, tok: Token, what: str) -> str:
+    def _name(self, tok: Token, what: str) -> str:
         if tok.value in KEYWORDS:
-            raise self.error(
+            raise self._error(
                 ParseError, f"'{tok.value}' is a keyword and cannot be used as {what}", tok,
                 hint=f"rename it, e.g. '{tok.value}_'",
             )
         return str(tok.value)
 
-    def integer(self, tok: Token) -> int:
+    def _integer(self, tok: Token) -> int:
         try:
             return int(tok.value)
         except ValueError:  # more digits than int() accepts
-            raise self.error(ParseError, f"number too long: {tok.value[:20]}...", tok) from None
+            raise self._error(ParseError, f"number too long: {tok.value[:20]}...", tok) from None
 
-    def number(self, tok: Token) -> Union[int, float]:
+    def _number(self, tok: Token) -> Union[int, float]:
         if re.fullmatch(r"[+-]?[0-9]+", tok.value):
-            return self.integer(tok)
+            return self._integer(tok)
         return float(tok.value)
 
-    def nest(self, node, *children):
+    def _nest(self, node, *children):
         depth = 1 + max((self._depth.get(id(c), 1) for c in children if c is not None), default=0)
         if depth > MAX_NESTING:
-            raise self.error(
+            raise self._error(
                 ParseError, f"formula nested more than {MAX_NESTING} levels deep", node.pos,
                 hint="split it into several rules",
             )
@@ -148,39 +159,39 @@ class _Builder(Transformer_NonRecursive):
 
     def include(self, meta, children):
         tok = children[1]
-        return ast.Include(path=tok.value[1:-1], pos=self.tpos(tok))
+        return ast.Include(path=tok.value[1:-1], pos=self._tpos(tok))
 
     def semantics_decl(self, meta, children):
         tok = children[1]
-        return _SemanticsLine(self.name(tok, "a semantics name"), self.tpos(tok))
+        return _SemanticsLine(self._name(tok, "a semantics name"), self._tpos(tok))
 
     def sort_decl(self, meta, children):
         name = children[1]
         axes = [c for c in children if _is_tok(c, "INT")]
         return ast.SortDecl(
-            name=self.name(name, "a sort name"),
-            axes=self.integer(axes[0]) if axes else 1,
-            pos=self.tpos(name),
+            name=self._name(name, "a sort name"),
+            axes=self._integer(axes[0]) if axes else 1,
+            pos=self._tpos(name),
         )
 
     def predicate_decl(self, meta, children):
         name, *args = _names(children)
         kind = children[-1] if isinstance(children[-1], tuple) else ("prob", None)
-        arg_names = tuple(self.name(a, "a sort name") for a in args)
-        pred = self.name(name, "a predicate name")
+        arg_names = tuple(self._name(a, "a sort name") for a in args)
+        pred = self._name(name, "a predicate name")
         softmax_arg = None
         if kind[0] == "softmax":
             tok = kind[1]
             where = [i for i, a in enumerate(arg_names) if a == tok.value]
             if not where:
-                raise self.error(
+                raise self._error(
                     CheckError,
                     f"softmax({tok.value}) of predicate '{pred}' names a sort that is not one of "
                     f"its arguments ({', '.join(arg_names) or 'none'})",
                     tok, hint=_did_you_mean(tok.value, arg_names),
                 )
             if len(where) > 1:
-                raise self.error(
+                raise self._error(
                     CheckError,
                     f"softmax({tok.value}) of predicate '{pred}' is ambiguous: sort '{tok.value}' "
                     f"is argument {where[0] + 1} and argument {where[1] + 1}",
@@ -189,7 +200,7 @@ class _Builder(Transformer_NonRecursive):
             softmax_arg = where[0]
         return ast.PredicateDecl(
             name=pred, args=arg_names, input=kind[0], softmax_arg=softmax_arg,
-            pos=self.tpos(name), arg_pos=tuple(self.tpos(a) for a in args),
+            pos=self._tpos(name), arg_pos=tuple(self._tpos(a) for a in args),
         )
 
     def input_prob(self, meta, children):
@@ -205,26 +216,26 @@ class _Builder(Transformer_NonRecursive):
         name, sort = _names(children)
         index = [c for c in children if _is_tok(c, "INT")]
         return ast.ConstantDecl(
-            name=self.name(name, "a constant name"), sort=self.name(sort, "a sort name"),
-            index=self.integer(index[0]) if index else None,
-            pos=self.tpos(name), sort_pos=self.tpos(sort),
+            name=self._name(name, "a constant name"), sort=self._name(sort, "a sort name"),
+            index=self._integer(index[0]) if index else None,
+            pos=self._tpos(name), sort_pos=self._tpos(sort),
         )
 
     def variable_decl(self, meta, children):
         *names, sort = _names(children)
-        sort_name = self.name(sort, "a sort name")
+        sort_name = self._name(sort, "a sort name")
         return [
-            ast.VariableDecl(self.name(n, "a variable name"), sort_name, pos=self.tpos(n),
-                             sort_pos=self.tpos(sort))
+            ast.VariableDecl(self._name(n, "a variable name"), sort_name, pos=self._tpos(n),
+                             sort_pos=self._tpos(sort))
             for n in names
         ]
 
     def rule(self, meta, children):
-        pos = self.mpos(meta)
+        pos = self._mpos(meta)
         name_tok = children[1]
         options = children[2] or []
         formula = children[-1]
-        name = self.name(name_tok, "a rule name") if name_tok is not None else f"rule_{pos.line}"
+        name = self._name(name_tok, "a rule name") if name_tok is not None else f"rule_{pos.line}"
         weight, opts = self._options(options)
         return ast.Rule(name=name, formula=formula, weight=weight, options=opts, pos=pos)
 
@@ -235,29 +246,29 @@ class _Builder(Transformer_NonRecursive):
         for key, value in options:
             k = key.value
             if k not in RULE_OPTIONS:
-                raise self.error(CheckError, f"unknown rule option '{k}'", key,
+                raise self._error(CheckError, f"unknown rule option '{k}'", key,
                                  hint=_did_you_mean(k, RULE_OPTIONS)
                                  or f"options are: {', '.join(RULE_OPTIONS)}")
             if k in seen:
                 first = seen[k]
-                raise self.error(CheckError, f"rule option '{k}' given twice "
+                raise self._error(CheckError, f"rule option '{k}' given twice "
                                  f"(first at {first.line}:{first.column})", key)
             seen[k] = key
             form, vtok = value[0], value[1]
             if k == "weight":
                 if form != "number":
-                    raise self.error(CheckError, f"weight must be a number, got '{vtok.value}'", vtok)
-                weight = float(self.number(vtok))
+                    raise self._error(CheckError, f"weight must be a number, got '{vtok.value}'", vtok)
+                weight = float(self._number(vtok))
                 if not (math.isfinite(weight) and weight >= 0):
-                    raise self.error(CheckError, f"weight must be a finite number >= 0, "
+                    raise self._error(CheckError, f"weight must be a finite number >= 0, "
                                      f"got {vtok.value}", vtok)
                 continue
             if k in ("semantics", "loss"):
                 if form != "name":
-                    raise self.error(CheckError, f"option '{k}' takes a name, "
+                    raise self._error(CheckError, f"option '{k}' takes a name, "
                                      f"got {_describe_value(value)}", vtok)
                 if k == "loss" and vtok.value not in LOSS_KINDS:
-                    raise self.error(CheckError, f"loss must be 'linear' or 'log', got '{vtok.value}'",
+                    raise self._error(CheckError, f"loss must be 'linear' or 'log', got '{vtok.value}'",
                                      vtok, hint=_did_you_mean(vtok.value, LOSS_KINDS))
                 out.append((k, str(vtok.value)))
                 continue
@@ -265,9 +276,9 @@ class _Builder(Transformer_NonRecursive):
             if form == "name":
                 out.append((k, str(vtok.value)))
             elif form == "call":
-                out.append((k, (str(vtok.value), self.number(value[2]))))
+                out.append((k, (str(vtok.value), self._number(value[2]))))
             else:
-                raise self.error(CheckError, f"option '{k}' takes an operator name such as "
+                raise self._error(CheckError, f"option '{k}' takes an operator name such as "
                                  f"'product' or 'pmean_error(2)', got {vtok.value}", vtok)
         return weight, tuple(out)
 
@@ -292,7 +303,7 @@ class _Builder(Transformer_NonRecursive):
     # -- formulas
     def _binary(self, cls, meta, children):
         left, _, right = children
-        return self.nest(cls(left, right, pos=self.mpos(meta)), left, right)
+        return self._nest(cls(left, right, pos=self._mpos(meta)), left, right)
 
     def iff(self, meta, children):
         return self._binary(ast.Iff, meta, children)
@@ -308,7 +319,7 @@ class _Builder(Transformer_NonRecursive):
 
     def not_(self, meta, children):
         operand = children[1]
-        return self.nest(ast.Not(operand, pos=self.mpos(meta)), operand)
+        return self._nest(ast.Not(operand, pos=self._mpos(meta)), operand)
 
     def quantified(self, meta, children):
         kind = children[0].value
@@ -317,22 +328,22 @@ class _Builder(Transformer_NonRecursive):
         body = children[-1]
         node = ast.Quantified(
             kind=kind,
-            variables=tuple(self.name(n, "a variable name") for n in names),
+            variables=tuple(self._name(n, "a variable name") for n in names),
             body=body,
             guard=guard.formula if guard else None,
-            pos=self.mpos(meta),
-            var_pos=tuple(self.tpos(n) for n in names),
+            pos=self._mpos(meta),
+            var_pos=tuple(self._tpos(n) for n in names),
         )
-        return self.nest(node, body, guard.formula if guard else None)
+        return self._nest(node, body, guard.formula if guard else None)
 
     def guard(self, meta, children):
         return _Guard(children[1])
 
     def true(self, meta, children):
-        return ast.Truth(1.0, pos=self.tpos(children[0]))
+        return ast.Truth(1.0, pos=self._tpos(children[0]))
 
     def false(self, meta, children):
-        return ast.Truth(0.0, pos=self.tpos(children[0]))
+        return ast.Truth(0.0, pos=self._tpos(children[0]))
 
     def paren(self, meta, children):
         return children[1]
@@ -340,11 +351,11 @@ class _Builder(Transformer_NonRecursive):
     def atom(self, meta, children):
         name = children[0]
         args = tuple(c for c in children if isinstance(c, ast.Term))
-        return ast.Atom(self.name(name, "a predicate name"), args, pos=self.mpos(meta))
+        return ast.Atom(self._name(name, "a predicate name"), args, pos=self._mpos(meta))
 
     def term(self, meta, children):
         tok = children[0]
-        return ast.Term(self.name(tok, "a variable or constant name"), pos=self.tpos(tok))
+        return ast.Term(self._name(tok, "a variable or constant name"), pos=self._tpos(tok))
 
 
 def _describe_value(value) -> str:
@@ -404,11 +415,15 @@ def _expected_text(expected) -> str:
         statement = "a new statement (rule, sort, predicate, ...)"
     else:
         statement = None
-    # Punctuation and keywords first, then descriptions ("a name"), then the statement.
+    # Punctuation and keywords first, then descriptions ("a name"), a statement, the end.
+    end = "$END" in names
+    names.discard("$END")
     words = sorted({texts.get(n, n) for n in names}, key=lambda s: (not s.startswith("'"), s))
     parts.extend(words)
     if statement:
         parts.append(statement)
+    if end:
+        parts.append(texts["$END"])
     if not parts:
         return "nothing more"
     if len(parts) == 1:
@@ -433,9 +448,11 @@ def _got_token(tok: Token) -> str:
     return _show(tok.value)
 
 
-def _spelling_hint(text: str, offset: int) -> Optional[str]:
+def _spelling_hint(text: str, offset: int, expected) -> Optional[str]:
     for length in (3, 2, 1):
         piece = text[offset:offset + length]
+        if piece == "'" and "STRING" not in expected:
+            continue  # the quote hint is about include paths only
         if piece in _SPELLING_HINTS:
             return f"write {_SPELLING_HINTS[piece]}"
     return None
@@ -468,7 +485,7 @@ def _from_lark(exc: UnexpectedInput, source: str, text: str) -> ParseError:
         expected = _acceptable(exc, exc.expected)
         hint = None
         if tok.type != "$END" and tok.start_pos is not None:
-            hint = _spelling_hint(text, tok.start_pos)
+            hint = _spelling_hint(text, tok.start_pos, expected)
         history = getattr(exc, "token_history", None) or [None]
         last = history[-1]
         if hint is None and _is_tok(last, "NAME") and last.value in KEYWORDS:
@@ -480,11 +497,11 @@ def _from_lark(exc: UnexpectedInput, source: str, text: str) -> ParseError:
         return ParseError(message, source, line, column, text, hint)
     if isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if 0 <= exc.pos_in_stream < len(text) else exc.char
-        hint = _spelling_hint(text, exc.pos_in_stream)
+        allowed = _acceptable(exc, exc.allowed)
+        hint = _spelling_hint(text, exc.pos_in_stream, allowed)
         if ch == '"':
             hint = "a quoted path must end on the same line"
         message = f"unexpected character {_show(ch)}"
-        allowed = _acceptable(exc, exc.allowed)
         if allowed:
             message += f"; expected {_expected_text(allowed)}"
         return ParseError(message, source, exc.line, exc.column, text, hint)
@@ -501,7 +518,7 @@ def _from_lark(exc: UnexpectedInput, source: str, text: str) -> ParseError:
 def _statements(text: str, source: str) -> list:
     try:
         tree = _lark().parse(text)
-        return _Builder(source, text).transform(tree)
+        return _Builder(source, text).build(tree)
     except UnexpectedInput as exc:
         try:
             error = _from_lark(exc, source, text)
@@ -510,10 +527,6 @@ def _statements(text: str, source: str) -> list:
                                f"{exc}", source, max(getattr(exc, "line", 0) or 0, 0),
                                max(getattr(exc, "column", 0) or 0, 0), text)
         raise error from None
-    except VisitError as exc:
-        if isinstance(exc.orig_exc, FuzzyLogicError):
-            raise exc.orig_exc from None
-        raise ParseError(f"internal parser error: {exc.orig_exc!r}", source, 0, 0, text) from exc
     except LarkError as exc:
         raise ParseError(f"syntax error: {exc}", source, 0, 0, text) from None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from . import ast
@@ -27,6 +28,12 @@ __all__ = ["evaluate", "loss", "OPERATORS"]
 
 
 # ---------------------------------------------------------------- operators
+# The documented floor of the log-space reductions: product ∀ is Π max(a, TINY)^w
+# and probsum ∃ is 1 - Π max(1 - a, TINY)^w (TINY = the smallest normal float64),
+# which keeps them continuous in soft guard weights w at exact 0 / 1 truths.
+TINY = sys.float_info.min
+
+
 def _pi0(x, eps):
     return (1 - eps) * x + eps
 
@@ -97,7 +104,7 @@ def _forall(name, params, pairs, eps):
         p = params[0]
         return 1.0 - (sum(w * (1.0 - a) ** p for a, w in pairs) / sw) ** (1.0 / p) if sw > 0 else 1.0
     if name == "product":
-        return math.prod(a ** w for a, w in pairs)
+        return math.prod(max(a, TINY) ** w for a, w in pairs)
     if name == "log_sum_exp":
         return 1.0 - _lse([(1.0 - a, w) for a, w in pairs], params[0])
     return None
@@ -115,7 +122,7 @@ def _exists(name, params, pairs, eps):
         p = params[0]
         return (sum(w * a ** p for a, w in pairs) / sw) ** (1.0 / p) if sw > 0 else 0.0
     if name == "probsum":
-        return 1.0 - math.prod((1.0 - a) ** w for a, w in pairs)
+        return 1.0 - math.prod(max(1.0 - a, TINY) ** w for a, w in pairs)
     if name == "log_sum_exp":
         return _lse(pairs, params[0])
     return None

@@ -101,6 +101,9 @@ def signatures(draw, max_sorts: int = 3, max_predicates: int = 4, max_size: int 
         kind = draw(st.sampled_from(kinds))
         smax = draw(st.integers(0, arity - 1)) if kind == "softmax" else None
         preds.append(ast.PredicateDecl(f"p{j}", args, kind, smax))
+    for s in names:  # every sort gets its size from some fact
+        if not any(s in p.args for p in preds):
+            preds.append(ast.PredicateDecl(f"u_{s}", (s,), "prob"))
     consts = []
     for s, (name, sz) in zip(sorts, sizes):
         if s.axes == 1 and draw(st.booleans()):

@@ -128,6 +128,10 @@ class Theory:
         for p in self._plans:
             rc += [n for n in p.constants if n not in rc]
         self.runtime_constants = tuple(rc)
+        qs = []
+        for p in self._plans:
+            qs += [n for n in p.sorts if n not in qs]
+        self.quantified_sorts = tuple(qs)
         self._labels = _axis_labels(program)
 
     def __repr__(self):
@@ -419,9 +423,10 @@ class _Context:
                     raise FactError(f"fact '{name}': complex tensors are not truth values")
         for s, m in domains.items():
             check_shape("domain", s, m, [s])
-        for s in th.sorts:
-            if s not in self.sizes and any(s in preds[n].args for n in th.required_facts):
-                raise FactError(f"the size of sort '{s}' is unknown")  # pragma: no cover
+        for s in th.quantified_sorts:
+            if s not in self.sizes:
+                raise FactError(f"the size of sort '{s}' is unknown: no fact given has an argument "
+                                f"of that sort; bind one or give domains={{'{s}': mask}}")
         # device and dtype
         devices = {t.device for _, _, t in tensors}
         if len(devices) > 1:
@@ -456,11 +461,11 @@ class _Context:
                 raise FactError(f"constant '{name}': expected integer indices, got {v.dtype}")
             if v.dim() == 0:
                 v = v.reshape(1)
+            if v.dim() == 1 and v.shape[0] > 1 and self.B == 1:
+                self.B = v.shape[0]  # every fact broadcasts over the batch
             if v.dim() != 1 or v.shape[0] not in (1, self.B):
                 raise FactError(f"constant '{name}': expected shape [B] with B = {self.B} (or [1]), "
                                 f"got {list(v.shape)}")
-            if v.shape[0] > 1 and self.B == 1:
-                self.B = v.shape[0]
             if v.device != self.device and tensors:
                 raise FactError(f"constant '{name}' is on {v.device}, the facts on {self.device}")
             v = v.long()

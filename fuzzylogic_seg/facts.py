@@ -15,32 +15,38 @@ Per image (DESIGN.md): `box_masks [N,H,W]`, `row_masks [N,H]`, `col_masks [N,W]`
 `point_masks [K,H,W]`, `scribble_onehot -> ([C,H,W], labelled [H,W])`,
 `tag_vector [C]`.
 
-Batched, from a `collate` batch: `build_facts(batch, C)` returns a dict laid
-out as predicates whose arguments are (pixel, box), (row, box), (col, box),
-(class, pixel), (box, class), ... with the batch axis first:
+Batched, from a `collate` batch: `build_facts(batch, C)` returns tensors named
+and laid out as the fact vocabulary of `rule_facts.py` (sorts region = one box,
+row, col; batch axis first), here at image resolution, so the rule files of
+examples/rules/ bind to them directly, plus class-level facts:
 
-  inbox      [B, H, W, N]  pixel inside box n            (pixel, box)
-  rowin      [B, H, N]     row r crosses box n           (row, box)
-  colin      [B, W, N]     column x crosses box n        (col, box)
-  inellipse  [B, H, W, N]  pixel inside the ellipse inscribed in box n
-  boxclass   [B, N, C]     box n has class c (one-hot)    (box, class)
-  classbox   [B, C, H, W]  pixel inside some box of class c   (class, pixel)
-  outside    [B, H, W]     pixel known to lie outside every box: 0 for an
-                           image without box labels (no claim is made)
-  scribbled  [B, C, H, W]  pixel scribbled with class c; labelled [B, H, W]
-  pointed    [B, H, W, K]  pixel holds point k; pointclass [B, K, C]
-  tagged     [B, C]        class known present; untagged [B, C] known absent
-                           (both 0 for an image without tags)
-  domains    {"box": box_valid [B, N], "point": point_valid [B, K]}
-  disc_box / cup_box LongTensor [B]: index of the REFUGE disc / cup box
-                           (label 1 / 2; 0 where absent: check box_valid)
+  inbox       [B, N, H, W]  pixel inside box n                (region, row, col)
+  rowin       [B, N, H]     row crosses box n                  (region, row)
+  colin       [B, N, W]     column crosses box n               (region, col)
+  ellipse     [B, N, H, W]  pixel inside the ellipse inscribed in box n
+  outside     [B, H, W]     pixel known to lie in no box: 0 for an image
+                            without box labels (no claim is made)
+  overlap     [B, N, N]     two different valid boxes that intersect
+  scrib       [B, N, H, W]  a scribble of box n's class on the pixel
+  scrib_other [B, N, H, W]  a scribble of another class (background too)
+  boxclass    [B, N, C]     box n has class c (one-hot)         (region, class)
+  classbox    [B, C, H, W]  pixel inside some box of class c    (class, row, col)
+  scribbled   [B, C, H, W]  pixel scribbled with class c; labelled [B, H, W]
+  pointed     [B, K, H, W]  pixel holds point k; pointclass [B, K, C]
+  tagged      [B, C]        class known present; untagged [B, C] known absent
+                            (both 0 for an image without tags)
+  domains     {"region": box_valid [B, N], "row": [B, H], "col": [B, W],
+               "point": point_valid [B, K]}  (rows/cols: the unpadded image)
+  disc / cup  LongTensor [B]: index of the REFUGE disc / cup box
+              (label 1 / 2; 0 where absent: check domains["region"])
 `movedim` gives other argument orders.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 IGNORE = 255
 
@@ -83,7 +89,10 @@ def class_box_masks(boxes: torch.Tensor, labels: torch.Tensor, C: int, H: int, W
     out = torch.zeros(C, H, W, device=boxes.device)
     if boxes.shape[0] == 0:
         return out
-    return out.index_reduce_(0, labels.long(), box_masks(boxes, H, W, soft), "amax")
+    masks = box_masks(boxes, H, W, soft)
+    for c in torch.unique(labels).tolist():
+        out[c] = masks[labels == c].amax(0)
+    return out
 
 
 def outside_all(boxes: torch.Tensor, H: int, W: int, soft: bool = False) -> torch.Tensor:
@@ -121,9 +130,10 @@ def scribble_onehot(scribble: torch.Tensor, C: int) -> Tuple[torch.Tensor, torch
     safe = torch.where(labelled, scribble, torch.zeros_like(scribble)).long()
     if bool((safe >= C).any()) or bool((safe < 0).any()):
         raise ValueError(f"scribble holds a class outside 0..{C - 1} (and 255)")
-    onehot = torch.nn.functional.one_hot(safe, C).movedim(-1, -3).to(torch.float32)
-    onehot = onehot * labelled.unsqueeze(-3)
-    return onehot, labelled.to(torch.float32)
+    lab = labelled.to(torch.float32)
+    onehot = torch.zeros(*scribble.shape[:-2], C, *scribble.shape[-2:], device=scribble.device)
+    onehot.scatter_(-3, safe.unsqueeze(-3), lab.unsqueeze(-3))   # no int64 one-hot in between
+    return onehot, lab
 
 
 def tag_vector(tags: Optional[torch.Tensor], C: int) -> torch.Tensor:
@@ -148,49 +158,89 @@ def box_index(box_labels: torch.Tensor, valid: torch.Tensor, label: int) -> torc
     return torch.where(idx == n, torch.zeros_like(idx), idx)
 
 
+FACT_NAMES = ("inbox", "rowin", "colin", "ellipse", "outside", "overlap", "scrib", "scrib_other",
+              "boxclass", "classbox", "scribbled", "labelled", "pointed", "pointclass", "tagged",
+              "untagged")
+
+
 def build_facts(batch: Dict, num_classes: int, soft: bool = False,
-                device: Optional[torch.device] = None) -> Dict:
-    """The fact tensors of a `collate` batch (layout in the module docstring)."""
+                device: Optional[torch.device] = None,
+                names: Optional[Iterable[str]] = None) -> Dict:
+    """The fact tensors of a `collate` batch (layout in the module docstring).
+
+    `names` restricts the work to the facts a theory needs (default: all of
+    FACT_NAMES); "domains", "box_labels", "disc" and "cup" always come along.
+    """
+    want = set(FACT_NAMES if names is None else names)
+    unknown = want - set(FACT_NAMES)
+    if unknown:
+        raise ValueError(f"unknown fact(s) {sorted(unknown)}; known: {', '.join(FACT_NAMES)}")
     dev = device or batch["image"].device
     b, _, h, w = batch["image"].shape
     C = num_classes
+    f32 = torch.float32
     boxes = batch["boxes"].to(dev)
     valid = batch["box_valid"].to(dev)
     labels = batch["box_labels"].to(dev)
-    vf = valid.to(torch.float32)
+    vf = valid.to(f32)
+    n = boxes.shape[1]
+    out: Dict = {}
     rows = row_masks(boxes, h, soft) * vf.unsqueeze(-1)            # [B, N, H]
     cols = col_masks(boxes, w, soft) * vf.unsqueeze(-1)            # [B, N, W]
-    per_box = rows.unsqueeze(-1) * cols.unsqueeze(-2)               # [B, N, H, W]
-    inbox = per_box.permute(0, 2, 3, 1)
-    boxclass = torch.nn.functional.one_hot(labels.clamp(min=0), C).to(torch.float32) * vf.unsqueeze(-1)
-    # classbox[b, c] = max over the boxes of class c: one scatter-max over (b, c) slots
-    # (padding boxes go to a spare slot), never a [B, H, W, N, C] product.
-    n = boxes.shape[1]
-    slot = torch.where(valid, torch.arange(b, device=dev).view(-1, 1) * C + labels.clamp(min=0),
-                       torch.full_like(labels, b * C))
-    classbox = torch.zeros(b * C + 1, h, w, device=dev).index_reduce_(
-        0, slot.reshape(-1), per_box.reshape(b * n, h, w), "amax")[: b * C].reshape(b, C, h, w)
-    has_boxes = batch["has_boxes"].to(dev)
-    outside = (1.0 - per_box.amax(1)) * has_boxes.view(-1, 1, 1).to(torch.float32)
-    inellipse = ellipse_masks(boxes, h, w).permute(0, 2, 3, 1) * vf[:, None, None]
-    scribbled, labelled = scribble_onehot(batch["scribble"].to(dev), C)
+    out["rowin"], out["colin"] = rows, cols
+    if want & {"inbox", "classbox", "outside"}:
+        out["inbox"] = rows.unsqueeze(-1) * cols.unsqueeze(-2)     # [B, N, H, W]
+    if "boxclass" in want:
+        out["boxclass"] = F.one_hot(labels.clamp(min=0), C).to(f32) * vf.unsqueeze(-1)
+    if "classbox" in want:
+        # classbox[b, c] = max over the boxes of class c (a loop over the classes present).
+        classbox = torch.zeros(b, C, h, w, device=dev)
+        for c in torch.unique(labels[valid]).tolist():
+            sel = ((labels == c) & valid).to(f32)[..., None, None]
+            classbox[:, c] = (out["inbox"] * sel).amax(1)
+        out["classbox"] = classbox
+    if "outside" in want:
+        has_boxes = batch["has_boxes"].to(dev).to(f32).view(-1, 1, 1)
+        out["outside"] = (1.0 - out["inbox"].amax(1)) * has_boxes if n else has_boxes.expand(b, h, w)
+    if "overlap" in want:
+        # Two boxes overlap when their row spans and column spans both intersect.
+        r, c = (rows > 0).to(f32), (cols > 0).to(f32)
+        hits = (torch.einsum("bnh,bmh->bnm", r, r) > 0) & (torch.einsum("bnw,bmw->bnm", c, c) > 0)
+        out["overlap"] = (hits & ~torch.eye(n, dtype=torch.bool, device=dev)).to(f32)
+    if "ellipse" in want:
+        out["ellipse"] = ellipse_masks(boxes, h, w) * vf[..., None, None]
+    if want & {"scrib", "scrib_other", "scribbled", "labelled"}:
+        scribble = batch["scribble"].to(dev)
+        lab = scribble != IGNORE
+        out["labelled"] = lab.to(f32)
+        if "scribbled" in want:
+            out["scribbled"] = scribble_onehot(scribble, C)[0]
+        if want & {"scrib", "scrib_other"}:
+            # scrib[b, n]: the pixel is scribbled with box n's class (a comparison, no one-hot).
+            same = (scribble.unsqueeze(1) == labels[..., None, None]) & lab.unsqueeze(1)
+            same &= valid[..., None, None]
+            out["scrib"] = same.to(f32)
+            out["scrib_other"] = (lab.unsqueeze(1) & ~same & valid[..., None, None]).to(f32)
     pvalid = batch["point_valid"].to(dev)
-    pointed = point_masks(batch["points"].to(dev), h, w).permute(0, 2, 3, 1) * \
-        pvalid[:, None, None].to(torch.float32)
-    pointclass = torch.nn.functional.one_hot(batch["point_labels"].to(dev).clamp(min=0), C) \
-        .to(torch.float32) * pvalid.unsqueeze(-1).to(torch.float32)
-    tags = batch["tags"].to(dev)
-    if tags.shape[1] < C:
-        tags = torch.nn.functional.pad(tags, (0, C - tags.shape[1]))
-    has_tags = batch["has_tags"].to(dev).view(-1, 1)
-    return {
-        "inbox": inbox, "rowin": rows.transpose(1, 2), "colin": cols.transpose(1, 2),
-        "inellipse": inellipse, "boxclass": boxclass, "classbox": classbox, "outside": outside,
-        "scribbled": scribbled, "labelled": labelled, "pointed": pointed,
-        "pointclass": pointclass,
-        "tagged": (tags[:, :C] & has_tags).to(torch.float32),
-        "untagged": (~tags[:, :C] & has_tags).to(torch.float32),
-        "domains": {"box": valid, "point": pvalid},
+    if "pointed" in want:
+        out["pointed"] = point_masks(batch["points"].to(dev), h, w) * pvalid[..., None, None].to(f32)
+    if "pointclass" in want:
+        out["pointclass"] = F.one_hot(batch["point_labels"].to(dev).clamp(min=0), C).to(f32) * \
+            pvalid.unsqueeze(-1).to(f32)
+    if want & {"tagged", "untagged"}:
+        tags = batch["tags"].to(dev)
+        if tags.shape[1] < C:
+            tags = F.pad(tags, (0, C - tags.shape[1]))
+        has_tags = batch["has_tags"].to(dev).view(-1, 1)
+        out["tagged"] = (tags[:, :C] & has_tags).to(f32)
+        out["untagged"] = (~tags[:, :C] & has_tags).to(f32)
+    sizes = [m.get("size", (h, w)) for m in batch.get("meta", [{}] * b)]
+    row_ok = torch.stack([torch.arange(h, device=dev) < s[0] for s in sizes])
+    col_ok = torch.stack([torch.arange(w, device=dev) < s[1] for s in sizes])
+    facts = {k: v for k, v in out.items() if k in want}
+    facts.update({
+        "domains": {"region": valid, "row": row_ok, "col": col_ok, "point": pvalid},
         "box_labels": labels,
-        "disc_box": box_index(labels, valid, 1), "cup_box": box_index(labels, valid, 2),
-    }
+        "disc": box_index(labels, valid, 1), "cup": box_index(labels, valid, 2),
+    })
+    return facts

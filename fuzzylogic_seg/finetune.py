@@ -135,7 +135,7 @@ class Item:
     slots: torch.Tensor            # [n] region index of each prompt
     n_regions: int
     image_grid: Optional[torch.Tensor] = None   # uint8 [3, G, G]: appearance facts
-    scribble: Optional[Dict[str, torch.Tensor]] = None  # scrib facts (bool)
+    scribble: Optional[Dict[str, torch.Tensor]] = None  # scrib / point facts (bool)
     zs: Optional[torch.Tensor] = None           # uint8 [n, G, G]: frozen model's probability
     extra: Dict = field(default_factory=dict)
 
@@ -285,6 +285,8 @@ class LogicFineTuner:
             names |= set(rf.BOX_FACTS)
         if self.weak == "scribbles":
             names |= set(rf.SCRIBBLE_FACTS)
+        if self.weak == "points":
+            names |= set(rf.POINT_FACTS)
         return tuple(sorted(names))
 
     def trainable_parameters(self) -> List[torch.nn.Parameter]:
@@ -346,6 +348,10 @@ class LogicFineTuner:
         if self.need & set(rf.SCRIBBLE_FACTS):
             scr = view.crop(weak.scribble)
             f = rf.scribble_facts(scr, prompts.labels, grid)
+            item.scribble = {k: v > 0 for k, v in f.items()}
+        if self.need & set(rf.POINT_FACTS):
+            pts = weak.points - torch.tensor([view.x0, view.y0], dtype=torch.float32)
+            f = rf.point_facts(pts, weak.point_labels, prompts.labels, view.size, grid)
             item.scribble = {k: v > 0 for k, v in f.items()}
         return item, vimg
 

@@ -150,6 +150,7 @@ class Pipeline:
         self.ctx = ctx or D.DistContext(device=D.resolve_device(cfg["device"]))
         self.device = self.ctx.device
         self._sam = None
+        self._ids: Dict[str, List[str]] = {}
 
     # ---------------------------------------------------------------- stages
     def _marker(self, name: str) -> Path:
@@ -169,7 +170,7 @@ class Pipeline:
                 log.info(f"[{name}] done before: reusing its outputs")
                 return done["result"]
             log.info(f"[{name}] configuration changed since the last run: running it again")
-        result = None
+        result: Dict[str, Any] = {}
         if everywhere or self.ctx.is_main:
             t0 = time.time()
             log.info(f"[{name}] running")
@@ -179,7 +180,7 @@ class Pipeline:
                           marker)
             log.info(f"[{name}] finished in {time.time() - t0:.1f}s")
         D.barrier(self.ctx)
-        if result is None:
+        if not self.ctx.is_main:  # rank 0 wrote the result (e.g. after scoring its student)
             result = load_json(marker)["result"]
         if "stage_done" in self.hooks:
             self.hooks["stage_done"](name)
@@ -187,8 +188,10 @@ class Pipeline:
 
     # ---------------------------------------------------------------- helpers
     def ids(self, split: str) -> List[str]:
-        return split_ids(self.kind, self.cfg["root"], self.cfg["splits"][split],
-                         self.cfg["max_images"].get(split))
+        if split not in self._ids:  # listing a split checks every file: once per run
+            self._ids[split] = split_ids(self.kind, self.cfg["root"], self.cfg["splits"][split],
+                                         self.cfg["max_images"].get(split))
+        return self._ids[split]
 
     def dataset(self, split: str, **kw):
         return make_dataset(self.kind, self.cfg["root"], self.cfg["splits"][split], ids=self.ids(split), **kw)
@@ -347,7 +350,8 @@ class Pipeline:
         student = Student(result.model, scfg, self.kind, self.device)
         val = self.dataset("val", kinds=())
         pred_dir = self.predictions_dir(variant)
-        predict_dataset(student, val, pred_dir, progress=self.progress, desc=f"predict {variant}")
+        predict_dataset(student, val, pred_dir, progress=self.progress, desc=f"predict {variant}",
+                        model=str(sdir / "model.pt"))
         from .pseudo import read_label
 
         metrics = score(self.kind, val, lambda i: read_label(pred_dir / f"{val.ids[i]}.png", self.kind),

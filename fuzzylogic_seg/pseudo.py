@@ -96,6 +96,8 @@ def compose_item(item, probs: torch.Tensor, iou: torch.Tensor, dataset_kind: str
         known_bg |= ~box_union(weak.boxes, h, w)
     if weak_kind == "scribbles" and weak is not None and weak.scribble is not None:
         known = weak.scribble.long()
+    if weak_kind == "points" and weak is not None and weak.points is not None:
+        known = weak_mask(weak, (h, w), "points")
     return compose(canvas, labels, scores, threshold, known_background=known_bg, known=known)
 
 
@@ -189,7 +191,7 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
         by_index = {it.index: it for it in items}
         done = set()
         for it, probs, iou in _bar(tuner.predict(items), "pseudo-labels", progress, total=len(items)):
-            w = dataset[it.index]["weak"] if weak in ("boxes", "scribbles") else None
+            w = dataset[it.index]["weak"] if weak in ("boxes", "scribbles", "points") else None
             lab = compose_item(it, probs, iou, dataset_kind, weak, threshold, w)
             _write_label(lab, out_dir, it.id, dataset_kind)
             ids.append(it.id)

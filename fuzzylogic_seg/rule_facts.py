@@ -32,11 +32,13 @@ zs_fg               region, row, col       prob     1 where zero-shot is sure of
 zs_bg               region, row, col       prob     1 where zero-shot is sure of not-the-region
 scrib               region, row, col       prob     a scribble of the region's class in the cell
 scrib_other         region, row, col       prob     a scribble of another class in the cell
+point               region, row, col       prob     a point of the region's class in the cell
+point_other         region, row, col       prob     a point of another class in the cell
 similar_right       row, col               prob     colour affinity of (row, col) and (row, col+1)
 similar_down        row, col               prob     colour affinity of (row, col) and (row+1, col)
 ==================  =====================  =======  ===============================================
 
-Box-derived facts need box prompts; scribble facts need scribbles. The
+Box-derived facts need box prompts; scribble facts scribbles; point facts points. The
 centre used by ``mask_inward`` is the box centre (point prompts: the mean of
 the positive points). ``similar_*`` is ``exp(-d^2 / (2 (k sigma)^2))`` with
 ``d`` the RMS colour difference of the two cells (image resized to the grid)
@@ -71,6 +73,8 @@ VOCABULARY: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "zs_bg": (("region", "row", "col"), "prob"),
     "scrib": (("region", "row", "col"), "prob"),
     "scrib_other": (("region", "row", "col"), "prob"),
+    "point": (("region", "row", "col"), "prob"),
+    "point_other": (("region", "row", "col"), "prob"),
     "similar_right": (("row", "col"), "prob"),
     "similar_down": (("row", "col"), "prob"),
 }
@@ -86,6 +90,7 @@ MODEL_FACTS = ("mask", "mask_right", "mask_down", "mask_inward")
 BOX_FACTS = ("inbox", "rowin", "colin", "outside", "overlap", "ellipse")
 ZS_FACTS = ("zs", "zs_fg", "zs_bg")
 SCRIBBLE_FACTS = ("scrib", "scrib_other")
+POINT_FACTS = ("point", "point_other")
 IMAGE_FACTS = ("similar_right", "similar_down")
 
 
@@ -256,6 +261,18 @@ def scribble_facts(scribble: torch.Tensor, labels: torch.Tensor, grid: Grid,
         if len(labels) else torch.zeros(0, *scribble.shape, dtype=torch.bool)
     other = marked[None] & ~own
     return {"scrib": to_grid(own, grid, "max"), "scrib_other": to_grid(other, grid, "max")}
+
+
+def point_facts(points: torch.Tensor, point_labels: torch.Tensor, labels: torch.Tensor,
+                view_size: Sequence[int], grid: Grid) -> Dict[str, torch.Tensor]:
+    """``point`` / ``point_other`` [P, n, n] from points (x, y) in view pixels."""
+    h, w = int(view_size[0]), int(view_size[1])
+    marks = torch.full((h, w), 255, dtype=torch.long)
+    xy = points.floor().long()
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    marks[xy[inside, 1], xy[inside, 0]] = point_labels[inside].long()
+    f = scribble_facts(marks, labels, grid)
+    return {"point": f["scrib"], "point_other": f["scrib_other"]}
 
 
 def similarity_facts(image: torch.Tensor, grid: Grid, k: float = 3.0) -> Dict[str, torch.Tensor]:

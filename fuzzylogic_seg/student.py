@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -343,19 +343,6 @@ def _voc_facts(logits: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, torch.T
 STUDENT_FACTS: Dict[str, Callable] = {"refuge": _refuge_facts, "voc": _voc_facts}
 
 
-def _theory_predicates(theory) -> Optional[List[str]]:
-    for attr in ("predicates", "predicate_names"):
-        names = getattr(theory, attr, None)
-        if names is not None:
-            return list(names.keys() if isinstance(names, dict) else names)
-    prog = getattr(theory, "program", None)
-    if prog is not None:  # from the AST: every PredicateDecl's name
-        names = [getattr(d, "name") for d in getattr(prog, "declarations", getattr(prog, "items", ()))
-                 if type(d).__name__.lower().startswith("predicate")]
-        return names or None
-    return None
-
-
 class StudentLogic:
     """A rule file evaluated on the student's own predictions (a loss term).
 
@@ -364,27 +351,24 @@ class StudentLogic:
     ``pixel`` domain when the file declares that sort.
     """
 
-    def __init__(self, rules: str, kind: str, semantics=None):
+    def __init__(self, rules: str, kind: str):
         import fuzzylogic
 
         self.path = str(rules)
-        self.theory = fuzzylogic.load(rules, semantics=semantics) if semantics else fuzzylogic.load(rules)
+        self.theory = fuzzylogic.load(rules)
         self.kind = kind
         self.facts = STUDENT_FACTS[kind]
-        self.predicates = _theory_predicates(self.theory)
-        sorts = getattr(self.theory, "sorts", None)
-        self.pixel_domain = sorts is None or "pixel" in (sorts.keys() if isinstance(sorts, dict) else sorts)
-        if self.predicates is not None:
-            available = set(self.facts(torch.zeros(1, NUM_CLASSES[kind], 4, 4), {"present": torch.ones(1, NUM_CLASSES[kind])}))
-            unknown = set(self.predicates) - available
-            if unknown:
-                raise ConfigError(f"{rules}: the student provides the facts {sorted(available)}; "
-                                  f"the rule file declares {sorted(unknown)} too")
+        self.predicates = tuple(self.theory.required_facts)
+        self.pixel_domain = "pixel" in self.theory.sorts
+        probe = {"present": torch.ones(1, NUM_CLASSES[kind])}
+        available = set(self.facts(torch.zeros(1, NUM_CLASSES[kind], 4, 4), probe))
+        unknown = set(self.predicates) - available
+        if unknown:
+            raise ConfigError(f"{rules}: the rule file uses {sorted(unknown)}, but the {kind} student "
+                              f"provides only the facts {sorted(available)}")
 
     def __call__(self, logits: torch.Tensor, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        facts = self.facts(logits, batch)
-        if self.predicates is not None:
-            facts = {k: v for k, v in facts.items() if k in self.predicates}
+        facts = {k: v for k, v in self.facts(logits, batch).items() if k in self.predicates}
         domains = {"pixel": batch["valid"].to(logits.device)} if self.pixel_domain else None
         ev = self.theory.evaluate(domains=domains, validate=False, **facts)
         return ev.loss, {k: v.detach().float().mean() for k, v in ev.truth.items()}
@@ -530,14 +514,13 @@ def train_student(
             sums["loss"] += float(loss.detach())
             sums["ce"] += float(ce.detach())
             bar.set_postfix(loss=f"{sums['loss'] / (it + 1):.3f}")
-        keys = list(sums) + sorted(rule_sums)
-        vals = [sums[k] for k in sums] + [rule_sums[k] for k in sorted(rule_sums)]
-        vals = [v / max(1, steps_per_epoch) for v in D.all_reduce_mean(vals, ctx)]
-        rec = dict(zip(keys[:3], vals[:3]))
-        rec.update(epoch=epoch + 1, lr=lr, seconds=round(time.time() - t0, 3),
-                   rules=dict(zip(keys[3:], vals[3:])))
-        if logic is None:
-            rec.pop("logic")
+        names = sorted(rule_sums)
+        vals = D.all_reduce_mean([sums["loss"], sums["ce"], sums["logic"]] + [rule_sums[k] for k in names], ctx)
+        vals = [v / max(1, steps_per_epoch) for v in vals]
+        rec = {"epoch": epoch + 1, "loss": vals[0], "ce": vals[1], "lr": lr,
+               "seconds": round(time.time() - t0, 3), "rules": dict(zip(names, vals[3:]))}
+        if logic is not None:
+            rec["logic"] = vals[2]
         history.append(rec)
         if ctx.is_main:
             save_torch({
@@ -609,7 +592,7 @@ class Student:
 
 
 def predict_dataset(student: Student, dataset, out_dir, progress: bool = True,
-                    desc: str = "predict") -> List[str]:
+                    desc: str = "predict", model: Optional[str] = None) -> List[str]:
     """Write ``out_dir/ID.png`` for every sample of `dataset` (formats of PIPELINE.md)."""
     from tqdm import tqdm
 
@@ -619,5 +602,6 @@ def predict_dataset(student: Student, dataset, out_dir, progress: bool = True,
         sample = dataset[i]
         write_label(student.predict(sample["image"]), out_dir / f"{sample['id']}.png", student.kind)
         ids.append(sample["id"])
-    save_json({"count": len(ids), "dataset": student.kind, "ids": ids}, out_dir / "summary.json")
+    save_json({"count": len(ids), "dataset": student.kind, "model": model, "ids": ids},
+              out_dir / "summary.json")
     return ids

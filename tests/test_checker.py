@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -254,6 +255,21 @@ def test_parse_and_check_take_milliseconds():
         check(parse(DESIGN_EXAMPLE))
     per_file = (time.perf_counter() - t0) / n
     assert per_file < 0.1, per_file  # about 3 ms measured; only catches blowups
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "rules").glob("*.rules"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_shipped_example_rule_files_check(path):
+    from fuzzylogic.parser import parse_file
+
+    program = check(parse_file(path))
+    assert program.rules
+    for rule in program.rules:
+        for q in quantifiers(rule.formula):
+            assert len(q.sorts) == len(q.variables) and all(q.sorts)
+    assert check(program) == program
 
 
 # ------------------------------------------------------------------ the command

@@ -79,6 +79,6 @@ def main(args: argparse.Namespace) -> int:
     path = resolve_model(args.model, args.variant)
     student = Student.load(path, resolve_device(args.device))
     images = ImageFolder(args.images)
-    ids = predict_dataset(student, images, args.out, progress=not args.quiet)
+    ids = predict_dataset(student, images, args.out, progress=not args.quiet, model=str(path))
     print(f"{len(ids)} label images ({student.kind} format) written to {args.out} by {path}")
     return 0

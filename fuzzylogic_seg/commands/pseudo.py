@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         sam = load_sam(args.sam_type, args.sam_checkpoint, device=args.device)
     train = tuple(t.strip() for t in args.train.split(",") if t.strip())
     summary = make_pseudo_labels(
-        args.method, ds, sam=sam, out_dir=args.out / "labels", threshold=args.threshold,
+        args.method, ds, sam=sam, out_dir=args.out, threshold=args.threshold,
         dataset_kind=args.dataset, weak=args.weak, rules=args.rules, epochs=args.epochs,
         seed=args.seed, device=args.device, cache_dir=args.cache_dir,
         evaluate=not args.no_eval, progress=not args.no_progress,

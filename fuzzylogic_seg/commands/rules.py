@@ -58,13 +58,13 @@ def run_check(args: argparse.Namespace) -> int:
                 entry.update(source=exc.source, line=exc.line, column=exc.column,
                              message=exc.message, hint=exc.hint)
             if not args.json:
-                print(str(exc), file=sys.stderr)
+                print(str(exc), file=sys.stderr, flush=True)
         else:
             entry.update(ok=True, rules=[r.name for r in program.rules],
                          predicates=[p.name for p in program.predicates],
                          sorts=[s.name for s in program.sorts], semantics=program.semantics)
             if not args.json:
-                print(f"{path}: OK ({_summary(program)})")
+                print(f"{path}: OK ({_summary(program)})", flush=True)
         results.append(entry)
     failed = sum(not r["ok"] for r in results)
     if args.json:

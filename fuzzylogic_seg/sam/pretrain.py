@@ -301,8 +301,8 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg, total)
         loss, stats = step_loss(model, images, groups, cfg, rng)
-        if not torch.isfinite(loss):
-            raise CheckpointError(f"pretraining diverged at step {step} (loss {float(loss)}); "
+        if not torch.isfinite(loss.detach()):
+            raise CheckpointError(f"pretraining diverged at step {step} (loss {float(loss.detach())}); "
                                   "lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -310,8 +310,9 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
         opt.step()
         step += 1
         elapsed += time.perf_counter() - t0
-        run_loss = float(loss) if run_loss is None else 0.95 * run_loss + 0.05 * float(loss)
-        history.append({"step": step, "loss": round(float(loss), 5),
+        loss_v = float(loss.detach())
+        run_loss = loss_v if run_loss is None else 0.95 * run_loss + 0.05 * loss_v
+        history.append({"step": step, "loss": round(loss_v, 5),
                         "train_iou": round(stats["miou"], 4)})
         bar.update(1)
         bar.set_postfix(loss=f"{run_loss:.3f}", iou=f"{stats['miou']:.2f}")

@@ -141,3 +141,71 @@ def test_weak_mask_labels_of_a_hand_made_box_equal_the_painted_box(tmp_path):
 def test_unknown_method_is_refused(tmp_path):
     with pytest.raises(ConfigError):
         make_pseudo_labels("magic", _Tiny(), out_dir=tmp_path, dataset_kind="voc")
+
+
+# ------------------------------------------------------------ the command
+@pytest.fixture(scope="module")
+def synth_voc(tmp_path_factory):
+    from fuzzylogic_seg.data.synth_voc import generate_voc
+
+    root = tmp_path_factory.mktemp("voc")
+    generate_voc(root, seed=5, n_train=3, n_val=0, size=(64, 80), progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from fuzzylogic_seg.io import save_torch
+    from fuzzylogic_seg.sam.build import TINY_CONFIG, build_embedded, embedded_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sam") / "tiny.pt"
+    save_torch(embedded_checkpoint(build_embedded(TINY_CONFIG), TINY_CONFIG), path)
+    return path
+
+
+def _run(*argv):
+    from fuzzylogic_seg.cli import main
+
+    return main(list(map(str, argv)))
+
+
+def test_cli_weak_mask_writes_one_label_per_image_and_a_summary(synth_voc, tmp_path):
+    from fuzzylogic_seg.data.voc import VOCSegmentation
+
+    rc = _run("pseudo-label", "--dataset", "voc", "--root", synth_voc, "--weak", "boxes",
+              "--method", "weak-mask", "--out", tmp_path, "--no-progress")
+    assert rc == 0
+    ds = VOCSegmentation(synth_voc, "train", with_gt=True, kinds=("boxes",))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n_images"] == 3 and 0 < summary["miou"] < 1
+    for i in range(3):
+        s = ds[i]
+        lab = read_label(tmp_path / f"{s['id']}.png", "voc")
+        assert torch.equal(lab, paint_boxes(s["weak"].boxes, s["weak"].box_labels,
+                                            *lab.shape))
+    assert (tmp_path / "weak" / "weak.json").is_file()  # the only supervision read
+
+
+def test_cli_logic_end_to_end_with_a_tiny_sam(synth_voc, tiny_checkpoint, tmp_path):
+    rc = _run("pseudo-label", "--dataset", "voc", "--root", synth_voc, "--weak", "boxes",
+              "--method", "logic", "--out", tmp_path, "--sam-checkpoint", tiny_checkpoint,
+              "--epochs", "1", "--no-progress", "--threshold", "0.6")
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["method"] == "logic" and summary["history"]["epochs"] == 1
+    assert 0 < summary["coverage"] <= 1 and "miou" in summary
+    assert (tmp_path / "finetune" / "history.json").is_file()
+    assert len(list(tmp_path.glob("*.png"))) == 3
+
+
+def test_cli_reports_a_bad_rule_file(synth_voc, tiny_checkpoint, tmp_path, capsys):
+    bad = tmp_path / "bad.rules"
+    bad.write_text("sort r\nsort y\nsort x\npredicate mask(r, y, x) logits\n"
+                   "rule oops: forall a, i, j: mask(a, i)\n")
+    rc = _run("pseudo-label", "--dataset", "voc", "--root", synth_voc, "--weak", "boxes",
+              "--method", "logic", "--out", tmp_path / "o", "--sam-checkpoint", tiny_checkpoint,
+              "--rules", bad, "--no-progress")
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "bad.rules:5" in err

@@ -1,0 +1,124 @@
+"""Logic fine-tuning speed: steps per second with cached embeddings, and the
+share of a step spent in the logic loss (goal: under 10%).
+
+    .venv/bin/python benchmarks/bench_finetune.py [--device cpu|cuda] [--steps 30]
+        [--rules examples/rules/voc_boxes.rules] [--dataset voc|refuge]
+        [--batch-size 4] [--sam-type embedded --sam-checkpoint FILE] [--out FILE.json]
+
+A step is: decode the prompts of a batch of images from their cached image
+embeddings, build the facts, evaluate the compiled theory and take its
+gradient with respect to the mask logits ("logic"), back-propagate that
+gradient through the decoder and step AdamW. Each part is timed on its own
+(with a device synchronisation between parts on CUDA); "logic share" is the
+logic part over the whole step. The data: the embedded synthetic set of the
+chosen kind (a few images, generated in a temporary folder), weak labels
+only. Without shipped embedded SAM weights the architecture is used with
+random weights (same cost).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+
+def load_model(args):
+    from fuzzylogic_seg.errors import CheckpointError
+    from fuzzylogic_seg.sam.build import build_embedded, load_sam
+
+    try:
+        return load_sam(args.sam_type, args.sam_checkpoint, device=args.device), "pretrained"
+    except CheckpointError:
+        if args.sam_type != "embedded":
+            raise
+        torch.manual_seed(0)
+        return build_embedded().to(args.device), "random init (no shipped weights)"
+
+
+def dataset(kind: str, root: str, n: int):
+    if kind == "voc":
+        from fuzzylogic_seg.data.synth_voc import generate_voc
+        from fuzzylogic_seg.data.voc import VOCSegmentation
+
+        generate_voc(root, seed=123, n_train=n, n_val=0, progress=False)
+        return VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
+    from fuzzylogic_seg.data.refuge import REFUGE
+    from fuzzylogic_seg.data.synth_refuge import generate_refuge
+
+    generate_refuge(root, seed=123, n_train=n, n_val=0, progress=False)
+    return REFUGE(root, "train", with_gt=False, kinds=("boxes",))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dataset", default="voc", choices=("voc", "refuge"))
+    ap.add_argument("--rules", default=None)
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sam-type", default="embedded")
+    ap.add_argument("--sam-checkpoint", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
+
+    rules = args.rules or str(default_rules(args.dataset, "boxes"))
+    sam, weights = load_model(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = dataset(args.dataset, os.path.join(tmp, "data"), args.images)
+        tuner = LogicFineTuner(sam, rules=[rules], dataset_kind=args.dataset, weak="boxes",
+                               batch_size=args.batch_size, device=args.device, progress=False,
+                               cache_dir=os.path.join(tmp, "cache"))
+        t0 = time.perf_counter()
+        items = tuner.prepare(ds)
+        prep = time.perf_counter() - t0
+        opt = torch.optim.AdamW(tuner.trainable_parameters(), lr=1e-5)
+        batches = [items[i % len(items): i % len(items) + args.batch_size]
+                   for i in range(0, (args.steps + args.warmup) * args.batch_size, args.batch_size)]
+        batches = [b for b in batches if b]
+        for b in batches[:args.warmup]:
+            tuner._step(b, opt)
+        tuner.timing.clear()
+        t0 = time.perf_counter()
+        for b in batches[args.warmup:args.warmup + args.steps]:
+            tuner._step(b, opt)
+        wall = time.perf_counter() - t0
+    tm = dict(tuner.timing)
+    steps = int(tm.pop("steps"))
+    total = sum(tm.values())
+    result = {
+        "device": str(args.device),
+        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else
+        f"CPU, {args.threads} thread(s)",
+        "sam": f"{args.sam_type} ({weights})", "dataset": args.dataset, "rules": rules,
+        "grid": tuner.grid_size, "batch_size": args.batch_size, "steps": steps,
+        "steps_per_second": steps / wall,
+        "images_per_second": steps * args.batch_size / wall,
+        "seconds_per_step": {k: v / steps for k, v in tm.items()},
+        "share": {k: v / total for k, v in tm.items()},
+        "logic_share": tm["logic"] / total,
+        "prepare_seconds": prep,
+        "goal_logic_share_below": 0.10,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        from fuzzylogic_seg.io import save_json
+
+        save_json(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()

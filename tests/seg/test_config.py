@@ -1,0 +1,92 @@
+"""Run configuration: precedence, validation, round trip through OUT/config.yaml."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from fuzzylogic_seg import config as C
+from fuzzylogic_seg.commands.run import add_run_flags, flags_to_config
+from fuzzylogic_seg.errors import ConfigError
+
+BASE = {"dataset": "refuge", "root": "/data/refuge", "out": "/runs/a"}
+
+
+def parse(argv):
+    p = argparse.ArgumentParser()
+    add_run_flags(p)
+    return p.parse_args(argv)
+
+
+def test_precedence_defaults_file_flags_set(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("dataset: voc\nroot: /voc\nout: /o\nseed: 3\nstudent:\n  epochs: 7\n  lr: 0.5\n")
+    args = parse(["--config", str(f), "--student-epochs", "9", "--set", "student.lr=0.25",
+                  "--set", "students=[logic, gt]", "--dataset", "refuge"])
+    cfg = C.build(args.config, flags_to_config(args), args.set)
+    assert cfg["dataset"] == "refuge"          # flag beats file
+    assert cfg["seed"] == 3                    # file beats default
+    assert cfg["student"]["epochs"] == 9       # flag beats file
+    assert cfg["student"]["lr"] == 0.25        # --set beats all
+    assert cfg["students"] == ["logic", "gt"]
+    assert cfg["student"]["arch"] == C.DEFAULTS["student"]["arch"]  # untouched default
+
+
+def test_written_config_repeats_the_run(tmp_path):
+    args = parse(["--dataset", "voc", "--root", "/voc", "--out", str(tmp_path), "--encoder", "mobilenet_v2",
+                  "--rules", "a.rules", "b.rules", "--sam-checkpoint", "/w/sam_vit_b.pth", "--no-amp"])
+    cfg = C.build(None, flags_to_config(args))
+    assert cfg["sam"] == {"type": "vit_b", "checkpoint": "/w/sam_vit_b.pth"}
+    assert cfg["finetune"]["rules"] == ["a.rules", "b.rules"] and cfg["amp"] is False
+    path = C.write(cfg, tmp_path / "config.yaml")
+    assert "fuzzyseg run --config" in path.read_text().splitlines()[1]
+    again = C.build(str(path))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("over, msg", [
+    ({"dataset": "coco"}, "dataset must be one of"),
+    ({"root": None}, "--root"),
+    ({"weak": "clicks"}, "weak must be one of"),
+    ({"students": ["logic", "teacher"]}, "unknown student variant"),
+    ({"pseudo": {"methods": ["weak-mask"]}}, "learns from logic pseudo-labels"),
+    ({"students": ["logic+rules"], "main_student": "logic+rules"}, "needs a student rule file"),
+    ({"main_student": "weak-mask"}, "main_student"),
+    ({"sam": {"type": "vit_h"}}, "needs a checkpoint"),
+    ({"student": {"size": 100}}, "multiple of 32"),
+])
+def test_validation_messages(over, msg):
+    with pytest.raises(ConfigError, match=msg):
+        C.build(None, {**BASE, **over})
+
+
+def test_unknown_keys_are_named_but_free_sections_pass(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key student.epochz"):
+        C.build(None, BASE, ["student.epochz=3"])
+    cfg = C.build(None, BASE, ["finetune.keep_threshold=0.8", "student.model_kwargs.decoder_channels=64"])
+    assert cfg["finetune"]["keep_threshold"] == 0.8
+    assert cfg["student"]["model_kwargs"] == {"decoder_channels": 64}
+
+
+def test_file_errors_name_the_place(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: voc\nstudent: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+:\d+"):
+        C.build(str(bad))
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        C.build(str(lst))
+    with pytest.raises(ConfigError, match="no such config file"):
+        C.build(str(tmp_path / "none.yaml"))
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        C.build(None, BASE, ["student.lr"])
+
+
+def test_variant_student_config_and_fingerprint():
+    cfg = C.build(None, {**BASE, "students": ["logic", "logic+rules"],
+                         "student": {"logic_rules": "s.rules"}})
+    assert C.student_config(cfg, "logic").logic_rules is None
+    assert C.student_config(cfg, "logic+rules").logic_rules == "s.rules"
+    assert C.fingerprint({"a": 1, "b": 2}) == C.fingerprint({"b": 2, "a": 1})
+    assert C.fingerprint({"a": 1}) != C.fingerprint({"a": 2})

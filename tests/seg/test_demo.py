@@ -1,0 +1,78 @@
+"""`fuzzyseg demo` end to end on both embedded data sets (tiny sizes), then
+`fuzzyseg predict` with the trained students: same labels as the run's own
+validation predictions, in each data set's format."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fuzzylogic_seg.cli import main
+from fuzzylogic_seg.commands import demo
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.slow
+
+TINY = ["--set", "finetune.epochs=1", "--set", "student.epochs=2", "--set", "student.size=64",
+        "--set", "student.batch_size=2", "--set", "student.encoder=tu-mobilenetv3_small_050",
+        "--set", "report.overlays=1"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    small = copy.deepcopy(demo.DEMO)
+    small["voc"]["synth"].update(size=(64, 96), max_objects=2)
+    small["refuge"]["synth"].update(size=96)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(demo, "DEMO", small)
+    try:
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(["demo", "--out", str(out), "--n-train", "4", "--n-val", "2", "--quiet", *TINY])
+    finally:
+        mp.undo()
+    return out, rc, buf.getvalue()
+
+
+def test_demo_runs_both_data_sets_and_prints_the_tables(demo_run):
+    out, rc, text = demo_run
+    assert rc == 0
+    for kind, col in (("voc", "| | mIoU |"), ("refuge", "| | disc Dice | cup Dice | vCDR MAE |")):
+        assert f"## {kind} (4 training images with boxes, 2 validation images)" in text
+        assert col in text
+        assert f"report: {out / kind / 'report' / 'report.md'}" in text
+        assert (out / kind / "metrics.json").is_file()
+        assert (out / kind / "config.yaml").is_file()
+    assert "| student (val) on logic fine-tuned SAM + student rules |" in text  # REFUGE's rule option
+
+
+@pytest.mark.parametrize("kind, mode", [("voc", "P"), ("refuge", "L")])
+def test_predict_reproduces_the_runs_predictions(demo_run, tmp_path, kind, mode):
+    out, _, _ = demo_run
+    images = out / "data" / kind / ("val/images" if kind == "refuge" else "VOCdevkit/VOC2012/JPEGImages")
+    pred = tmp_path / "pred"
+    assert main(["predict", "--model", str(out / kind), "--images", str(images), "--out", str(pred),
+                 "--quiet"]) == 0
+    run_preds = sorted((out / kind / "predictions" / "val").glob("*.png"))
+    assert len(run_preds) == 2
+    for p in run_preds:
+        with Image.open(p) as a, Image.open(pred / p.name) as b:
+            assert b.mode == mode
+            assert np.array_equal(np.array(a), np.array(b))
+
+
+def test_predict_errors_name_the_problem(demo_run, tmp_path, capsys):
+    out, _, _ = demo_run
+    assert main(["predict", "--model", str(tmp_path / "nothing"), "--images", str(tmp_path),
+                 "--out", str(tmp_path / "p")]) == 1
+    assert "no such run folder" in capsys.readouterr().err
+    assert main(["predict", "--model", str(out / "refuge"), "--images", str(tmp_path),
+                 "--out", str(tmp_path / "p")]) == 1
+    assert "no images" in capsys.readouterr().err

@@ -1,0 +1,312 @@
+"""Operators: formulas of SEMANTICS.md, agreement with LTNtorch, numerics, registry."""
+import math
+
+import pytest
+import torch
+
+import fuzzylogic as fl
+from fuzzylogic import operators as O
+from fuzzylogic.errors import SemanticsError
+from fuzzylogic.operators import TruthValue, get_operator
+
+torch.set_num_threads(1)
+G = torch.Generator().manual_seed(0)
+
+
+def rand(*shape, dtype=torch.float64):
+    x = torch.rand(*shape, generator=G, dtype=dtype)
+    x.view(-1)[:4] = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=dtype)[: x.numel()]  # exact 0 and 1
+    return x
+
+
+def binop(kind, name, a, b, stable=None):
+    """The compiler's path: log form if any, LTN projections if stable."""
+    from fuzzylogic.compiler import apply_binary
+    return apply_binary(get_operator(kind, name), (), stable, TruthValue(p=a), TruthValue(p=b)).p
+
+
+def quant(kind, name, a, dims, w=None, params=(), stable=None):
+    spec = get_operator(kind, name)
+    x = TruthValue(p=a)
+    if stable and spec.stable:
+        x = x.stabilised(spec.stable[0], stable)
+    if spec.log_form is not None:
+        return spec.log_form(x, dims, w, *params).p
+    return spec.fn(x.p, dims, w, *params)
+
+
+# ------------------------------------------------------------------ formulas
+FORMULAS = {
+    ("conjunction", "godel"): lambda a, b: min(a, b),
+    ("conjunction", "product"): lambda a, b: a * b,
+    ("conjunction", "lukasiewicz"): lambda a, b: max(0.0, a + b - 1),
+    ("disjunction", "godel"): lambda a, b: max(a, b),
+    ("disjunction", "product"): lambda a, b: a + b - a * b,
+    ("disjunction", "lukasiewicz"): lambda a, b: min(1.0, a + b),
+    ("implication", "kleene_dienes"): lambda a, b: max(1 - a, b),
+    ("implication", "reichenbach"): lambda a, b: 1 - a + a * b,
+    ("implication", "lukasiewicz"): lambda a, b: min(1.0, 1 - a + b),
+    ("implication", "godel"): lambda a, b: 1.0 if a <= b else b,
+    ("implication", "goguen"): lambda a, b: 1.0 if a <= b else b / a,
+    ("equivalence", "lukasiewicz"): lambda a, b: 1 - abs(a - b),
+}
+
+
+@pytest.mark.parametrize("kind,name", sorted(FORMULAS))
+def test_binary_formulas(kind, name):
+    a, b = rand(50), rand(50).flip(0)
+    got = binop(kind, name, a, b)
+    want = torch.tensor([FORMULAS[kind, name](x, y) for x, y in zip(a.tolist(), b.tolist())],
+                        dtype=torch.float64)
+    assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_quantifier_formulas():
+    a = rand(3, 7)
+    rows = a.tolist()
+    cases = {
+        ("forall", "min", ()): lambda r: min(r),
+        ("exists", "max", ()): lambda r: max(r),
+        ("forall", "mean", ()): lambda r: sum(r) / len(r),
+        ("exists", "pmean", (3.0,)): lambda r: (sum(x ** 3 for x in r) / len(r)) ** (1 / 3),
+        ("forall", "pmean_error", (2.0,)): lambda r: 1 - (sum((1 - x) ** 2 for x in r) / len(r)) ** 0.5,
+        ("forall", "product", ()): lambda r: math.prod(r),
+        ("exists", "probsum", ()): lambda r: 1 - math.prod(1 - x for x in r),
+        ("exists", "log_sum_exp", (5.0,)): lambda r: math.log(sum(math.exp(5 * x) for x in r) / len(r)) / 5,
+    }
+    for (kind, name, params), f in cases.items():
+        got = quant(kind, name, a, (1,), None, params)
+        want = torch.tensor([f(r) for r in rows], dtype=torch.float64)
+        assert torch.allclose(got, want, atol=1e-12), (kind, name)
+
+
+# ------------------------------------------------------------------ LTNtorch
+@pytest.fixture(scope="module")
+def fo():
+    return pytest.importorskip("ltn.fuzzy_ops")
+
+
+LTN_BINARY = [
+    ("conjunction", "godel", "AndMin", False),
+    ("conjunction", "product", "AndProd", True),
+    ("conjunction", "lukasiewicz", "AndLuk", False),
+    ("disjunction", "godel", "OrMax", False),
+    ("disjunction", "product", "OrProbSum", True),
+    ("disjunction", "lukasiewicz", "OrLuk", False),
+    ("implication", "kleene_dienes", "ImpliesKleeneDienes", False),
+    ("implication", "reichenbach", "ImpliesReichenbach", True),
+    ("implication", "lukasiewicz", "ImpliesLuk", False),
+    ("implication", "godel", "ImpliesGodel", False),
+    ("implication", "goguen", "ImpliesGoguen", True),
+]
+
+
+@pytest.mark.parametrize("kind,name,cls,has_stable", LTN_BINARY)
+@pytest.mark.parametrize("stable", [False, True])
+def test_binary_agrees_with_ltntorch(fo, kind, name, cls, has_stable, stable):
+    a, b = rand(64, dtype=torch.float32), rand(64, dtype=torch.float32).flip(0)
+    op = getattr(fo, cls)(stable=stable) if has_stable else getattr(fo, cls)()
+    want = op(a, b)
+    got = binop(kind, name, a, b, stable=1e-4 if stable else None)
+    assert torch.allclose(got, want, atol=1e-6), (name, (got - want).abs().max())
+
+
+def test_negations_agree_with_ltntorch(fo):
+    a = rand(64)
+    assert torch.equal(O.not_standard(a), fo.NotStandard()(a))
+    assert torch.equal(O.not_godel(a), fo.NotGodel()(a).to(a.dtype))
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, 6.0])
+@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_aggregators_agree_with_ltntorch(fo, p, stable, masked):
+    a = rand(4, 6, 5, dtype=torch.float32)
+    mask = torch.rand(4, 6, 5, generator=G) > 0.4 if masked else None
+    mask_arg = {} if mask is None else {"mask": mask}
+    w = None if mask is None else mask.float()
+    eps = 1e-4 if stable else None
+    got = quant("exists", "pmean", a, (1, 2), w, (p,), eps)
+    want = fo.AggregPMean(p=p, stable=stable)(a, dim=(1, 2), **mask_arg)
+    assert torch.allclose(got, want, atol=1e-6)
+    got = quant("forall", "pmean_error", a, (1, 2), w, (p,), eps)
+    want = fo.AggregPMeanError(p=p, stable=stable)(a, dim=(1, 2), **mask_arg)
+    assert torch.allclose(got, want, atol=1e-6)
+    got = quant("forall", "mean", a, (1, 2), w)
+    assert torch.allclose(got, fo.AggregMean()(a, dim=(1, 2), **mask_arg).float(), atol=1e-6)
+    got = quant("forall", "min", a, (1, 2), w)
+    assert torch.allclose(got, fo.AggregMin()(a, dim=(1, 2), **mask_arg).float(), atol=1e-6)
+
+
+def test_equivalence_agrees_with_ltntorch(fo):
+    text = """
+    predicate a()
+    predicate b()
+    rule r: a() <-> b()
+    """
+    x, y = rand(32), rand(32).flip(0)
+    for conj, impl, lconj, limpl in [("product", "reichenbach", "AndProd", "ImpliesReichenbach"),
+                                     ("godel", "kleene_dienes", "AndMin", "ImpliesKleeneDienes"),
+                                     ("lukasiewicz", "goguen", "AndLuk", "ImpliesGoguen")]:
+        sem = fl.Semantics(conjunction=conj, implication=impl)
+        got = fl.compile(text, sem).truth(a=x, b=y)["r"]
+        kw = lambda c: {"stable": False} if c in ("AndProd", "ImpliesReichenbach", "ImpliesGoguen") else {}
+        want = fo.Equiv(getattr(fo, lconj)(**kw(lconj)), getattr(fo, limpl)(**kw(limpl)))(x, y)
+        assert torch.allclose(got, want, atol=1e-6), conj
+
+
+# ------------------------------------------------------------------ numerics
+def test_log1mexp_is_accurate_over_its_range():
+    xs = [-1e-30, -1e-12, -1e-6, -0.1, -math.log(2), -0.7, -1.0, -5.0, -20.0, -50.0, -700.0]
+    got = O.log1mexp(torch.tensor(xs, dtype=torch.float64))
+    for g, x in zip(got.tolist(), xs):
+        want = math.log(-math.expm1(x)) if x > -math.log(2) else math.log1p(-math.exp(x))
+        assert abs(g - want) <= 1e-12 * max(1.0, abs(want))
+
+
+def test_log1mexp_finite_at_zero_and_minus_infinity():
+    x = torch.tensor([0.0, -0.0, -1e-45, -float("inf"), -1e4], requires_grad=True)
+    y = O.log1mexp(x)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert y[0] == math.log(torch.finfo(torch.float32).tiny)
+
+
+def test_truth_value_components_are_consistent():
+    z = torch.linspace(-40, 40, 81, dtype=torch.float64)
+    v = TruthValue.from_logits(z)
+    p = torch.sigmoid(z)
+    assert torch.allclose(v.p, p)
+    assert torch.allclose(v.q, 1 - p)
+    assert torch.allclose(v.lp, torch.log(p))
+    # log(1 - σ(z)) = -softplus(z) exactly, also where 1 - p rounds to 0
+    assert torch.allclose(v.l1p, -torch.nn.functional.softplus(z))
+    n = v.negate()
+    assert torch.equal(n.p, v.q) and torch.equal(n.lp, v.l1p)
+    # deriving: from lp only
+    w = TruthValue(lp=torch.nn.functional.logsigmoid(z))
+    assert torch.allclose(w.p, p) and torch.allclose(w.l1p, -torch.nn.functional.softplus(z))
+
+
+def test_safe_logs_floor_exact_zero_and_one():
+    t = torch.tensor([0.0, 1.0, 0.5])
+    assert torch.isfinite(O.safe_log(t)).all() and torch.isfinite(O.safe_log1m(t)).all()
+    tg = t.clone().requires_grad_()
+    (O.safe_log(tg).sum() + O.safe_log1m(tg).sum()).backward()
+    assert torch.isfinite(tg.grad).all()
+
+
+QUANTS = [("forall", n) for n in ("min", "mean", "pmean_error", "product", "log_sum_exp")] + \
+         [("exists", n) for n in ("max", "mean", "pmean", "probsum", "log_sum_exp")]
+
+
+@pytest.mark.parametrize("kind,name", QUANTS)
+@pytest.mark.parametrize("soft", [False, True])
+def test_empty_domain_is_identity_with_zero_gradient(kind, name, soft):
+    a = rand(2, 5).requires_grad_()
+    w = torch.zeros(2, 5)
+    if soft:  # one batch item empty, the other with soft weights
+        w[1] = torch.tensor([0.2, 0.0, 0.9, 0.5, 1.0])
+    out = quant(kind, name, a, (1,), w)
+    out.sum().backward()
+    ident = 1.0 if kind == "forall" else 0.0
+    assert out[0].item() == ident
+    assert torch.isfinite(out).all() and torch.isfinite(a.grad).all()
+    assert torch.all(a.grad[0] == 0)
+
+
+@pytest.mark.parametrize("kind,name", QUANTS)
+def test_quantifier_gradients_finite_at_zero_and_one(kind, name):
+    for fill in (0.0, 1.0):
+        a = torch.full((3, 4), fill, requires_grad=True)
+        for w in (None, torch.tensor([[1.0, 1.0, 0.0, 0.5]] * 3)):
+            a.grad = None
+            quant(kind, name, a, (1,), w, ()).sum().backward()
+            assert torch.isfinite(a.grad).all(), (kind, name, fill, w)
+
+
+def test_pmean_gradient_is_stable_where_the_root_is_at_zero():
+    # LTN without stabilisation returns NaN gradients here; ours are finite and,
+    # away from 0, exact (gradcheck in float64).
+    a = torch.zeros(2, 4, requires_grad=True)
+    O.pmean(a, (1,), None, 2.0).sum().backward()
+    assert torch.isfinite(a.grad).all()
+    b = (torch.rand(2, 4, dtype=torch.float64, generator=G) * 0.9 + 0.05).requires_grad_()
+    w = torch.rand(2, 4, dtype=torch.float64, generator=G).requires_grad_()
+    for p in (1.0, 2.0, 3.0, 6.0):
+        assert torch.autograd.gradcheck(lambda x, y: O.pmean(x, (1,), y, p), (b, w))
+        assert torch.autograd.gradcheck(lambda x: O.pmean(x, (1,), None, p), (b,))
+    # tiny inputs: gradient still O(1), not 0 * inf
+    t = torch.full((1, 4), 1e-20, requires_grad=True)
+    O.pmean(t, (1,), None, 2.0).sum().backward()
+    assert torch.allclose(t.grad, torch.full((1, 4), 0.25))  # d mean-norm / d a_i = 1/n here
+
+
+def test_log_sum_exp_lies_between_mean_and_max():
+    a = rand(5, 9)
+    mean, mx = a.mean(1), a.amax(1)
+    prev = None
+    for tau in (0.1, 1.0, 10.0, 100.0):
+        v = quant("exists", "log_sum_exp", a, (1,), None, (tau,))
+        assert torch.all(v >= mean - 1e-9) and torch.all(v <= mx + 1e-9)
+        if prev is not None:
+            assert torch.all(v >= prev - 1e-12)  # increasing in tau
+        prev = v
+    assert torch.allclose(prev, mx, atol=0.05)
+    # a large tau does not overflow, masked elements do not leak in
+    w = torch.zeros(5, 9, dtype=torch.float64)
+    w[:, 0] = 1
+    v = quant("exists", "log_sum_exp", a, (1,), w, (500.0,))
+    assert torch.allclose(v, a[:, 0])
+
+
+def test_weighted_quantifiers_follow_semantics_md():
+    a = torch.tensor([[0.2, 0.9, 0.5]], dtype=torch.float64)
+    g = torch.tensor([[1.0, 0.5, 0.0]], dtype=torch.float64)
+    assert quant("forall", "mean", a, (1,), g).item() == pytest.approx((0.2 + 0.45) / 1.5)
+    assert quant("exists", "pmean", a, (1,), g, (2.0,)).item() == pytest.approx(
+        ((0.04 + 0.5 * 0.81) / 1.5) ** 0.5)
+    assert quant("forall", "product", a, (1,), g).item() == pytest.approx(0.2 * 0.9 ** 0.5)
+    assert quant("exists", "probsum", a, (1,), g).item() == pytest.approx(1 - 0.8 * 0.1 ** 0.5)
+    assert quant("forall", "min", a, (1,), g).item() == pytest.approx(0.2)
+    assert quant("exists", "max", a, (1,), g).item() == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ registry
+def test_register_operator_with_one_function():
+    @fl.register_operator("conjunction", "hamacher_test")
+    def hamacher(a, b):
+        return a * b / (a + b - a * b).clamp_min(1e-12)
+
+    assert "hamacher_test" in fl.available_operators("conjunction")
+    th = fl.compile("predicate a()\npredicate b()\nrule r: a() and b()",
+                    fl.Semantics(conjunction="hamacher_test"))
+    x, y = torch.tensor([0.5, 1.0]), torch.tensor([0.5, 0.3])
+    assert torch.allclose(th.truth(a=x, b=y)["r"], hamacher(x, y))
+    # its dual disjunction is derived by De Morgan
+    th = fl.compile("predicate a()\npredicate b()\nrule r: a() or b()",
+                    fl.Semantics(conjunction="hamacher_test"))
+    assert torch.allclose(th.truth(a=x, b=y)["r"], 1 - hamacher(1 - x, 1 - y))
+    with pytest.raises(SemanticsError, match="already registered"):
+        fl.register_operator("conjunction", "hamacher_test")(hamacher)
+
+
+def test_registered_quantifier_gets_empty_domains_handled():
+    @fl.register_operator("forall", "median_test", params=(("unused", 0.0),))
+    def median(a, dims, weight, unused=0.0):
+        x = a if weight is None else torch.where(weight > 0, a, torch.ones_like(a))
+        return x.flatten(-len(dims)).median(-1).values
+
+    th = fl.compile("sort s\npredicate a(s)\nrule r [forall = median_test]: forall x: a(x)")
+    a = torch.tensor([[0.1, 0.5, 0.9], [0.3, 0.3, 0.3]], requires_grad=True)
+    t = th.truth(a=a, domains={"s": torch.tensor([[1, 1, 1], [0, 0, 0]], dtype=torch.bool)})["r"]
+    assert t.tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_get_operator_errors_list_known_names():
+    with pytest.raises(SemanticsError, match="known: .*reichenbach"):
+        get_operator("implication", "reichenbach_typo")
+    with pytest.raises(SemanticsError, match="kinds are"):
+        get_operator("quantifier", "min")
+    with pytest.raises(SemanticsError):
+        fl.register_operator("conjunction", "not an identifier")
