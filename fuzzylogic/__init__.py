@@ -12,22 +12,11 @@ from .operators import TruthValue, available_operators, register_operator
 from .semantics import Semantics, available_presets, register_preset
 from .theory import Evaluation, Report, Theory
 from .compiler import compile, load
+from .parser import parse
+from .checker import check
+from .nn import LogicLoss
 
 __version__ = "0.1.0"
-
-
-def __getattr__(name):
-    # parse/check live in modules written alongside; import them on first use.
-    if name == "parse":
-        from .parser import parse
-        return parse
-    if name == "check":
-        from .checker import check
-        return check
-    if name == "LogicLoss":
-        from .nn import LogicLoss
-        return LogicLoss
-    raise AttributeError(f"module 'fuzzylogic' has no attribute {name!r}")
 
 
 __all__ = [

@@ -531,9 +531,15 @@ class _PMean(torch.autograd.Function):
             gw = gk * ysafe * (r.pow(p) - 1.0) / (p * dk)
             gw = torch.where(pos, torch.nan_to_num(gw, nan=0.0, posinf=0.0, neginf=0.0),
                              torch.zeros_like(gw))
-        if ga is not None and ga.shape != a.shape:
-            ga = ga.expand_as(a)
-        return ga, gw, None, None
+        return _fit(ga, a), _fit(gw, w), None, None
+
+
+def _fit(g: Optional[torch.Tensor], like: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A gradient computed with broadcasting, brought to its input's shape."""
+    if g is None or like is None or g.shape == like.shape:
+        return g
+    full = torch.broadcast_shapes(g.shape, like.shape)
+    return g.expand(full).sum_to_size(like.shape)
 
 
 def pmean(a: torch.Tensor, dims, weight: Optional[torch.Tensor], p: float) -> torch.Tensor:

@@ -71,27 +71,9 @@ def split_ids(kind: str, root, split: str, limit: Optional[int]) -> List[str]:
 
 
 def class_names(kind: str) -> List[str]:
-    if kind == "voc":
-        from .data.voc import VOC_CLASSES
+    from .data import DATASETS
 
-        return list(VOC_CLASSES)
-    from .data.refuge import REFUGE_CLASSES
-
-    return list(REFUGE_CLASSES)
-
-
-def score(kind: str, dataset, predict: Callable[[int], torch.Tensor], progress: bool = False,
-          desc: str = "evaluate") -> Dict[str, Any]:
-    """Metrics of PIPELINE.md for `predict(i) -> labels [H, W]` over `dataset` (GT read here only)."""
-    from tqdm import tqdm
-
-    from .metrics import SegMetrics
-
-    m = SegMetrics(kind, class_names(kind))
-    for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=not progress):
-        pred = predict(i)
-        m.update(pred, dataset.read_gt(i, tuple(pred.shape)), dataset.ids[i])
-    return m.as_dict()
+    return list(DATASETS[kind].classes)
 
 
 HEADLINE_KEYS = ("miou", "dice_disc", "dice_cup", "vcdr_mae", "coverage", "pixel_accuracy")
@@ -286,19 +268,22 @@ class Pipeline:
         sam = self.sam() if method != "weak-mask" else None
         out = self.pseudo_dir(method)
         summary = make_pseudo_labels(method, self.train_dataset(), sam=sam, out_dir=out, **kw, **opts)
-        quality = self.score_labels(method)
+        quality = self.score("train", out, f"{method} pseudo-labels")
         save_json(quality, out.parent / f"{method}.quality.json")
         return {"folder": str(out), "quality": headline(quality),
                 "seconds": summary.get("seconds"), "images": summary.get("n_images")}
 
-    def score_labels(self, method: str) -> Dict[str, Any]:
-        """Pseudo-label quality on the training split (uncertain pixels count as misses)."""
-        from .pseudo import read_label
+    def score(self, split: str, folder: Path, desc: str) -> Dict[str, Any]:
+        """Metrics of PIPELINE.md for the label images in `folder` (masks read here only).
 
-        ds = self.dataset("train", kinds=())
-        folder = self.pseudo_dir(method)
-        return score(self.kind, ds, lambda i: read_label(folder / f"{ds.ids[i]}.png", self.kind),
-                     self.progress and self.ctx.is_main, desc=f"score {method}")
+        The evaluator of `fuzzyseg evaluate`: uncertain pixels (255; REFUGE:
+        written as background) count as misses.
+        """
+        from .commands.evaluate import evaluate_predictions
+
+        ds = self.dataset(split, kinds=())
+        log.info(f"scoring {desc}")
+        return evaluate_predictions(ds, folder, progress=False, per_image=True)
 
     # --------------------------------------------------------------- student
     def student_dir(self, variant: str) -> Path:
@@ -352,10 +337,7 @@ class Pipeline:
         pred_dir = self.predictions_dir(variant)
         predict_dataset(student, val, pred_dir, progress=self.progress, desc=f"predict {variant}",
                         model=str(sdir / "model.pt"))
-        from .pseudo import read_label
-
-        metrics = score(self.kind, val, lambda i: read_label(pred_dir / f"{val.ids[i]}.png", self.kind),
-                        desc=f"score {variant}")
+        metrics = self.score("val", pred_dir, f"student {variant}")
         save_json(metrics, sdir / "metrics.json")
         return {"model": str(sdir / "model.pt"), "predictions": str(pred_dir), "metrics": headline(metrics),
                 "epochs": len(result.history), "resumed_from_epoch": result.resumed_from}

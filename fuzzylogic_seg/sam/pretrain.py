@@ -54,6 +54,8 @@ class PretrainConfig:
     iou_weight: float = 1.0
     box_jitter_p: float = 0.5       # share of boxes with SAM's noise (10% of the side)
     iterative_rounds: int = 0       # corrective-point rounds per step (decoder only)
+    low_res_loss: bool = True       # loss on the decoder's 4h x 4w logits vs area-pooled
+                                    # targets (16x cheaper than at input resolution)
     min_aspect: float = 0.6         # short side / long side of training scenes
     eval_images: int = 48
     model: EmbeddedConfig = field(default_factory=EmbeddedConfig)
@@ -161,7 +163,7 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) ->
     t = target * valid
     inter = (pred * t).flatten(2).sum(-1)
     union = (pred + t - pred * t).flatten(2).sum(-1)
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    return torch.where(union > 0, inter / union.clamp_min(1e-6), torch.ones_like(union))
 
 
 def _pad_masks(masks: List[np.ndarray], size: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +177,16 @@ def _pad_masks(masks: List[np.ndarray], size: int, device) -> Tuple[torch.Tensor
     return t.to(device), v.to(device)
 
 
+def _low_res(target: torch.Tensor, valid: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Area-pool targets by k: a cell's target is the mask's share of its valid pixels;
+    a cell is valid when most of it lies inside the (unpadded) image."""
+    v = F.avg_pool2d(valid, k)
+    t = F.avg_pool2d(target, k) / v.clamp_min(1e-6)
+    return t.clamp(0, 1), (v > 0.5).float()
+
+
 def _correction_points(rng: np.random.Generator, logits: torch.Tensor, target: torch.Tensor,
-                       valid: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+                       valid: torch.Tensor, k: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     """One point per prompt from its error region: positive on a miss, negative on a
     false alarm (SAM's interactive training); [P, 1, 2] and [P, 1]."""
     pred = (logits.detach() > 0).cpu().numpy()[:, 0]
@@ -187,7 +197,8 @@ def _correction_points(rng: np.random.Generator, logits: torch.Tensor, target: t
         err = (p != t) & v
         ys, xs = np.nonzero(err if err.any() else (t & v))
         j = int(rng.integers(len(ys)))
-        pts.append([[xs[j], ys[j]]])
+        # Cell centre in input pixels (k = 1: the pixel itself).
+        pts.append([[xs[j] * k + (k - 1) / 2, ys[j] * k + (k - 1) / 2]])
         labs.append([1 if t[ys[j], xs[j]] else 0])
     return np.asarray(pts, np.float32), np.asarray(labs, np.int64)
 
@@ -204,11 +215,15 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
         pts = torch.from_numpy(np.stack(g.points)).to(dev) if g.points else None
         labs = torch.from_numpy(np.stack(g.labels)).to(dev) if g.labels else None
         target, valid = _pad_masks(g.targets, model.img_size, dev)
+        k = 1
+        if cfg.low_res_loss:
+            k = model.img_size // (4 * model.embedding_size[0])
+            target, valid = _low_res(target, valid, k)
         multimask, mask_in = g.multimask, None
         for rnd in range(1 + cfg.iterative_rounds):
             low, iou_pred = model.decode(emb, boxes=boxes, points=pts, point_labels=labs,
                                          multimask=multimask, image_index=idx, mask_input=mask_in)
-            logits = model.upscale(low)
+            logits = low if k > 1 else model.upscale(low)
             per = (cfg.focal_weight * focal_loss(logits, target, valid)
                    + cfg.dice_weight * dice_loss(logits, target, valid))  # [P, M]
             if cfg.bce_weight:
@@ -224,7 +239,7 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
                 stats["miou"] += float(iou_true.gather(1, best[:, None]).sum())
             if rnd < cfg.iterative_rounds:
                 chosen = logits.gather(1, best[:, None, None, None].expand(-1, 1, *logits.shape[2:]))
-                p_new, l_new = _correction_points(rng, chosen, target, valid)
+                p_new, l_new = _correction_points(rng, chosen, target, valid, k)
                 p_new, l_new = torch.from_numpy(p_new).to(dev), torch.from_numpy(l_new).to(dev)
                 pts = p_new if pts is None else torch.cat([pts, p_new], 1)
                 labs = l_new if labs is None else torch.cat([labs, l_new], 1)

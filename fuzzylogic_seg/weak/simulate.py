@@ -58,6 +58,24 @@ class SimConfig:
     min_area: int = 16
     work_size: int = 512   # scribbles/points are drawn with the longest side at most this
 
+    def __post_init__(self):
+        from ..errors import ConfigError
+
+        checks = [
+            (self.box_jitter >= 0, "box_jitter must be >= 0"),
+            (self.scribble_width >= 1, "scribble_width must be >= 1"),
+            (0 <= self.scribble_margin < 1, "scribble_margin is a fraction in [0, 1)"),
+            (self.scribble_min_margin >= 0, "scribble_min_margin must be >= 0"),
+            (0 < self.scribble_keep <= 1, "scribble_keep is a fraction in (0, 1]"),
+            (self.points_per_region >= 0 and self.point_background >= 0,
+             "point counts must be >= 0"),
+            (self.min_area >= 1, "min_area must be >= 1"),
+            (self.work_size >= 32, "work_size must be >= 32"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"weak-label simulation: {msg}")
+
     def to_json(self) -> Dict:
         return asdict(self)
 

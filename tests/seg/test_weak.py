@@ -233,3 +233,18 @@ def test_store_round_trip_and_errors(tmp_path):
     assert e.value.path == label_path(tmp_path, "c")
     with pytest.raises(DatasetError, match="weak.json"):
         WeakStore(tmp_path / "nothing")
+
+
+def test_scribble_keep_shortens_strokes_and_config_is_checked():
+    from fuzzylogic_seg.errors import ConfigError
+
+    lab = scene()
+    kw = dict(dataset="voc", num_classes=21, image_id="a")
+    full = simulate_weak(lab, ["scribbles"], **kw).scribble
+    part = simulate_weak(lab, ["scribbles"], config=SimConfig(scribble_keep=0.4), **kw).scribble
+    on = part != 255
+    assert on.sum() < (full != 255).sum()
+    assert (part[on] == full[on]).all()                       # a part of the full strokes
+    assert set(part[on].unique().tolist()) == {0, 8, 15}      # every class keeps a stroke
+    with pytest.raises(ConfigError, match="scribble_width"):
+        SimConfig(scribble_width=0)

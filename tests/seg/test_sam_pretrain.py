@@ -1,0 +1,214 @@
+"""Pretraining data (generic shapes), losses, the recipe's determinism and resumption,
+the CLI, and the shipped embedded weights."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import sigmoid_focal_loss
+
+from fuzzylogic_seg.cli import main
+from fuzzylogic_seg.errors import CheckpointError
+from fuzzylogic_seg.io import load_torch
+from fuzzylogic_seg.sam.build import TINY_CONFIG, load_sam, package_weights_path
+from fuzzylogic_seg.sam.forward import PromptableSAM
+from fuzzylogic_seg.sam.pretrain import (PretrainConfig, dice_loss, evaluate, focal_loss,
+                                         make_batch, mask_iou, pretrain, state_path)
+from fuzzylogic_seg.sam.shapes import generate_scene, jitter_box, mask_box, sample_points
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny(**kw):
+    base = dict(steps=8, images_per_step=2, prompts_per_image=3, eval_images=3, lr=1e-3,
+                warmup=2, model=TINY_CONFIG)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+# ---------------------------------------------------------------- shapes
+def test_scenes_are_deterministic_and_well_formed():
+    a = generate_scene(np.random.default_rng(11), 120, 90)
+    b = generate_scene(np.random.default_rng(11), 120, 90)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.masks, b.masks)
+    assert a.image.shape == (120, 90, 3) and a.image.dtype == np.uint8
+    assert a.masks.dtype == bool and a.masks.shape[1:] == (120, 90)
+    assert (a.masks.reshape(len(a.masks), -1).sum(1) >= 16).all()
+
+
+def test_nested_and_low_contrast_regions_occur_and_nest():
+    n_nested = n_low = 0
+    for i in range(25):
+        s = generate_scene(np.random.default_rng([3, i]), 128, 128)
+        for j, p in enumerate(s.parent):
+            if p >= 0:
+                n_nested += 1
+                # A nested region lies inside its parent's visible mask.
+                assert not (s.masks[j] & ~s.masks[p]).any()
+        n_low += int(s.low_contrast.sum())
+    assert n_nested >= 5 and n_low >= 5
+
+
+def test_low_contrast_regions_are_close_in_colour():
+    diffs = {True: [], False: []}
+    for i in range(30):
+        s = generate_scene(np.random.default_rng([4, i]), 128, 128, p_nested=0.0)
+        img = s.image.astype(float)
+        for m, lc in zip(s.masks, s.low_contrast):
+            ring = np.zeros_like(m)
+            ys, xs = np.nonzero(m)
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            ring[max(0, y0 - 4):y1 + 4, max(0, x0 - 4):x1 + 4] = True
+            ring &= ~m
+            if ring.sum() < 20 or m.sum() < 200:
+                continue
+            diffs[bool(lc)].append(np.abs(img[m].mean(0) - img[ring].mean(0)).max())
+    assert np.median(diffs[True]) < 0.6 * np.median(diffs[False])
+
+
+def test_box_jitter_and_points():
+    m = np.zeros((20, 30), bool)
+    m[5:9, 10:25] = True
+    box = mask_box(m)
+    assert box.tolist() == [10, 5, 25, 9]  # half-open: covers x 10..24, y 5..8
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        j = jitter_box(rng, box, 20, 30)
+        assert 0 <= j[0] < j[2] <= 30 and 0 <= j[1] < j[3] <= 20
+        assert np.all(np.abs(j - box) <= 2 * 0.1 * np.array([15, 4, 15, 4]) + 1e-4)
+    pts, labels = sample_points(rng, m, 3, 2, near=box)
+    assert labels.tolist() == [1, 1, 1, 0, 0]
+    for (x, y), lab in zip(pts.astype(int), labels):
+        assert m[y, x] == bool(lab)
+
+
+def test_batch_groups_are_consistent():
+    cfg = _tiny(images_per_step=3, prompts_per_image=5, model=TINY_CONFIG)
+    images, groups = make_batch(np.random.default_rng([0, 0, 1]), cfg)
+    assert len(images) == 3 and all(max(im.shape[:2]) == 64 for im in images)
+    assert sum(len(g.image_index) for g in groups.values()) == 15
+    for g in groups.values():
+        n = len(g.image_index)
+        assert len(g.targets) == n
+        assert len(g.boxes) in (0, n) and len(g.points) in (0, n)
+        for i, t in zip(g.image_index, g.targets):
+            assert t.shape == images[i].shape[:2]
+        if g.points:
+            assert len({p.shape for p in g.points}) == 1  # one structure per group
+        assert g.multimask == (g.kind == "point")
+
+
+# ---------------------------------------------------------------- losses
+def test_focal_and_dice_against_references():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 8, 8, generator=g) * 3
+    target = (torch.rand(3, 1, 8, 8, generator=g) > 0.6).float()
+    valid = torch.ones(3, 1, 8, 8)
+    valid[..., 6:] = 0
+    got = focal_loss(logits, target, valid)
+    for p in range(3):
+        for k in range(2):
+            sel = valid[p, 0] > 0
+            ref = sigmoid_focal_loss(logits[p, k][sel], target[p, 0][sel], reduction="mean")
+            assert torch.allclose(got[p, k], ref, atol=1e-6)
+            s = torch.sigmoid(logits[p, k][sel])
+            t = target[p, 0][sel]
+            dice = 1 - (2 * (s * t).sum() + 1) / (s.sum() + t.sum() + 1)
+            assert torch.allclose(dice_loss(logits, target, valid)[p, k], dice, atol=1e-6)
+    # IoU of thresholded logits, by brute force.
+    pred = logits[0, 0] > 0
+    t = target[0, 0] > 0
+    sel = valid[0, 0] > 0
+    iou = (pred & t & sel).sum() / ((pred | t) & sel).sum()
+    assert torch.allclose(mask_iou(logits, target, valid)[0, 0], iou.float())
+
+
+def test_focal_loss_is_finite_at_saturated_logits():
+    logits = torch.tensor([[[[-80.0, 80.0]]]], requires_grad=True)
+    target = torch.tensor([[[[0.0, 1.0]]]])
+    loss = focal_loss(logits, target, torch.ones_like(target)) + dice_loss(logits, target, torch.ones_like(target))
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(logits.grad).all()
+
+
+# ------------------------------------------------------------------ recipe
+def test_training_reduces_the_loss(tmp_path):
+    card = pretrain(tmp_path / "w.pt", _tiny(steps=24), progress=False, evaluate_result=False)
+    curve = [c["loss"] for c in card["loss_curve"]]
+    assert np.mean(curve[-4:]) < 0.8 * np.mean(curve[:4])
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    cfg = _tiny(steps=6, iterative_rounds=1)
+    pretrain(tmp_path / "a.pt", cfg, progress=False, evaluate_result=False)
+    b = tmp_path / "b.pt"
+    assert pretrain(b, cfg, progress=False, evaluate_result=False, stop_after=4) == {"stopped_at": 4}
+    assert state_path(b).is_file() and not b.exists()
+    pretrain(b, cfg, progress=False, evaluate_result=False, log=lambda s: None)
+    assert not state_path(b).exists()
+    wa, wb = load_torch(tmp_path / "a.pt")["state_dict"], load_torch(b)["state_dict"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # A different seed gives different weights (the comparison above can fail).
+    pretrain(tmp_path / "c.pt", _tiny(steps=6, iterative_rounds=1, seed=1), progress=False,
+             evaluate_result=False)
+    wc = load_torch(tmp_path / "c.pt")["state_dict"]
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_state_of_another_recipe_is_refused(tmp_path):
+    out = tmp_path / "w.pt"
+    pretrain(out, _tiny(steps=4), progress=False, evaluate_result=False, stop_after=2)
+    with pytest.raises(CheckpointError, match="another recipe"):
+        pretrain(out, _tiny(steps=4, lr=5e-4), progress=False, evaluate_result=False)
+
+
+def test_card_and_weights_load_through_load_sam(tmp_path):
+    out = tmp_path / "w.pt"
+    card = pretrain(out, _tiny(steps=3), progress=False)
+    assert json.loads((tmp_path / "w.json").read_text())["heldout"] == card["heldout"]
+    h = card["heldout"]
+    assert set(h["miou"]) == {"box", "box_jitter", "point", "box_painted"}
+    assert all(0 <= v <= 1 for v in h["miou"].values())
+    assert h["n_masks"] > 0 and "nested" in h["by_group"]
+    sam = load_sam("embedded", checkpoint=out)
+    assert sam.image_encoder.img_size == 64
+
+
+def test_cli_pretrain_reuse_and_info(tmp_path, capsys):
+    out = tmp_path / "sam.pt"
+    args = ["sam", "pretrain", "--out", str(out), "--steps", "2", "--eval-images", "2",
+            "--arch", "tiny", "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["steps"] == 2 and set(first["heldout_miou"]) >= {"box", "point"}
+    mtime = out.stat().st_mtime_ns
+    assert main(args) == 0
+    assert "reusing" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime
+    assert main(["sam", "info", "--sam-checkpoint", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["weights"] == str(out) and info["img_size"] == 64
+    assert info["card"]["steps"] == 2
+    assert main(["sam", "pretrain", "--out", str(out), "--steps", "0"]) == 1
+
+
+# ---------------------------------------------------------- shipped weights
+SHIPPED = package_weights_path()
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped embedded weights")
+def test_shipped_weights_are_small_documented_and_segment_held_out_shapes():
+    assert SHIPPED.stat().st_size < 8.5e6
+    card = json.loads(SHIPPED.with_suffix(".json").read_text())
+    assert card["heldout"]["miou"]["box"] > card["heldout"]["miou"]["box_painted"]
+    sam = load_sam()
+    assert sam.weights_path == str(SHIPPED)
+    # Fresh scenes (another seed than the card's): box prompts beat the painted box.
+    res = evaluate(PromptableSAM(sam), seed=12345, n_images=6)
+    assert res["miou"]["box"] > 0.6
+    assert res["miou"]["box"] > res["miou"]["box_painted"] + 0.05
