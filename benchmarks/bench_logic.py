@@ -239,31 +239,81 @@ def try_compile(fn):
         return None
 
 
+def bench_refuge(sem, B, S, reps, use_compile, have_ltn):
+    d = refuge_data(B, S)
+    cup = d["cup"].requires_grad_()
+    disc = d["disc"].requires_grad_()
+    th = fl.compile(REFUGE, sem)
+    kw = dict(cup=cup, disc=disc, inside=d["inside"], disc_box=0)
+    cases = {
+        "compiled": lambda: th.loss(validate=False, **kw),
+        "compiled+validate": lambda: th.loss(**kw),
+        "hand": lambda: refuge_hand(cup, disc, d["inside"], sem),
+        "naive": lambda: refuge_naive(cup, disc, d["inside"], sem),
+    }
+    if have_ltn and sem == "product":
+        cases["ltntorch"] = lambda: refuge_ltn(cup, disc, d["inside"], sem)
+    if use_compile:
+        cfn = try_compile(lambda cup, disc, inside: th.loss(validate=False, cup=cup, disc=disc,
+                                                           inside=inside, disc_box=0))
+        if cfn is not None:
+            t0 = time.perf_counter()
+            fwd_bwd(lambda: cfn(cup, disc, d["inside"]), [cup, disc])
+            print(f"  refuge/{sem}: torch.compile warm-up {time.perf_counter() - t0:.1f} s", flush=True)
+            cases["torch.compile"] = lambda: cfn(cup, disc, d["inside"])
+    return race(cases, [cup, disc], reps)
+
+
+def bench_voc(sem, B, S, reps, use_compile):
+    dv = voc_data(B, 21, S, 8)
+    seg = dv["seg"].requires_grad_()
+    thv = fl.compile(VOC, sem)
+    cases = {
+        "compiled": lambda: voc_theory_loss(thv, dv),
+        "compiled+validate": lambda: thv.loss(
+            domains={"box": dv["valid"]}, seg=seg, inbox=dv["inbox"], rowin=dv["rowin"],
+            colin=dv["colin"], obj=voc_obj(seg, dv["labels"]), cbox=dv["cbox"], fg=dv["fg"]),
+        "hand": lambda: voc_hand(dv, sem),
+    }
+    if use_compile:
+        cfn = try_compile(lambda **k: thv.loss(validate=False, **k))
+        if cfn is not None:
+            t0 = time.perf_counter()
+            fwd_bwd(lambda: voc_theory_loss(thv, dv, cfn), [seg])
+            print(f"  voc/{sem}: torch.compile warm-up {time.perf_counter() - t0:.1f} s", flush=True)
+            cases["torch.compile"] = lambda: voc_theory_loss(thv, dv, cfn)
+    return race(cases, [seg], reps)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="write the results as JSON to this file")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--compile-all", action="store_true",
+                    help="torch.compile under every semantics (default: log_product only; "
+                         "each compile takes 20-30 s of CPU)")
+    ap.add_argument("--cases", default="refuge,voc", help="comma-separated: refuge, voc")
+    ap.add_argument("--semantics", default="log_product,product", help="comma-separated presets")
     ap.add_argument("--small", action="store_true", help="quarter-size inputs (smoke run)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    results = {"torch": torch.__version__, "threads": args.threads, "reps": args.reps, "cases": {}}
+    t_start = time.perf_counter()
+    results = {"torch": torch.__version__, "threads": args.threads, "reps": args.reps,
+               "small": args.small, "cases": {}}
     try:
         import ltn  # noqa: F401
         have_ltn = True
     except ImportError:
         have_ltn = False
-    rows = []
 
     # parse + check and compile times
-    from fuzzylogic.checker import check
-    from fuzzylogic.parser import parse
     for name, text in (("refuge", REFUGE), ("voc", VOC)):
         t0 = time.perf_counter()
         for _ in range(20):
-            check(parse(text, f"<{name}>"))
+            fl.check(fl.parse(text, f"<{name}>"))
         pc = (time.perf_counter() - t0) / 20 * 1e3
         compiler.cache_clear()
         t0 = time.perf_counter()
@@ -274,59 +324,22 @@ def main(argv=None):
             fl.compile(text, "log_product", source=f"<{name}>")
         warm = (time.perf_counter() - t0) / 1000 * 1e6
         results[f"{name}_parse_check_ms"] = pc
-        results[f"{name}_compile_cold_ms"] = cold
+        results[f"{name}_compile_uncached_ms"] = cold
         results[f"{name}_compile_cached_us"] = warm
-        print(f"{name}: parse+check {pc:.2f} ms, compile (cold, incl. parse) {cold:.2f} ms, "
-              f"cached compile {warm:.2f} us")
+        print(f"{name}: parse+check {pc:.2f} ms, compile (cache cleared) {cold:.2f} ms, "
+              f"compile (cached) {warm:.2f} us", flush=True)
 
     S, B = (256, 2) if args.small else (512, 8)
     Sv, Bv = (128, 2) if args.small else (256, 4)
-    for sem in ("log_product", "product"):
-        # (a) REFUGE
-        d = refuge_data(B, S)
-        cup = d["cup"].requires_grad_()
-        disc = d["disc"].requires_grad_()
-        th = fl.compile(REFUGE, sem)
-        kw = dict(cup=cup, disc=disc, inside=d["inside"], disc_box=0)
-        cases = {
-            "compiled": lambda: th.loss(validate=False, **kw),
-            "compiled+validate": lambda: th.loss(**kw),
-            "hand": lambda: refuge_hand(cup, disc, d["inside"], sem),
-            "naive": lambda: refuge_naive(cup, disc, d["inside"], sem),
-        }
-        if have_ltn and sem == "product":
-            cases["ltntorch"] = lambda: refuge_ltn(cup, disc, d["inside"], sem)
-        if not args.no_compile:
-            cfn = try_compile(lambda cup, disc, inside: th.loss(validate=False, cup=cup, disc=disc,
-                                                               inside=inside, disc_box=0))
-            if cfn is not None:
-                t0 = time.perf_counter()
-                fwd_bwd(lambda: cfn(cup, disc, d["inside"]), [cup, disc])
-                print(f"  refuge/{sem}: torch.compile warm-up {time.perf_counter() - t0:.1f} s")
-                cases["torch.compile"] = lambda: cfn(cup, disc, d["inside"])
-        res = race(cases, [cup, disc], args.reps)
-        rows.append(("refuge", sem, f"[{B}, {S}, {S}]", res))
-
-        # (b) VOC
-        dv = voc_data(Bv, 21, Sv, 8)
-        seg = dv["seg"].requires_grad_()
-        thv = fl.compile(VOC, sem)
-        cases = {
-            "compiled": lambda: voc_theory_loss(thv, dv),
-            "compiled+validate": lambda: thv.loss(
-                domains={"box": dv["valid"]}, seg=seg, inbox=dv["inbox"], rowin=dv["rowin"],
-                colin=dv["colin"], obj=voc_obj(seg, dv["labels"]), cbox=dv["cbox"], fg=dv["fg"]),
-            "hand": lambda: voc_hand(dv, sem),
-        }
-        if not args.no_compile:
-            cfn = try_compile(lambda **k: thv.loss(validate=False, **k))
-            if cfn is not None:
-                t0 = time.perf_counter()
-                fwd_bwd(lambda: voc_theory_loss(thv, dv, cfn), [seg])
-                print(f"  voc/{sem}: torch.compile warm-up {time.perf_counter() - t0:.1f} s")
-                cases["torch.compile"] = lambda: voc_theory_loss(thv, dv, cfn)
-        res = race(cases, [seg], args.reps)
-        rows.append(("voc", sem, f"[{Bv}, 21, {Sv}, {Sv}] x 8 boxes", res))
+    rows = []
+    for sem in args.semantics.split(","):
+        use_compile = not args.no_compile and (args.compile_all or sem == "log_product")
+        if "refuge" in args.cases:
+            rows.append(("refuge", sem, f"[{B}, {S}, {S}]",
+                         bench_refuge(sem, B, S, args.reps, use_compile, have_ltn)))
+        if "voc" in args.cases:
+            rows.append(("voc", sem, f"[{Bv}, 21, {Sv}, {Sv}] x 8 boxes",
+                         bench_voc(sem, Bv, Sv, args.reps, use_compile)))
 
     print()
     print(f"{'case':8} {'semantics':12} {'variant':18} {'ms':>9} {'vs hand':>8} {'loss':>14}")
@@ -337,6 +350,8 @@ def main(argv=None):
         for k, (t, loss) in res.items():
             print(f"{task:8} {sem:12} {k:18} {t * 1e3:9.1f} {t / hand:8.3f} {loss:14.6g}")
             results["cases"][key][k] = {"ms": t * 1e3, "ratio_vs_hand": t / hand, "loss": loss}
+    results["wall_s"] = time.perf_counter() - t_start
+    print(f"total {results['wall_s']:.0f} s")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         tmp = args.out + ".tmp"

@@ -91,26 +91,27 @@ def safe_log1m(p: torch.Tensor) -> torch.Tensor:
 
 
 class _Log1mExp(torch.autograd.Function):
-    """``log(1 - exp(x))`` for x <= 0 (Mächler 2012), with a 3-kernel backward."""
+    """``log(1 - exp(x))`` for x <= 0 (Mächler 2012), in place where it can be."""
 
     @staticmethod
     def forward(ctx, x):
+        floor = _log_tiny(x.dtype)
         # x at 0 means p = 1: log(1 - p) is floored like safe_log1m.
         xc = x.clamp_max(-torch.finfo(x.dtype).tiny)
-        out = torch.where(xc > -_LN2, torch.log(-torch.expm1(xc)), torch.log1p(-torch.exp(xc)))
-        out = out.clamp_min(_log_tiny(x.dtype))
+        near = torch.expm1(xc).neg_().log_()  # accurate for x > -ln 2
+        far = torch.exp(xc).neg_().log1p_()  # accurate below
+        out = torch.where(xc > -_LN2, near, far).clamp_min_(floor)
         ctx.save_for_backward(xc, out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         xc, out = ctx.saved_tensors
-        # d/dx log(1 - e^x) = -1 / expm1(-x): large but exact near x = 0 (a
-        # confident violation keeps its gradient); bounded by max^0.8 so that
-        # an upstream factor cannot overflow it, and 0 where the value is floored.
-        big = torch.finfo(xc.dtype).max ** 0.8
-        dx = -1.0 / torch.expm1(-xc).clamp_min(1.0 / big)
-        return torch.where(out > _log_tiny(xc.dtype), grad * dx, torch.zeros_like(dx))
+        # d/dx log(1 - e^x) = -e^x / (1 - e^x) = -exp(x - out): exact, also near
+        # x = 0 where it is large (a confident violation keeps its gradient);
+        # 0 where the value sits on the floor, as for a clamp.
+        e = torch.exp(xc - out).masked_fill_(out <= _log_tiny(xc.dtype), 0.0)
+        return e.mul_(grad).neg_()
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional
 
 from . import ast
 from .errors import FactError, SemanticsError

@@ -194,8 +194,11 @@ def programs(draw, sig: Optional[Signature] = None, max_rules: int = 2, depth: i
 
 
 @st.composite
-def facts(draw, sig: Signature, batch: int = 2, with_domains: bool = True):
-    """(facts, domains) fitting ``sig``: tensors [B or 1, *sizes], constants, masks."""
+def facts(draw, sig: Signature, batch: int = 2, with_domains: bool = True,
+          logit_bound: float = 30.0):
+    """(facts, domains) fitting ``sig``: tensors [B or 1, *sizes], constants, masks.
+
+    Logits lie in [-logit_bound, logit_bound] (often exactly at the bounds)."""
     out: Dict[str, object] = {}
     for p in sig.predicates:
         b = draw(st.sampled_from([batch, 1]))
@@ -203,7 +206,7 @@ def facts(draw, sig: Signature, batch: int = 2, with_domains: bool = True):
         if p.input == "prob":
             out[p.name] = draw(truth_tensors(shape))
         else:
-            out[p.name] = draw(_logit_tensors(shape, 30.0 if p.input == "logits" else 10.0))
+            out[p.name] = draw(_logit_tensors(shape, logit_bound if p.input == "logits" else 10.0))
     for c in sig.constants:
         if c.index is None:
             n = sig.size(c.sort)[0]
@@ -229,16 +232,19 @@ def facts(draw, sig: Signature, batch: int = 2, with_domains: bool = True):
 
 
 @st.composite
-def problems(draw, atomic_implications: bool = False, depth: int = 3, batch: int = 2):
+def problems(draw, atomic_implications: bool = False, depth: int = 3, batch: int = 2,
+             logit_bound: float = 30.0):
     """A :class:`Problem`: program, facts and domains that fit together.
 
     ``atomic_implications`` (for the discontinuous Gödel / Goguen
     implications) also leaves softmax inputs out, whose rounding differs
-    between evaluators and could break a tie a <= b differently.
+    between evaluators and could break a tie a <= b differently. Comparisons
+    with a p-only evaluator want a ``logit_bound`` near 12: beyond it
+    ``1 - (1 - σ(-z))`` cancels in float64 where the compiled log form does not.
     """
     sig = draw(signatures(softmax=not atomic_implications))
     prog = draw(programs(sig, depth=depth, atomic_implications=atomic_implications))
-    f, d = draw(facts(sig, batch))
+    f, d = draw(facts(sig, batch, logit_bound=logit_bound))
     return Problem(prog, f, d)
 
 

@@ -242,11 +242,25 @@ class Pipeline:
         c = self.cfg
         parts: List[Any] = ["pseudo", method, self.fp_weak(), _without(c["pseudo"], "methods")]
         if method != "weak-mask":
-            parts += [c["sam"]["type"], self._file_fp(c["sam"].get("checkpoint"))]
+            checkpoint = c["sam"].get("checkpoint")
+            if not checkpoint and c["sam"]["type"] == "embedded":  # the shipped weights
+                from .sam.build import embedded_weights_path
+
+                checkpoint = embedded_weights_path()
+            parts += [c["sam"]["type"], self._file_fp(checkpoint and str(checkpoint))]
         if method == "logic":
             ft = dict(c["finetune"])
-            parts += [ft, self._rules_fp(ft.get("rules")), c["seed"]]
+            parts += [ft, self._rules_fp(ft.get("rules") or self._default_rules()), c["seed"]]
         return C.fingerprint(*parts)
+
+    def _default_rules(self) -> List[str]:
+        """The rule files the fine-tuner picks when none are given (for the fingerprint)."""
+        from .finetune import default_rules
+
+        try:
+            return [str(default_rules(self.kind, self.cfg["weak"]))]
+        except ConfigError:  # the fine-tuner will say so itself
+            return []
 
     def run_pseudo(self, method: str) -> Dict[str, Any]:
         from .pseudo import make_pseudo_labels
@@ -307,7 +321,8 @@ class Pipeline:
         return C.fingerprint(*parts)
 
     def run_student(self, variant: str) -> Dict[str, Any]:
-        from .student import GroundTruth, Student, StudentDataset, predict_dataset, save_student, train_student
+        from .student import (NUM_CLASSES, GroundTruth, Student, StudentDataset, predict_dataset, save_student,
+                              train_student)
 
         scfg = C.student_config(self.cfg, variant)
         base = C.variant_labels(variant)
@@ -318,7 +333,7 @@ class Pipeline:
             train = self.train_dataset()
             labels = PseudoLabels(self.pseudo_dir(base), self.kind)
         data = StudentDataset(train, labels, scfg.size, seed=self.cfg["seed"], hflip=scfg.hflip,
-                              tags=bool(scfg.logic_rules) and self.kind == "voc")
+                              present=NUM_CLASSES[self.kind] if scfg.logic_rules and self.kind == "voc" else 0)
         sdir = self.student_dir(variant)
         hook = self.hooks.get("student_epoch")
         result = train_student(

@@ -251,13 +251,14 @@ class StudentDataset(torch.utils.data.Dataset):
 
     Flips are drawn from (seed, epoch, index) so a resumed epoch repeats the
     interrupted one exactly; `set_epoch` before iterating. Letterboxed uint8
-    images are cached in memory when `cache` (small data sets).
+    images are cached in memory when `cache` (small data sets). `present=C`
+    adds each image's :func:`present_classes` vector of C classes.
     """
 
     def __init__(self, base, labels: Callable[[Dict[str, Any]], torch.Tensor], size: int,
-                 seed: int = 0, hflip: bool = True, cache: Optional[bool] = None, tags: bool = False):
+                 seed: int = 0, hflip: bool = True, cache: Optional[bool] = None, present: int = 0):
         self.base, self.labels, self.size = base, labels, size
-        self.seed, self.hflip, self.epoch, self.tags = seed, hflip, 0, tags
+        self.seed, self.hflip, self.epoch, self.present = seed, hflip, 0, present
         self.cache = len(base) <= 2000 if cache is None else cache
         self._memo: Dict[int, Tuple] = {}
 
@@ -272,7 +273,7 @@ class StudentDataset(torch.utils.data.Dataset):
             return self._memo[i]
         sample = self.base[i]
         img, lab, valid = letterbox(torch.as_tensor(sample["image"]), self.labels(sample), self.size)
-        item = (sample["id"], img, lab, valid, _present_classes(sample) if self.tags else None)
+        item = (sample["id"], img, lab, valid, present_classes(sample, self.present) if self.present else None)
         if self.cache:
             self._memo[i] = item
         return item
@@ -287,27 +288,19 @@ class StudentDataset(torch.utils.data.Dataset):
         return out
 
 
-def _present_classes(sample: Dict[str, Any]) -> torch.Tensor:
-    """Classes the weak labels say are present (background always), for image-level rules."""
+def present_classes(sample: Dict[str, Any], num_classes: int) -> torch.Tensor:
+    """[C] float: the classes an image's weak labels name (tags, boxes, points,
+    scribbles), background always -- what image-level student rules may use."""
+    from .facts import tag_vector
+
     weak = sample.get("weak")
     if weak is None:
         raise DatasetError(f"sample {sample.get('id')} has no weak labels for the student's rules")
-    tags = getattr(weak, "tags", None)
-    n = len(tags) if tags is not None else None
-    cls: List[int] = []
-    if getattr(weak, "box_labels", None) is not None:
-        cls += [int(c) for c in weak.box_labels]
-    if getattr(weak, "point_labels", None) is not None:
-        cls += [int(c) for c in weak.point_labels]
-    if getattr(weak, "scribble", None) is not None:
-        cls += [int(c) for c in torch.unique(weak.scribble) if int(c) != IGNORE]
-    n = n or (max(cls) + 1 if cls else 1)
-    present = torch.zeros(n, dtype=torch.float32)
-    if tags is not None:
-        present[: len(tags)] = torch.as_tensor(tags).float()
-    for c in cls:
-        if c < n:
-            present[c] = 1.0
+    named = [torch.as_tensor(x).long().flatten() for x in (weak.box_labels, weak.point_labels, weak.scribble)
+             if x is not None]
+    named = torch.cat(named) if named else torch.zeros(0, dtype=torch.long)
+    named = named[(named >= 0) & (named < num_classes)]
+    present = torch.maximum(tag_vector(weak.tags, num_classes), tag_vector(named.unique(), num_classes))
     present[0] = 1.0
     return present
 

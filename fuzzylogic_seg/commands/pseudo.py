@@ -60,6 +60,7 @@ def ensure_weak_dir(kind: str, root: Path, split: str, weak: str, out: Path, see
     seeded simulation) to ``out`` once; training then reads only that folder."""
     from ..weak.store import MANIFEST, save_split
 
+    out, root = Path(out), Path(root)
     if (out / MANIFEST).is_file():
         return out
     cls = dataset_class(kind)

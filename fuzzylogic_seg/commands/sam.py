@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     pre.add_argument("--iterative-rounds", type=int, default=None,
                      help="corrective-point rounds per step (default 0)")
     pre.add_argument("--eval-images", type=int, default=None, help="held-out scenes (default 48)")
+    pre.add_argument("--arch", choices=("default", "tiny"), default="default",
+                     help="architecture: the shipped one (default) or a tiny 64 px one for tests")
     pre.add_argument("--force", action="store_true", help="retrain even if the file exists")
     pre.add_argument("--no-progress", action="store_true")
     pre.set_defaults(func=_pretrain)
@@ -40,12 +42,14 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..io import load_json
-    from ..sam.build import EMBEDDED_FILENAME, cache_dir
+    from ..sam.build import EMBEDDED_FILENAME, TINY_CONFIG, cache_dir
     from ..sam.pretrain import PretrainConfig, card_path, pretrain
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = PretrainConfig(seed=args.seed)
+    if args.arch == "tiny":
+        cfg.model = TINY_CONFIG
     for name in ("steps", "iterative_rounds", "eval_images"):
         v = getattr(args, name)
         if v is not None:

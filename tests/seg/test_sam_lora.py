@@ -9,6 +9,14 @@ from fuzzylogic_seg.sam.lora import (LoRALinear, add_lora, encoder_frozen, has_l
                                      trainable_parameters)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def model():
     torch.manual_seed(0)

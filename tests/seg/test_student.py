@@ -253,3 +253,45 @@ def test_refuge_facts_follow_the_softmax():
     # near_cup spreads the cup by r = max(1, round(0.02 * 20)) = 1 pixel
     assert f["near_cup"][0, 9, 11] == pytest.approx(float(p[0, 2, 10, 10]))
     assert f["near_cup"][0, 10, 12] < 0.5
+
+
+VOC_RULES = """
+sort class
+sort pixel[2]
+predicate seg(class, pixel) softmax(class)
+predicate present(class)
+rule absent_classes_absent [forall = mean]:
+    forall c where not present(c): forall p: not seg(c, p)
+"""
+
+
+def test_student_rules_on_voc_use_the_weak_labels_classes(tmp_path):
+    from fuzzylogic_seg.weak.types import WeakLabels
+
+    rules = tmp_path / "voc.rules"
+    rules.write_text(VOC_RULES)
+    weak = WeakLabels(boxes=torch.tensor([[0.0, 0, 4, 4]]), box_labels=torch.tensor([3]),
+                      tags=torch.zeros(21, dtype=torch.bool), size=(8, 8))
+    base = [{"id": "a", "image": torch.zeros(3, 8, 8, dtype=torch.uint8), "weak": weak,
+             "gt": torch.zeros(8, 8, dtype=torch.long)}]
+    item = S.StudentDataset(base, S.GroundTruth(), 32, present=21, hflip=False)[0]
+    expect = torch.zeros(21)
+    expect[[0, 3]] = 1  # background always, class 3 from the box
+    assert torch.equal(item["present"], expect)
+
+    logic = S.StudentLogic(str(rules), "voc")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 21, 32, 32, generator=g)
+    valid = torch.zeros(1, 32, 32, dtype=torch.bool)
+    valid[:, :16] = True
+    loss, sats = logic(logits, {"present": expect[None], "valid": valid})
+    # mean over absent classes of the mean over valid pixels of 1 - softmax
+    p = logits.softmax(1)[0][:, :16]
+    absent = [c for c in range(21) if c not in (0, 3)]
+    truth = torch.stack([(1 - p[c]).mean() for c in absent]).mean()
+    assert float(sats["absent_classes_absent"]) == pytest.approx(float(truth), abs=1e-5)
+    assert torch.isfinite(loss) and float(loss) > 0
+    with pytest.raises(ConfigError, match="provides only the facts"):
+        bad = tmp_path / "bad.rules"
+        bad.write_text("sort pixel[2]\npredicate halo(pixel)\nrule r: forall p: halo(p)\n")
+        S.StudentLogic(str(bad), "refuge")
