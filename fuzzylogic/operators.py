@@ -452,6 +452,15 @@ def iff_lukasiewicz(a, b):
 
 
 # ---------------------------------------------------------------- quantifiers
+def _safe_den(den: torch.Tensor):
+    """(denominator safe to divide by, mask of non-empty domains).
+
+    A total weight below machine epsilon counts as an empty domain: dividing by
+    it would make the weight gradients of a weighted mean explode."""
+    ok = den > torch.finfo(den.dtype).eps
+    return torch.where(ok, den, torch.ones_like(den)), ok
+
+
 def _reduced_count(a: torch.Tensor, dims) -> int:
     n = 1
     for d in dims:
@@ -490,22 +499,23 @@ class _PMean(torch.autograd.Function):
         ap = a.pow(p)
         if w is None:
             den = torch.full((), float(_reduced_count(a, dims)), dtype=a.dtype, device=a.device)
+            ok = None
             s = ap.sum(dims) / den
         else:
-            den = w.sum(dims)
-            s = (w * ap).sum(dims) / den.clamp_min(_tiny(den.dtype))
+            den, ok = _safe_den(w.sum(dims))
+            s = torch.where(ok, (w * ap).sum(dims) / den, torch.zeros_like(den))
         y = s.pow(1.0 / p)
-        ctx.save_for_backward(a, w, y, den)
+        ctx.save_for_backward(a, w, y, den, ok)
         ctx.p, ctx.dims = p, dims
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        a, w, y, den = ctx.saved_tensors
+        a, w, y, den, ok = ctx.saved_tensors
         p, nd, dims = ctx.p, a.dim(), ctx.dims
         dt = a.dtype
         yk, gk = _keep(y, dims, nd), _keep(gy, dims, nd)
-        dk = (_keep(den, dims, nd) if den.dim() else den).clamp_min(_tiny(dt))
+        dk = _keep(den, dims, nd) if den.dim() else den  # >= eps, or 1 where empty (y = 0)
         # y below ~tiny * 2^20 is an underflow: the gradient is taken as 0 there,
         # which keeps every factor below finite (no inf, no 0 * inf).
         pos = yk > _tiny(dt) * 1048576.0
@@ -514,7 +524,7 @@ class _PMean(torch.autograd.Function):
         ga = gw = None
         if ctx.needs_input_grad[0]:
             if p == 1.0:  # the (weighted) mean
-                c = gk / dk
+                c = gk / dk if ok is None else torch.where(_keep(ok, dims, nd), gk / dk, zero)
                 ga = c.expand_as(a) if w is None else w * c
             elif p == 2.0:  # the default: one or two passes
                 c = torch.where(pos, gk / (ysafe * dk), zero)
@@ -570,9 +580,9 @@ def exists_max(a, dims, weight):
 def _weighted_mean(a, dims, weight, empty):
     if weight is None:
         return a.mean(dims)
-    den = weight.sum(dims)
-    m = (weight * a).sum(dims) / den.clamp_min(_tiny(den.dtype))
-    return torch.where(den > 0, m, torch.full_like(m, empty))
+    den, ok = _safe_den(weight.sum(dims))
+    m = (weight * a).sum(dims) / den
+    return torch.where(ok, m, torch.full_like(m, empty))
 
 
 @register_operator("forall", "mean", handles_empty=True)
@@ -645,9 +655,8 @@ def _lse(a, dims, weight, tau):
         s = e.mean(dims)
         ok = None
     else:
-        den = weight.sum(dims)
-        s = (weight * e).sum(dims) / den.clamp_min(_tiny(den.dtype))
-        ok = den > 0
+        den, ok = _safe_den(weight.sum(dims))
+        s = (weight * e).sum(dims) / den
     c = c.reshape(s.shape)
     out = (c + torch.log(s.clamp_min(_tiny(a.dtype)))) / tau
     return out, ok

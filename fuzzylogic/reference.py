@@ -32,6 +32,9 @@ __all__ = ["evaluate", "loss", "OPERATORS"]
 # and probsum ∃ is 1 - Π max(1 - a, TINY)^w (TINY = the smallest normal float64),
 # which keeps them continuous in soft guard weights w at exact 0 / 1 truths.
 TINY = sys.float_info.min
+# A total guard/domain weight below machine epsilon counts as an empty domain
+# (mean, pmean, log_sum_exp), as in the compiled operators.
+EPS = sys.float_info.epsilon
 
 
 def _pi0(x, eps):
@@ -99,10 +102,10 @@ def _forall(name, params, pairs, eps):
     if name == "min":
         return min([max(a, 1.0 - w) for a, w in pairs], default=1.0)
     if name == "mean":
-        return sum(w * a for a, w in pairs) / sw if sw > 0 else 1.0
+        return sum(w * a for a, w in pairs) / sw if sw > EPS else 1.0
     if name == "pmean_error":
         p = params[0]
-        return 1.0 - (sum(w * (1.0 - a) ** p for a, w in pairs) / sw) ** (1.0 / p) if sw > 0 else 1.0
+        return 1.0 - (sum(w * (1.0 - a) ** p for a, w in pairs) / sw) ** (1.0 / p) if sw > EPS else 1.0
     if name == "product":
         return math.prod(max(a, TINY) ** w for a, w in pairs)
     if name == "log_sum_exp":
@@ -117,10 +120,10 @@ def _exists(name, params, pairs, eps):
     if name == "max":
         return max([min(a, w) for a, w in pairs], default=0.0)
     if name == "mean":
-        return sum(w * a for a, w in pairs) / sw if sw > 0 else 0.0
+        return sum(w * a for a, w in pairs) / sw if sw > EPS else 0.0
     if name == "pmean":
         p = params[0]
-        return (sum(w * a ** p for a, w in pairs) / sw) ** (1.0 / p) if sw > 0 else 0.0
+        return (sum(w * a ** p for a, w in pairs) / sw) ** (1.0 / p) if sw > EPS else 0.0
     if name == "probsum":
         return 1.0 - math.prod(max(1.0 - a, TINY) ** w for a, w in pairs)
     if name == "log_sum_exp":
@@ -130,7 +133,7 @@ def _exists(name, params, pairs, eps):
 
 def _lse(pairs, tau):
     sw = sum(w for _, w in pairs)
-    if sw <= 0:
+    if sw <= EPS:
         return 0.0
     m = max(tau * a for a, w in pairs if w > 0)
     s = sum(w * math.exp(tau * a - m) for a, w in pairs) / sw

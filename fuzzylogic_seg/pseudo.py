@@ -163,11 +163,14 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
     elif weak == "tags":
         from .tags import tag_pseudo_labels
 
-        ids, extra = tag_pseudo_labels(method, dataset, sam, out_dir, threshold=threshold,
+        opts = {k: v for k, v in (tuner_options or {}).items()
+                if k in ("n_per_side", "head_lr", "head_epochs", "max_proposals")}
+        ids, extra = tag_pseudo_labels(method, dataset, sam, threshold=threshold,
                                        dataset_kind=dataset_kind, rules=rules, epochs=epochs,
                                        seed=seed, device=device, progress=progress,
+                                       cache_dir=cache_dir,
                                        write=lambda lab, i: _write_label(lab, out_dir, i, dataset_kind),
-                                       **(tuner_options or {}))
+                                       **opts)
         summary.update(extra)
     else:
         if sam is None:

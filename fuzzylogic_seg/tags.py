@@ -154,39 +154,60 @@ def _tag_facts(props: Sequence[ImageProposals], head: ClassHead, num_classes: in
     return facts, valid
 
 
+def _evaluate(rules, props, head, num_classes, device, report: bool, validate: bool):
+    facts, valid = _tag_facts(props, head, num_classes, device)
+    loss, per_rule = 0, {}
+    for c in rules:
+        dom = {c.binding.sorts["proposal"]: valid} if "proposal" in c.binding.sorts else {}
+        theory = c.report if report else c.theory
+        ev = theory.evaluate(domains=dom, validate=validate,
+                             **{k: facts[k] for k in c.binding.predicates})
+        loss = loss + ev.loss
+        for name, shown in zip(c.rule_names, c.display):
+            per_rule[shown] = ev.truth[name].detach()
+    return loss, per_rule
+
+
+@torch.no_grad()
+def head_satisfaction(rules, props, head, num_classes, device, batch_size: int = 32) -> Dict:
+    """Each tag rule's mean satisfaction (finetune.report_semantics) over the images."""
+    sums: Dict[str, float] = {}
+    for s in range(0, len(props), batch_size):
+        _, truths = _evaluate(rules, props[s:s + batch_size], head, num_classes, device, True, False)
+        for k, v in truths.items():
+            sums[k] = sums.get(k, 0.0) + float(v.sum())
+    return {k: v / max(len(props), 1) for k, v in sums.items()}
+
+
 def train_head(props: List[ImageProposals], rules, num_classes: int, epochs: int, seed: int,
                device, lr: float = 1e-2, batch_size: int = 8, progress: bool = True,
                log: Optional[Callable[[str], None]] = None) -> Tuple[ClassHead, Dict]:
-    """Fit the class head under the compiled tag rules; returns it and the history."""
+    """Fit the class head under the compiled tag rules; returns it and the history
+    (per epoch: loss and each rule's satisfaction; "initial": before training)."""
     torch.manual_seed(seed)
     allf = torch.cat([p.feats for p in props])
     head = ClassHead(allf.shape[1], num_classes, allf.mean(0), allf.std(0).clamp_min(1e-4)).to(device)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
-    history = {"epochs": []}
+    history = {"initial": {"epoch": -1, "rules": head_satisfaction(rules, props, head, num_classes,
+                                                                    device)}, "epochs": []}
     for epoch in range(epochs):
         g = torch.Generator().manual_seed(seed * 100003 + epoch)
         order = torch.randperm(len(props), generator=g).tolist()
-        tot, sats, n = 0.0, {}, 0
+        tot, n = 0.0, 0
         for s in range(0, len(order), batch_size):
             batch = [props[i] for i in order[s:s + batch_size]]
-            facts, valid = _tag_facts(batch, head, num_classes, device)
-            loss = 0
-            for c in rules:
-                dom = {c.binding.sorts["proposal"]: valid} if "proposal" in c.binding.sorts else {}
-                ev = c.theory.evaluate(domains=dom, validate=(epoch == 0 and s == 0),
-                                       **{k: facts[k] for k in c.binding.predicates})
-                loss = loss + ev.loss
-                for name, shown in zip(c.rule_names, c.display):
-                    sats[shown] = sats.get(shown, 0.0) + float(ev.truth[name].detach().sum())
+            loss, _ = _evaluate(rules, batch, head, num_classes, device, False,
+                                epoch == 0 and s == 0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             tot += float(loss.detach()) * len(batch)
             n += len(batch)
-        rec = {"epoch": epoch, "loss": tot / n, "rules": {k: v / n for k, v in sats.items()}}
+        rec = {"epoch": epoch, "loss": tot / n,
+               "rules": head_satisfaction(rules, props, head, num_classes, device)}
         history["epochs"].append(rec)
         if log is not None:
-            log(f"[epoch {epoch + 1}] loss={rec['loss']:.4f}  " +
+            log(f"[epoch {epoch + 1}] loss={rec['loss']:.4f}  satisfaction: " +
                 "  ".join(f"{k}={v:.3f}" for k, v in rec["rules"].items()))
     return head, history
 
@@ -235,11 +256,12 @@ def tag_label_map(p: ImageProposals, cls: torch.Tensor, conf: torch.Tensor, tune
     return out
 
 
-def tag_pseudo_labels(method: str, dataset, sam, out_dir, *, threshold: float, dataset_kind: str,
+def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_kind: str,
                       rules, epochs: int, seed: int, device, progress: bool,
-                      write: Callable[[torch.Tensor, str], None], n_per_side: int = 8,
-                      head_lr: float = 1e-2, head_epochs: Optional[int] = None,
-                      **tuner_options) -> Tuple[List[str], Dict]:
+                      write: Callable[[torch.Tensor, str], None], cache_dir=None,
+                      n_per_side: int = 8, head_lr: float = 1e-2,
+                      head_epochs: Optional[int] = None, max_proposals: int = 24
+                      ) -> Tuple[List[str], Dict]:
     """Pseudo-labels from tags (zero-shot or logic); see the module doc."""
     from .finetune import LogicFineTuner, load_rules
 
@@ -247,15 +269,12 @@ def tag_pseudo_labels(method: str, dataset, sam, out_dir, *, threshold: float, d
         raise ConfigError("tags need a multi-class data set (voc)")
     if sam is None:
         raise ConfigError(f"method {method!r} needs a SAM model")
-    tuner_options.pop("out_dir", None)
-    tuner_options.pop("train", None)
     tuner = LogicFineTuner(sam, rules=[], dataset_kind=dataset_kind, weak="tags", epochs=0,
-                           seed=seed, device=device, progress=progress,
-                           prompt_options={"n_per_side": n_per_side},
-                           **{k: v for k, v in tuner_options.items() if k in ("cache_dir",)})
+                           seed=seed, device=device, progress=progress, cache_dir=cache_dir,
+                           prompt_options={"n_per_side": n_per_side})
     tuner.need = {"similar_right"}  # keeps the view image on the grid for colour features
     items = tuner.prepare(dataset, zero_shot=False)
-    props = make_proposals(tuner, items)
+    props = make_proposals(tuner, items, max_proposals=max_proposals)
     num_classes = int(props[0].tags.numel()) if props else 21
     extra: Dict = {"proposals_per_image": float(sum(len(p.iou) for p in props)) / max(len(props), 1)}
     head = None
@@ -271,7 +290,8 @@ def tag_pseudo_labels(method: str, dataset, sam, out_dir, *, threshold: float, d
             log = tqdm.write
         head, hist = train_head(props, compiled, num_classes, head_epochs or epochs, seed,
                                 tuner.device, lr=head_lr, progress=progress, log=log)
-        extra["history"] = {"final": hist["epochs"][-1] if hist["epochs"] else None,
+        extra["history"] = {"initial": hist["initial"],
+                            "final": hist["epochs"][-1] if hist["epochs"] else None,
                             "epochs": len(hist["epochs"])}
         extra["rules"] = [str(p) for p in paths]
     ids = []

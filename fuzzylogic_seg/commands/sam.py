@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     pre.add_argument("--out", type=Path, default=None,
                      help="weights file to write (default: the user cache, "
                           "$FUZZYSEG_CACHE or ~/.cache/fuzzyseg/sam_embedded.pt)")
-    pre.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
+    pre.add_argument("--steps", type=int, default=None, help="training steps (default 1800, the shipped recipe)")
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--device", default="cpu")
     pre.add_argument("--minutes", type=float, default=None,
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     pre.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     pre.add_argument("--iterative-rounds", type=int, default=None,
                      help="corrective-point rounds per step (default 0)")
-    pre.add_argument("--eval-images", type=int, default=None, help="held-out scenes (default 48)")
+    pre.add_argument("--eval-images", type=int, default=None, help="held-out scenes (default 96)")
     pre.add_argument("--arch", choices=("default", "tiny"), default="default",
                      help="architecture: the shipped one (default) or a tiny 64 px one for tests")
     pre.add_argument("--force", action="store_true", help="retrain even if the file exists")

@@ -40,13 +40,14 @@ PROMPT_P = (0.45, 0.15, 0.25, 0.15)
 
 @dataclass
 class PretrainConfig:
-    steps: int = 300
+    # Defaults = the recipe of the shipped weights (fuzzylogic_seg/weights/sam_embedded.json).
+    steps: int = 1800
     seed: int = 0
-    images_per_step: int = 8
-    prompts_per_image: int = 4
-    lr: float = 4e-4
+    images_per_step: int = 4
+    prompts_per_image: int = 8      # prompts are cheap next to the encoder: many per image
+    lr: float = 8e-4
     weight_decay: float = 0.05
-    warmup: int = 50
+    warmup: int = 30
     grad_clip: float = 1.0
     focal_weight: float = 20.0      # SAM's 20:1 focal:dice
     dice_weight: float = 1.0
@@ -54,10 +55,12 @@ class PretrainConfig:
     iou_weight: float = 1.0
     box_jitter_p: float = 0.5       # share of boxes with SAM's noise (10% of the side)
     iterative_rounds: int = 0       # corrective-point rounds per step (decoder only)
+    pos_init: str = "zeros"         # encoder's absolute position embedding at init:
+                                    # "zeros" (segment_anything's) or "fourier"
     low_res_loss: bool = True       # loss on the decoder's 4h x 4w logits vs area-pooled
                                     # targets (16x cheaper than at input resolution)
     min_aspect: float = 0.6         # short side / long side of training scenes
-    eval_images: int = 48
+    eval_images: int = 96
     model: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -230,13 +233,14 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
                 per = per + cfg.bce_weight * bce_loss(logits, target, valid)
             best = per.argmin(1)
             iou_true = mask_iou(logits, target, valid)
-            loss = (per.gather(1, best[:, None]).mean()
-                    + cfg.iou_weight * F.mse_loss(iou_pred, iou_true))
+            iou_mse = F.mse_loss(iou_pred, iou_true)
+            loss = per.gather(1, best[:, None]).mean() + cfg.iou_weight * iou_mse
             total = total + loss * len(g.image_index)
             n += len(g.image_index)
             if rnd == 0:
                 stats["mask"] += float(per.detach().gather(1, best[:, None]).sum())
                 stats["miou"] += float(iou_true.gather(1, best[:, None]).sum())
+                stats["iou"] += float(iou_mse.detach()) * len(g.image_index)
             if rnd < cfg.iterative_rounds:
                 chosen = logits.gather(1, best[:, None, None, None].expand(-1, 1, *logits.shape[2:]))
                 p_new, l_new = _correction_points(rng, chosen, target, valid, k)
@@ -246,7 +250,7 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
                 mask_in = low.gather(1, best[:, None, None, None].expand(-1, 1, *low.shape[2:])).detach()
                 multimask = False
     n0 = sum(len(g.image_index) for g in groups.values())
-    stats = {k: v / n0 for k, v in stats.items()}
+    stats = {name: v / n0 for name, v in stats.items()}
     return total / n, stats
 
 
@@ -260,6 +264,27 @@ def lr_at(step: int, cfg: PretrainConfig, total: int) -> float:
 
 
 # ------------------------------------------------------------------ training
+def init_position_embedding(sam, kind: str) -> None:
+    """``"fourier"``: random Fourier features of the patch grid (sin/cos of Gaussian
+    frequencies, as the prompt encoder's) instead of zeros, so the image embedding
+    carries position from step 0 and the decoder can relate pixels to prompts
+    sooner. Drawn from torch's generator (seeded by the caller)."""
+    if kind == "zeros":
+        return
+    if kind != "fourier":
+        raise ConfigError(f"pos_init: expected 'zeros' or 'fourier', got {kind!r}")
+    pe = sam.image_encoder.pos_embed
+    _, gh, gw, dim = pe.shape
+    freqs = torch.randn(2, dim // 2) * 2.0
+    ys, xs = torch.meshgrid((torch.arange(gh) + 0.5) / gh, (torch.arange(gw) + 0.5) / gw,
+                            indexing="ij")
+    ang = 2 * math.pi * (torch.stack([xs, ys], -1) * 2 - 1) @ freqs
+    feats = torch.cat([ang.sin(), ang.cos()], -1)
+    with torch.no_grad():
+        pe.zero_()
+        pe[0, ..., : feats.shape[-1]] = feats
+
+
 def state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state")
 
@@ -286,7 +311,9 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     spath = state_path(out)
     recipe = cfg.to_dict()
     torch.manual_seed(cfg.seed)
-    sam = build_embedded(cfg.model).to(device)
+    sam = build_embedded(cfg.model)
+    init_position_embedding(sam, cfg.pos_init)
+    sam = sam.to(device)
     model = PromptableSAM(sam)
     opt = torch.optim.AdamW(sam.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, total, history, elapsed = 0, cfg.steps, [], 0.0
