@@ -55,8 +55,6 @@ class PretrainConfig:
     iou_weight: float = 1.0
     box_jitter_p: float = 0.5       # share of boxes with SAM's noise (10% of the side)
     iterative_rounds: int = 0       # corrective-point rounds per step (decoder only)
-    pos_init: str = "zeros"         # encoder's absolute position embedding at init:
-                                    # "zeros" (segment_anything's) or "fourier"
     low_res_loss: bool = True       # loss on the decoder's 4h x 4w logits vs area-pooled
                                     # targets (16x cheaper than at input resolution)
     min_aspect: float = 0.6         # short side / long side of training scenes
@@ -264,27 +262,6 @@ def lr_at(step: int, cfg: PretrainConfig, total: int) -> float:
 
 
 # ------------------------------------------------------------------ training
-def init_position_embedding(sam, kind: str) -> None:
-    """``"fourier"``: random Fourier features of the patch grid (sin/cos of Gaussian
-    frequencies, as the prompt encoder's) instead of zeros, so the image embedding
-    carries position from step 0 and the decoder can relate pixels to prompts
-    sooner. Drawn from torch's generator (seeded by the caller)."""
-    if kind == "zeros":
-        return
-    if kind != "fourier":
-        raise ConfigError(f"pos_init: expected 'zeros' or 'fourier', got {kind!r}")
-    pe = sam.image_encoder.pos_embed
-    _, gh, gw, dim = pe.shape
-    freqs = torch.randn(2, dim // 2) * 2.0
-    ys, xs = torch.meshgrid((torch.arange(gh) + 0.5) / gh, (torch.arange(gw) + 0.5) / gw,
-                            indexing="ij")
-    ang = 2 * math.pi * (torch.stack([xs, ys], -1) * 2 - 1) @ freqs
-    feats = torch.cat([ang.sin(), ang.cos()], -1)
-    with torch.no_grad():
-        pe.zero_()
-        pe[0, ..., : feats.shape[-1]] = feats
-
-
 def state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state")
 
@@ -311,9 +288,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     spath = state_path(out)
     recipe = cfg.to_dict()
     torch.manual_seed(cfg.seed)
-    sam = build_embedded(cfg.model)
-    init_position_embedding(sam, cfg.pos_init)
-    sam = sam.to(device)
+    sam = build_embedded(cfg.model).to(device)
     model = PromptableSAM(sam)
     opt = torch.optim.AdamW(sam.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, total, history, elapsed = 0, cfg.steps, [], 0.0
