@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     pre.add_argument("--iterative-rounds", type=int, default=None,
                      help="corrective-point rounds per step (default 0)")
     pre.add_argument("--eval-images", type=int, default=None, help="held-out scenes (default 96)")
+    pre.add_argument("--init", type=Path, default=None,
+                     help="continue from these embedded weights (a second stage; use another --seed)")
+    pre.add_argument("--lr", type=float, default=None, help="peak learning rate (default 8e-4)")
     pre.add_argument("--arch", choices=("default", "tiny"), default="default",
                      help="architecture: the shipped one (default) or a tiny 64 px one for tests")
     pre.add_argument("--force", action="store_true", help="retrain even if the file exists")
@@ -50,6 +53,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     cfg = PretrainConfig(seed=args.seed)
     if args.arch == "tiny":
         cfg.model = TINY_CONFIG
+    if args.lr is not None:
+        if not args.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {args.lr}")
+        cfg.lr = args.lr
     for name in ("steps", "iterative_rounds", "eval_images"):
         v = getattr(args, name)
         if v is not None:
@@ -58,14 +65,14 @@ def _pretrain(args: argparse.Namespace) -> int:
             setattr(cfg, name, v)
     out = args.out or cache_dir() / EMBEDDED_FILENAME
     card_file = card_path(out)
-    if out.is_file() and card_file.is_file() and not args.force:
+    if out.is_file() and card_file.is_file() and not args.force and args.init is None:
         old = load_json(card_file)
         if old.get("recipe") == cfg.to_dict():
             print(f"{out} already holds this recipe's weights; reusing them (--force to retrain)")
             print(json.dumps(old.get("heldout", {}).get("miou", {}), indent=2))
             return 0
     card = pretrain(out, cfg, device=args.device, minutes=args.minutes,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, init=args.init)
     print(json.dumps({"weights": str(out), "card": str(card_file), "steps": card["steps"],
                       "train_seconds": card["train_seconds"],
                       "heldout_miou": card.get("heldout", {}).get("miou")}, indent=2))

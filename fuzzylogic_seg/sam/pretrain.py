@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError, ConfigError
 from ..io import load_torch, save_json, save_torch
-from .build import EmbeddedConfig, build_embedded, embedded_checkpoint, load_state_strict
+from .build import (EmbeddedConfig, build_embedded, embedded_checkpoint, load_state_strict,
+                    model_fingerprint)
 from .forward import PromptableSAM
 from .shapes import generate_scene, jitter_box, mask_box, sample_points
 
@@ -273,6 +274,7 @@ def card_path(out: Path) -> Path:
 def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
              minutes: Optional[float] = None, save_every: int = 25, progress: bool = True,
              stop_after: Optional[int] = None, evaluate_result: bool = True,
+             init: Optional[Path] = None,
              log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Pretrain the embedded SAM; write `out` (weights, fp16) and its JSON card.
 
@@ -280,6 +282,8 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     the run by time: after 3 timed steps the number of steps is fixed to what
     fits (then the result depends on the machine's speed). ``stop_after``
     stops early leaving only the state file (used to test resumption).
+    ``init`` continues from an embedded checkpoint's weights (a second stage:
+    give it another ``seed`` so it sees new scenes); its card is kept in ours.
     Returns the card (recipe, timings, metrics).
     """
     from tqdm import tqdm
@@ -288,7 +292,16 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     spath = state_path(out)
     recipe = cfg.to_dict()
     torch.manual_seed(cfg.seed)
-    sam = build_embedded(cfg.model).to(device)
+    sam = build_embedded(cfg.model)
+    init_card = None
+    if init is not None:
+        ckpt0 = load_torch(init)
+        if not isinstance(ckpt0, dict) or "state_dict" not in ckpt0:
+            raise CheckpointError(f"{init}: not an embedded SAM checkpoint (no state_dict)")
+        load_state_strict(sam, ckpt0["state_dict"], init, what="embedded SAM")
+        recipe["init"] = {"file": Path(init).name, "fingerprint": model_fingerprint(sam)}
+        init_card = (ckpt0.get("meta") or {}).get("card")
+    sam = sam.to(device)
     model = PromptableSAM(sam)
     opt = torch.optim.AdamW(sam.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, total, history, elapsed = 0, cfg.steps, [], 0.0
@@ -351,6 +364,8 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
             "train_seconds": round(elapsed, 1), "threads": torch.get_num_threads(),
             "params": sum(p.numel() for p in sam.parameters()),
             "loss_curve": _summarise(history), "weights": out.name}
+    if init_card is not None:
+        card["init_card"] = init_card
     if evaluate_result:
         # Metrics of the model exactly as shipped (fp16-rounded weights).
         shipped = build_embedded(cfg.model)

@@ -168,6 +168,20 @@ def test_state_of_another_recipe_is_refused(tmp_path):
         pretrain(out, _tiny(steps=4, lr=5e-4), progress=False, evaluate_result=False)
 
 
+def test_second_stage_starts_from_init_weights(tmp_path):
+    a = tmp_path / "a.pt"
+    pretrain(a, _tiny(steps=3), progress=False, evaluate_result=False)
+    b = tmp_path / "b.pt"
+    card = pretrain(b, _tiny(steps=2, seed=1, lr=1e-9), progress=False, evaluate_result=False,
+                    init=a)
+    assert card["init_card"]["steps"] == 3 and card["recipe"]["init"]["file"] == "a.pt"
+    wa, wb = load_torch(a)["state_dict"], load_torch(b)["state_dict"]
+    # lr ~ 0: stage two's weights are stage one's (up to fp16 storage).
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-3) for k in wa)
+    with pytest.raises(CheckpointError):
+        pretrain(tmp_path / "c.pt", _tiny(steps=1), progress=False, init=tmp_path / "none.pt")
+
+
 def test_card_and_weights_load_through_load_sam(tmp_path):
     out = tmp_path / "w.pt"
     card = pretrain(out, _tiny(steps=3), progress=False)
