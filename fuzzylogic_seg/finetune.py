@@ -231,7 +231,7 @@ class LogicFineTuner:
                  weight_decay: float = 0.0, keep_threshold: float = 0.9,
                  roi_margin: float = 0.3, semantics=None, amp: Optional[bool] = None,
                  progress: bool = True, prompt_options: Optional[Dict] = None,
-                 lora_rank: int = 4):
+                 lora_rank: int = 4, loss_grid: Optional[int] = 64):
         from .sam.forward import PromptableSAM
 
         if dataset_kind not in DATASET_KINDS:
@@ -263,7 +263,14 @@ class LogicFineTuner:
         self.rules = load_rules(self.rule_paths, self.available_facts(), semantics) \
             if self.rule_paths else []
         self.need = set(p for c in self.rules for p in c.binding.predicates)
-        self.grid_size = 4 * int(self.psam.embedding_size[0])
+        # The loss lives on a fixed grid (default 64 x 64, the embedded SAM's mask
+        # grid): a product-forall rule over pixels sums one term per cell, so the
+        # balance between pixel rules and row/column rules -- the weights in a rule
+        # file -- would otherwise change with the SAM type (256 x 256 for ViT-B/L/H).
+        self.native_grid = 4 * int(self.psam.embedding_size[0])
+        self.grid_size = int(loss_grid) if loss_grid else self.native_grid
+        if self.grid_size < 8:
+            raise ConfigError(f"loss_grid must be >= 8, got {loss_grid}")
         self.cached = not ({"encoder", "lora"} & set(self.train_parts))
         self.lora_rank = int(lora_rank)
         if "lora" in self.train_parts:
@@ -380,11 +387,12 @@ class LogicFineTuner:
 
     # ------------------------------------------------------------ forward
     def decode(self, items: Sequence[Item], emb: Optional[torch.Tensor] = None,
-               multimask: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits [B, N, G, G] and predicted IoU [B, N] of a batch (regions
-        padded to the batch's largest count; padding logits are 0). ``multimask``:
-        SAM's three masks per prompt, keeping the one of highest predicted IoU
-        (single ambiguous points, as SamAutomaticMaskGenerator)."""
+               multimask: bool = False, native: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits [B, N, G, G] on the loss grid (``native``: SAM's own mask
+        grid) and predicted IoU [B, N] of a batch (regions padded to the batch's
+        largest count; padding logits are 0). ``multimask``: SAM's three masks per
+        prompt, keeping the one of highest predicted IoU (single ambiguous points,
+        as SamAutomaticMaskGenerator)."""
         if emb is None:
             emb = self._embedding_batch(items)
         dev = self.device
@@ -410,6 +418,10 @@ class LogicFineTuner:
         best = iou.argmax(1)
         pick = torch.arange(len(best), device=best.device)
         low, iou = low[pick, best].float(), iou[pick, best].float()
+        if not native and low.shape[-1] != self.grid_size:
+            low = torch.nn.functional.interpolate(
+                low[:, None], size=(self.grid_size, self.grid_size), mode="bilinear",
+                align_corners=False, antialias=low.shape[-1] > self.grid_size)[:, 0]
         n = max(it.n_regions for it in items)
         g = low.shape[-1]
         slots = torch.cat([it.slots for it in items]).to(dev)
@@ -602,7 +614,7 @@ class LogicFineTuner:
     def predict(self, items: Sequence[Item], batch_size: int = 8):
         """Yield ``(item, probs [n, vh, vw], iou [n])`` at the view's resolution."""
         for batch in _chunks(list(items), batch_size):
-            logits, ious = self.decode(batch)
+            logits, ious = self.decode(batch, native=True)
             for it, lg, iou in zip(batch, logits, ious):
                 low = lg[it.slots][:, None]
                 up = self.psam.postprocess(low, self.psam.input_size(it.view.size), it.view.size)

@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,7 @@ class StudentConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     hflip: bool = True
+    scale_aug: Optional[List[float]] = None  # [lo, hi]: random rescale then crop/pad to size (None: off)
     logic_rules: Optional[str] = None   # rule file applied to the student's own softmax
     logic_weight: float = 0.1
     bn: str = "train"          # "train" | "frozen" (BatchNorm in eval mode: exact DDP equality)
@@ -68,6 +69,8 @@ class StudentConfig:
     def __post_init__(self):
         if self.size % 32:
             raise ConfigError(f"student size {self.size} must be a multiple of 32 (the encoder's stride)")
+        if self.scale_aug is not None and not (len(self.scale_aug) == 2 and 0 < self.scale_aug[0] <= self.scale_aug[1]):
+            raise ConfigError(f"student scale_aug must be [lo, hi] with 0 < lo <= hi, got {self.scale_aug}")
         if self.bn not in ("train", "frozen"):
             raise ConfigError(f"student bn must be 'train' or 'frozen', got {self.bn!r}")
         for name in ("epochs", "batch_size"):
@@ -236,6 +239,25 @@ def letterbox(image_u8: torch.Tensor, label: Optional[torch.Tensor], size: int):
     return out, lab, valid
 
 
+def rescale_crop(img: torch.Tensor, lab: torch.Tensor, valid: torch.Tensor, factor: float,
+                 fy: float, fx: float):
+    """Scale augmentation of a letterboxed S x S triple: resize by `factor`, then
+    crop S x S at fractions (fy, fx) of the slack (factor > 1) or pad
+    bottom/right (factor < 1: image 0, label 255, not valid)."""
+    from .data.transforms import resize_image
+    from .weak.types import resize_labels
+
+    size = img.shape[-1]
+    n = max(1, round(size * factor))
+    img, lab = resize_image(img, (n, n)), resize_labels(lab, (n, n))
+    valid = resize_labels(valid.to(torch.uint8), (n, n)).bool()
+    if n >= size:
+        y, x = int(fy * (n - size)), int(fx * (n - size))
+        return img[:, y:y + size, x:x + size], lab[y:y + size, x:x + size], valid[y:y + size, x:x + size]
+    pad = (0, size - n, 0, size - n)
+    return F.pad(img, pad), F.pad(lab, pad, value=IGNORE), F.pad(valid, pad)
+
+
 # ------------------------------------------------------------------- datasets
 class GroundTruth:
     """Label source: the sample's ground truth (the full-supervision ceiling)."""
@@ -256,9 +278,11 @@ class StudentDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, base, labels: Callable[[Dict[str, Any]], torch.Tensor], size: int,
-                 seed: int = 0, hflip: bool = True, cache: Optional[bool] = None, present: int = 0):
+                 seed: int = 0, hflip: bool = True, cache: Optional[bool] = None, present: int = 0,
+                 scale: Optional[Sequence[float]] = None):
         self.base, self.labels, self.size = base, labels, size
         self.seed, self.hflip, self.epoch, self.present = seed, hflip, 0, present
+        self.scale = tuple(scale) if scale else None
         self.cache = len(base) <= 2000 if cache is None else cache
         self._memo: Dict[int, Tuple] = {}
 
@@ -280,6 +304,10 @@ class StudentDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
         sid, img, lab, valid, present = self._load(i)
+        if self.scale:
+            u = torch.rand(3, generator=D.generator(self.seed, 13, self.epoch, i)).tolist()
+            factor = self.scale[0] + u[0] * (self.scale[1] - self.scale[0])
+            img, lab, valid = rescale_crop(img, lab, valid, factor, u[1], u[2])
         if self.hflip and torch.rand(1, generator=D.generator(self.seed, 11, self.epoch, i)).item() < 0.5:
             img, lab, valid = img.flip(-1), lab.flip(-1), valid.flip(-1)
         out = {"id": sid, "image": normalize(img), "label": lab, "valid": valid}

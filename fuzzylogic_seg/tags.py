@@ -70,7 +70,7 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.
 
 
 @torch.no_grad()
-def make_proposals(tuner, items, iou_thresh: float = 0.5, stability_thresh: float = 0.7,
+def make_proposals(tuner, items, iou_thresh: float = 0.0, stability_thresh: float = 0.7,
                    nms: float = 0.7, max_proposals: int = 24) -> List[ImageProposals]:
     """Proposals and features of every item (the tuner has prepared embeddings)."""
     out = []

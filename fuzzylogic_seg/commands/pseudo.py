@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--train", default="decoder",
                    help="comma-separated parts to fine-tune: decoder, prompt_encoder, lora, encoder")
+    p.add_argument("--loss-grid", type=int, default=64,
+                   help="side of the grid the rules are evaluated on (default 64; 0: SAM's "
+                        "own mask grid, 256 for ViT-B/L/H); the example rule weights assume 64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threshold", type=float, default=0.5,
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, cache_dir=args.cache_dir,
         evaluate=not args.no_eval, progress=not args.no_progress,
         tuner_options={"lr": args.lr, "batch_size": args.batch_size, "train": train,
-                       "out_dir": args.out / "finetune"})
+                       "out_dir": args.out / "finetune", "loss_grid": args.loss_grid or None})
     short = {k: v for k, v in summary.items() if k not in ("per_class_iou", "history")}
     print(json.dumps(short, indent=2, sort_keys=True, default=str))
     return 0

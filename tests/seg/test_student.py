@@ -295,3 +295,31 @@ def test_student_rules_on_voc_use_the_weak_labels_classes(tmp_path):
         bad = tmp_path / "bad.rules"
         bad.write_text("sort pixel[2]\npredicate halo(pixel)\nrule r: forall p: halo(p)\n")
         S.StudentLogic(str(bad), "refuge")
+
+
+def test_scale_augmentation_keeps_labels_on_their_pixels():
+    # image brightness encodes the class, so every augmented labelled pixel can be checked
+    gt = torch.zeros(48, 60, dtype=torch.long)
+    gt[10:30, 5:25] = 1
+    gt[20:40, 30:55] = 2
+    img = (gt * 100)[None].repeat(3, 1, 1).to(torch.uint8)
+    base = [{"id": "a", "image": img, "gt": gt}]
+    data = S.StudentDataset(base, S.GroundTruth(), 64, hflip=False, scale=(0.5, 1.5))
+    seen = set()
+    for epoch in range(6):
+        data.set_epoch(epoch)
+        a, b = data[0], data[0]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])  # deterministic
+        lab, x = a["label"], a["image"]
+        assert lab.shape == (64, 64) and x.shape == (3, 64, 64)
+        bright = S.normalize(torch.full((3, 1, 1), 100, dtype=torch.uint8))[0, 0, 0]
+        zero = S.normalize(torch.zeros((3, 1, 1), dtype=torch.uint8))[0, 0, 0]
+        level = ((x[0] - zero) / (bright - zero)).round().long()  # back to 0, 1, 2
+        inner = lab != 255
+        agree = (level[inner] == lab[inner]).float().mean()
+        assert agree > 0.95  # only resampled boundary pixels may differ (an offset would cost far more)
+        assert (lab[~a["valid"]] == 255).all()
+        seen.add(int(a["valid"].sum()))
+    assert len(seen) > 3  # the scale did change from epoch to epoch
+    with pytest.raises(ConfigError, match="scale_aug"):
+        S.StudentConfig(scale_aug=[1.5, 0.5])
