@@ -289,7 +289,7 @@ class LogicFineTuner:
         """The vocabulary this data's weak labels can feed."""
         names = set(rf.MODEL_FACTS) | set(rf.ZS_FACTS) | set(rf.IMAGE_FACTS)
         if self.weak == "boxes":
-            names |= set(rf.BOX_FACTS)
+            names |= set(rf.BOX_FACTS) | set(rf.BOX_IMAGE_FACTS)
         if self.weak == "scribbles":
             names |= set(rf.SCRIBBLE_FACTS)
         if self.weak == "points":
@@ -352,6 +352,10 @@ class LogicFineTuner:
         vimg = view.crop(image)
         if self.need & set(rf.IMAGE_FACTS):
             item.image_grid = (rf.to_grid(vimg.float(), grid).round().clamp(0, 255)).to(torch.uint8)
+        if self.need & set(rf.BOX_IMAGE_FACTS):
+            boxes = torch.zeros(n_regions, 4)
+            boxes[slots] = prompts.boxes.float()
+            item.extra["bglike"] = rf.bglike_facts(vimg, boxes, grid)
         if self.need & set(rf.SCRIBBLE_FACTS):
             scr = view.crop(weak.scribble)
             f = rf.scribble_facts(scr, prompts.labels, grid)
@@ -457,6 +461,8 @@ class LogicFineTuner:
                     f[k] = t
             if it.image_grid is not None:
                 f.update(rf.similarity_facts(it.image_grid, it.grid))
+            if "bglike" in it.extra:
+                f["bglike"] = it.extra["bglike"]
             if "mask_inward" in self.need:
                 centres = torch.zeros(it.n_regions, 2)
                 centres[it.slots] = rf.prompt_centres(it.prompts) * it.grid.scale

@@ -34,6 +34,7 @@ scrib               region, row, col       prob     a scribble of the region's c
 scrib_other         region, row, col       prob     a scribble of another class in the cell
 point               region, row, col       prob     a point of the region's class in the cell
 point_other         region, row, col       prob     a point of another class in the cell
+bglike              region, row, col       prob     in the box, a colour seen in a band just outside it
 similar_right       row, col               prob     colour affinity of (row, col) and (row, col+1)
 similar_down        row, col               prob     colour affinity of (row, col) and (row+1, col)
 ==================  =====================  =======  ===============================================
@@ -75,6 +76,7 @@ VOCABULARY: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "scrib_other": (("region", "row", "col"), "prob"),
     "point": (("region", "row", "col"), "prob"),
     "point_other": (("region", "row", "col"), "prob"),
+    "bglike": (("region", "row", "col"), "prob"),
     "similar_right": (("row", "col"), "prob"),
     "similar_down": (("row", "col"), "prob"),
 }
@@ -92,6 +94,7 @@ ZS_FACTS = ("zs", "zs_fg", "zs_bg")
 SCRIBBLE_FACTS = ("scrib", "scrib_other")
 POINT_FACTS = ("point", "point_other")
 IMAGE_FACTS = ("similar_right", "similar_down")
+BOX_IMAGE_FACTS = ("bglike",)
 
 
 # ------------------------------------------------------------ binding a file
@@ -289,6 +292,52 @@ def similarity_facts(image: torch.Tensor, grid: Grid, k: float = 3.0) -> Dict[st
     right[:r, :c - 1] = torch.exp(-(dr[:, :r, :c - 1] ** 2).mean(0) / den)
     down[:r - 1, :c] = torch.exp(-(dd[:, :r - 1, :c] ** 2).mean(0) / den)
     return {"similar_right": right, "similar_down": down}
+
+
+def noise_level(img: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Robust noise level of an image on the grid: 1.4826 MAD of neighbour differences."""
+    r, c = grid.rows, grid.cols
+    dr = img[:, :r, 1:c] - img[:, :r, :c - 1]
+    dd = img[:, 1:r, :c] - img[:, :r - 1, :c]
+    inside = torch.cat([dr.reshape(-1), dd.reshape(-1)])
+    if not inside.numel():
+        return torch.tensor(1.0)
+    return (1.4826 * inside.abs().median()).clamp_min(1.0 / 255)
+
+
+def bglike_facts(image: torch.Tensor, boxes: torch.Tensor, grid: Grid, band: float = 0.15,
+                 k: float = 3.0) -> torch.Tensor:
+    """``bglike`` [P, n, n]: inside each box, how close a cell's colour comes to the
+    colours of a band just outside the box (GrabCut's background model, as a fact).
+
+    The band is ``band`` times the box's size wide (at least 2 cells), within the
+    image; the closeness is exp(-d^2 / (2 (k sigma)^2)) with d the RMS colour
+    distance to the nearest band cell and sigma the image's noise level. 0 outside
+    the box and where no band exists (a box filling the image)."""
+    img = to_grid(image.float() / 255.0, grid)  # [3, n, n]
+    n = grid.size
+    sigma = noise_level(img, grid)
+    den = 2 * (k * sigma) ** 2
+    flat = img.reshape(3, -1).T  # [n*n, 3]
+    out = torch.zeros(len(boxes), n, n)
+    b = boxes.float() * grid.scale
+    ii = torch.arange(n, dtype=torch.float32) + 0.5
+    valid = (ii[:, None] < grid.rows) & (ii[None, :] < grid.cols)
+    for p, (x0, y0, x1, y1) in enumerate(b.tolist()):
+        w = max(2.0, band * (x1 - x0))
+        h = max(2.0, band * (y1 - y0))
+        inx = (ii >= x0) & (ii < x1)
+        iny = (ii >= y0) & (ii < y1)
+        inside = iny[:, None] & inx[None, :]
+        grown = ((ii >= y0 - h) & (ii < y1 + h))[:, None] & ((ii >= x0 - w) & (ii < x1 + w))[None, :]
+        ring = grown & ~inside & valid
+        if not bool(ring.any()) or not bool(inside.any()):
+            continue
+        cols = flat[ring.reshape(-1)]                      # [R, 3]
+        cells = flat[inside.reshape(-1)]                   # [I, 3]
+        d2 = torch.cdist(cells, cols).pow(2).min(1).values / 3
+        out[p][inside] = torch.exp(-d2 / den)
+    return out
 
 
 def zero_shot_facts(zs_prob: torch.Tensor, keep_threshold: float) -> Dict[str, torch.Tensor]:

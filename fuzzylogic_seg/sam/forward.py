@@ -154,8 +154,8 @@ class PromptableSAM(nn.Module):
                 raise ConfigError(f"decode: point_labels must be [P, K] = {tuple(points.shape[:2])}, "
                                   f"got {None if point_labels is None else tuple(point_labels.shape)}")
             coords = points.to(dev)
-            if orig_size is not None:
-                coords = (coords.double() * scale[:, None, :]).float()
+            # float64 products, then float32: as apply_coords (numpy) + torch.as_tensor(float).
+            coords = (coords.double() * scale[:, None, :] if orig_size is not None else coords).float()
             labels = point_labels.to(dev, torch.int)
         if boxes is not None:
             if boxes.ndim != 2 or boxes.shape[1] != 4:

@@ -208,8 +208,11 @@ def _correction_points(rng: np.random.Generator, logits: torch.Tensor, target: t
 def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, PromptGroup],
               cfg: PretrainConfig, rng: np.random.Generator) -> Tuple[torch.Tensor, Dict[str, float]]:
     dev = model.device
+    # bf16 autocast on CUDA for the encoder and decoder; losses are computed in fp32.
+    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     x = torch.cat([model.preprocess(im)[0] for im in images], 0)
-    emb = model.embed(x)
+    with amp:
+        emb = model.embed(x)
     total, n, stats = 0.0, 0, {"mask": 0.0, "iou": 0.0, "miou": 0.0}
     for g in groups.values():
         idx = torch.tensor(g.image_index, device=dev)
@@ -223,8 +226,11 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
             target, valid = _low_res(target, valid, k)
         multimask, mask_in = g.multimask, None
         for rnd in range(1 + cfg.iterative_rounds):
-            low, iou_pred = model.decode(emb, boxes=boxes, points=pts, point_labels=labs,
-                                         multimask=multimask, image_index=idx, mask_input=mask_in)
+            with amp:
+                low, iou_pred = model.decode(emb, boxes=boxes, points=pts, point_labels=labs,
+                                             multimask=multimask, image_index=idx,
+                                             mask_input=mask_in)
+            low, iou_pred = low.float(), iou_pred.float()
             logits = low if k > 1 else model.upscale(low)
             per = (cfg.focal_weight * focal_loss(logits, target, valid)
                    + cfg.dice_weight * dice_loss(logits, target, valid))  # [P, M]

@@ -209,3 +209,43 @@ def test_cli_reports_a_bad_rule_file(synth_voc, tiny_checkpoint, tmp_path, capsy
     assert rc == 1
     err = capsys.readouterr().err
     assert "bad.rules:5" in err
+
+
+def test_cli_refuge_zero_shot_writes_grey_masks(tmp_path, tiny_checkpoint):
+    from fuzzylogic_seg.data.synth_refuge import generate_refuge
+
+    root = tmp_path / "refuge"
+    generate_refuge(root, seed=3, n_train=2, n_val=0, size=64, progress=False)
+    out = tmp_path / "out"
+    rc = _run("pseudo-label", "--dataset", "refuge", "--root", root, "--weak", "boxes",
+              "--method", "zero-shot", "--out", out, "--sam-checkpoint", tiny_checkpoint,
+              "--no-progress")
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"dice_disc", "dice_cup", "dice_mean", "vcdr_mae"} <= set(summary)
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 2
+    for p in pngs:
+        img = Image.open(p)
+        assert img.mode == "L" and set(np.unique(np.array(img))) <= {0, 128, 255}
+
+
+def test_refuge_weak_mask_paints_the_cup_on_the_disc(tmp_path):
+    class Ref(_Tiny):
+        name = "refuge"
+
+        def __getitem__(self, i):
+            return {"id": "r", "image": torch.zeros(3, 12, 14, dtype=torch.uint8),
+                    "weak": WeakLabels(boxes=[[4.0, 2.0, 6.0, 5.0], [1.0, 1.0, 10.0, 9.0]],
+                                       box_labels=[2, 1], size=(12, 14))}
+
+        def __len__(self):
+            return 1
+
+    make_pseudo_labels("weak-mask", Ref(), out_dir=tmp_path, dataset_kind="refuge",
+                       evaluate=False, progress=False)
+    grey = np.array(Image.open(tmp_path / "r.png"))
+    ref = np.full((12, 14), 255, np.uint8)
+    ref[1:9, 1:10] = 128
+    ref[2:5, 4:6] = 0
+    assert (grey == ref).all()
