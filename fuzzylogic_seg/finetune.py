@@ -4,7 +4,7 @@ API (stable; the pipeline calls it)::
 
     tuner = LogicFineTuner(sam_model, rules=["examples/rules/voc_boxes.rules"],
                            dataset_kind="voc", weak="boxes", train=("decoder",),
-                           epochs=10, lr=1e-4, seed=0, device="cpu",
+                           epochs=10, lr=3e-4, seed=0, device="cpu",
                            cache_dir=None, out_dir="runs/ft")
     history = tuner.fit(dataset)      # dataset: with_gt=False, weak labels only
     tuner.sam                         # the fine-tuned segment_anything Sam
@@ -224,7 +224,7 @@ class LogicFineTuner:
 
     def __init__(self, sam_model, rules: Optional[Sequence[Union[str, Path]]] = None,
                  dataset_kind: str = "voc", weak: str = "boxes",
-                 train: Sequence[str] = ("decoder",), epochs: int = 10, lr: float = 1e-4,
+                 train: Sequence[str] = ("decoder",), epochs: int = 10, lr: float = 3e-4,
                  seed: int = 0, device: Union[str, torch.device] = "cpu",
                  cache_dir: Optional[Union[str, Path]] = None,
                  out_dir: Optional[Union[str, Path]] = None, batch_size: int = 4,

@@ -138,9 +138,10 @@ class Pipeline:
     def _marker(self, name: str) -> Path:
         return self.out / "stages" / f"{name}.json"
 
-    def stage(self, name: str, fp: str, fn: Callable[[], Dict[str, Any]], everywhere: bool = False
-              ) -> Dict[str, Any]:
-        """Run `fn` unless a marker with fingerprint `fp` says it is done; returns its result.
+    def stage(self, name: str, fp: str, fn: Callable[[], Dict[str, Any]], outputs: List[Path],
+              everywhere: bool = False) -> Dict[str, Any]:
+        """Run `fn` unless a marker with fingerprint `fp` says it is done and its
+        `outputs` exist; returns its result.
 
         `everywhere`: every rank runs `fn` (DDP training); else rank 0 runs it
         and the others read its marker.
@@ -148,10 +149,12 @@ class Pipeline:
         marker = self._marker(name)
         if marker.is_file():
             done = load_json(marker)
-            if done.get("fingerprint") == fp:
+            missing = [p for p in outputs if not p.exists()]
+            if done.get("fingerprint") == fp and not missing:
                 log.info(f"[{name}] done before: reusing its outputs")
                 return done["result"]
-            log.info(f"[{name}] configuration changed since the last run: running it again")
+            log.info(f"[{name}] " + (f"output {missing[0]} is missing" if missing else
+                                     "configuration changed since the last run") + ": running it again")
         result: Dict[str, Any] = {}
         if everywhere or self.ctx.is_main:
             t0 = time.time()
@@ -369,15 +372,20 @@ class Pipeline:
             D.set_deterministic(True)
         log.info(f"fuzzyseg run: {self.kind} from {cfg['root']}, weak labels {cfg['weak']}, "
                  f"device {self.device}, out {self.out}")
-        self.stage("weak", self.fp_weak(), self.run_weak)
+        self.stage("weak", self.fp_weak(), self.run_weak, [self.weak_dir / "weak.json"])
         pseudo = {}
         for method in cfg["pseudo"]["methods"]:
+            folder = self.pseudo_dir(method)
             pseudo[method] = self.stage(f"pseudo-{method}", self.fp_pseudo(method),
-                                        lambda m=method: self.run_pseudo(m))
+                                        lambda m=method: self.run_pseudo(m),
+                                        [folder / f"{i}.png" for i in self.ids("train")])
         students = {}
         for variant in cfg["students"]:
+            preds = self.predictions_dir(variant)
             students[variant] = self.stage(f"student-{variant}", self.fp_student(variant),
-                                           lambda v=variant: self.run_student(v), everywhere=True)
+                                           lambda v=variant: self.run_student(v),
+                                           [self.student_dir(variant) / "model.pt"]
+                                           + [preds / f"{i}.png" for i in self.ids("val")], everywhere=True)
         metrics = self.collect(pseudo, students)
         if self.ctx.is_main:
             save_json(metrics, self.out / "metrics.json")

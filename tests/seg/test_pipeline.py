@@ -125,7 +125,7 @@ def test_scrambled_masks_interrupted_and_resumed_run_matches(first, data, tmp_pa
     assert not all(torch.equal(ga[k], gb[k]) for k in ga)
 
 
-def test_finished_run_is_reused_and_config_change_reruns_only_that_stage(first, data, tmp_path):
+def test_finished_run_is_reused_and_changes_rerun_only_their_stages(first, data, tmp_path):
     out1, m1 = first
     out = tmp_path / "copy"
     shutil.copytree(out1, out)
@@ -134,6 +134,12 @@ def test_finished_run_is_reused_and_config_change_reruns_only_that_stage(first, 
     m = run(cfg, progress=False)
     log = (out / "run.log").read_text().split("fuzzyseg run:")[-1]
     assert "running" not in log and m["students"] == m1["students"]
+    lost = sorted((out / "pseudo_labels" / "weak-mask").glob("*.png"))[0]
+    lost.unlink()  # an output deleted by hand: its stage runs again, the rest is reused
+    run(cfg, progress=False)
+    log = (out / "run.log").read_text().split("fuzzyseg run:")[-1]
+    assert f"[pseudo-weak-mask] output {lost} is missing" in log and lost.is_file()
+    assert "[pseudo-logic] done before" in log and "[student-logic] done before" in log
     cfg2 = tiny_config(data, out, students=["logic", "gt"], student={**cfg["student"], "epochs": 1})
     run(cfg2, progress=False)
     log = (out / "run.log").read_text().split("fuzzyseg run:")[-1]
