@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # name -> data set, weak kind, rule file, epochs, headline metric, metric label
 SETTINGS = {
-    "voc-boxes": ("voc", "boxes", "voc_boxes.rules", 10, "miou", "pseudo-label mIoU"),
+    "voc-boxes": ("voc", "boxes", "voc_boxes.rules", 20, "miou", "pseudo-label mIoU"),
     "refuge-boxes": ("refuge", "boxes", "refuge.rules", 10, "dice_mean",
                      "mean of disc and cup Dice"),
     "voc-scribbles": ("voc", "scribbles", "scribbles.rules", 10, "miou", "pseudo-label mIoU"),
@@ -90,6 +90,8 @@ def table(results: dict) -> str:
     lines = ["| setting | metric | weak-mask | zero-shot | logic (mean ± std) | logic − best baseline |",
              "|---|---|---|---|---|---|"]
     for name, r in results.items():
+        if name.startswith("_"):
+            continue
         rw = r["rows"]
         lines.append(
             f"| {name} | {r['label']} | {rw['weak-mask']['mean']:.3f} | {rw['zero-shot']['mean']:.3f} "
@@ -119,6 +121,11 @@ def main(argv=None):
     results = run(args)
     from fuzzylogic_seg.io import save_json
 
+    from fuzzylogic_seg.sam.build import load_sam, model_fingerprint
+
+    sam = load_sam(args.sam_type, args.sam_checkpoint)
+    results["_sam"] = {"type": args.sam_type, "weights": getattr(sam, "weights_path", None),
+                       "fingerprint": model_fingerprint(sam)}
     save_json(results, Path(args.work) / "results.json")
     md = table(results)
     (Path(args.work) / "results.md").write_text(md + "\n")

@@ -70,8 +70,8 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.
 
 
 @torch.no_grad()
-def make_proposals(tuner, items, iou_thresh: float = 0.0, stability_thresh: float = 0.7,
-                   nms: float = 0.7, max_proposals: int = 24) -> List[ImageProposals]:
+def make_proposals(tuner, items, iou_thresh: float = 0.0, stability_thresh: float = 0.0,
+                   nms: float = 0.7, max_proposals: int = 32) -> List[ImageProposals]:
     """Proposals and features of every item (the tuner has prepared embeddings)."""
     out = []
     for it in items:
@@ -260,7 +260,7 @@ def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_ki
                       rules, epochs: int, seed: int, device, progress: bool,
                       write: Callable[[torch.Tensor, str], None], cache_dir=None,
                       n_per_side: int = 8, head_lr: float = 1e-2,
-                      head_epochs: Optional[int] = None, max_proposals: int = 24
+                      head_epochs: Optional[int] = None, max_proposals: int = 32
                       ) -> Tuple[List[str], Dict]:
     """Pseudo-labels from tags (zero-shot or logic); see the module doc."""
     from .finetune import LogicFineTuner, load_rules
