@@ -441,6 +441,12 @@ class _Context:
             dtype = torch.promote_types(dtype or torch.float32, torch.float32)
         self.dtype = dtype
         self.B = batch_from[0] if batch_from else 1
+        # A bound constant's indices fix the batch size even when no rule uses it,
+        # as in the reference evaluator: the result always has one value per item.
+        for name, v in bindings.items():
+            if (name in consts and name not in th.runtime_constants and isinstance(v, torch.Tensor)
+                    and v.dim() == 1 and v.shape[0] > 1 and self.B == 1):
+                self.B = v.shape[0]
 
         # call-time constants
         checks = []  # (message builder, tensor of [min, max])

@@ -249,3 +249,14 @@ def test_report_of_curried_implication_uses_all_premises():
     viol = prem & (torch.sigmoid(f["disc"]) < 0.5)
     assert r.violated == pytest.approx(viol.double().mean().item())
     assert not math.isnan(r.loss)
+
+
+def test_unused_bound_constant_still_sets_the_batch_size():
+    # Found by the compiled-vs-reference property test: a constant bound per item
+    # but used by no rule must still give one truth value per batch item.
+    import fuzzylogic as fl
+
+    th = fl.compile("sort s\npredicate p(s, s)\nconstant c: s\nrule r: forall v: not p(v, v)\n",
+                    semantics="godel")
+    out = th.truth(c=torch.tensor([0, 1]), p=torch.zeros(1, 3, 3))
+    assert out["r"].tolist() == [1.0, 1.0]

@@ -127,6 +127,8 @@ def test_facts_bind_to_the_voc_box_rules():
     """A rule file of examples/rules/ evaluates on these facts: the true object
     masks satisfy the box rules, a mask filling the image violates them."""
     fl = pytest.importorskip("fuzzylogic")
+    from fuzzylogic_seg.rule_facts import model_facts
+
     path = RULES / "voc_boxes.rules"
     if not path.is_file():
         pytest.skip("examples/rules/voc_boxes.rules not present")
@@ -144,6 +146,11 @@ def test_facts_bind_to_the_voc_box_rules():
     def truth(mask):
         facts = {k: f[k] for k in ("inbox", "rowin", "colin", "outside", "overlap")}
         facts.update(mask=mask, zs_fg=zeros, zs_bg=zeros)
+        # The file's appearance rules need model and image facts too; a flat
+        # image gives no colour evidence (zero affinity, nothing background-like).
+        facts.update(model_facts(mask, ("mask_right", "mask_down")))
+        flat = torch.zeros(1, *f["inbox"].shape[-2:])
+        facts.update(similar_right=flat, similar_down=flat, bglike=zeros)
         facts = {k: v for k, v in facts.items() if not names or k in names}
         doms = {k: f["domains"][k] for k in ("region", "row", "col")}
         return {k: float(v[0]) for k, v in theory.truth(domains=doms, **facts).items()}

@@ -249,3 +249,37 @@ def test_refuge_weak_mask_paints_the_cup_on_the_disc(tmp_path):
     ref[1:9, 1:10] = 128
     ref[2:5, 4:6] = 0
     assert (grey == ref).all()
+
+
+def test_scrambled_masks_change_no_pseudo_label(synth_voc, tiny_checkpoint, tmp_path):
+    """Training and labelling read the weak labels only: scrambling the masks on
+    disk (the weak-label folder kept) leaves every pseudo-label bit-identical."""
+    import shutil
+
+    weak = tmp_path / "weak"
+    from fuzzylogic_seg.commands.pseudo import ensure_weak_dir
+
+    ensure_weak_dir("voc", synth_voc, "train", "boxes", weak, 0)
+    other = tmp_path / "scrambled"
+    shutil.copytree(synth_voc, other)
+    rng = np.random.default_rng(0)
+    for png in (other / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*.png"):
+        img = Image.open(png)
+        arr = np.array(img)
+        scrambled = Image.fromarray(rng.permutation(arr.reshape(-1)).reshape(arr.shape), mode="P")
+        scrambled.putpalette(img.getpalette())
+        scrambled.save(png)
+    outs = []
+    for root in (synth_voc, other):
+        out = tmp_path / f"out_{root.name}"
+        assert _run("pseudo-label", "--dataset", "voc", "--root", root, "--weak", "boxes",
+                    "--method", "logic", "--out", out, "--weak-dir", weak, "--epochs", "1",
+                    "--sam-checkpoint", tiny_checkpoint, "--no-progress") == 0
+        outs.append(out)
+    names = sorted(p.name for p in outs[0].glob("*.png"))
+    assert names and names == sorted(p.name for p in outs[1].glob("*.png"))
+    for n in names:
+        assert (outs[0] / n).read_bytes() == (outs[1] / n).read_bytes()
+    a = json.loads((outs[0] / "summary.json").read_text())
+    b = json.loads((outs[1] / "summary.json").read_text())
+    assert a["miou"] != b["miou"]  # the evaluation did see the (scrambled) masks
