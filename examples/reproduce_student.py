@@ -1,4 +1,4 @@
-"""Reproduce the student results of docs/PIPELINE_USAGE.md: the demo pipeline on both
+"""Reproduce the student results of README.md ("The segmentation pipeline"): the demo pipeline on both
 embedded data sets over several seeds, as mean ± std, and the two claims checked:
 
 1. the student trained on logic pseudo-labels beats the one trained on zero-shot

@@ -4,7 +4,7 @@
     theory = fl.compile(text, semantics="log_product")
     loss = theory.loss(cup=cup_logits, disc=disc_logits)
 
-See docs/API.md for the API and ../shared/SEMANTICS.md for the operators.
+See README.md ("The Python API") and ../shared/SEMANTICS.md for the operators.
 """
 from .errors import (CheckError, FactError, FuzzyLogicError, IncludeError, ParseError,
                      SemanticsError, SourceError)
