@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -68,6 +67,11 @@ TRAINABLE = ("decoder", "prompt_encoder", "encoder", "lora")
 CHECKPOINT = "finetune.pt"
 HISTORY = "history.json"
 REFUGE_SLOTS = 2  # region 0 = disc (label 1), region 1 = cup (label 2)
+
+
+def default_epochs(dataset_kind: str, weak: str) -> int:
+    """Epochs used for the results in docs/FINETUNE.md (tags: class-head epochs)."""
+    return {("voc", "boxes"): 20, ("voc", "tags"): 30}.get((dataset_kind, weak), 10)
 
 
 def default_rules(dataset_kind: str, weak: str) -> Path:

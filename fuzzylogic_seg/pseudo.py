@@ -136,7 +136,8 @@ def read_label(path: Union[str, Path], dataset_kind: str) -> torch.Tensor:
 # ---------------------------------------------------------------- driver
 def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path] = "pseudo",
                        threshold: float = 0.5, *, dataset_kind: Optional[str] = None,
-                       weak: str = "boxes", rules: Optional[Sequence] = None, epochs: int = 10,
+                       weak: str = "boxes", rules: Optional[Sequence] = None,
+                       epochs: Optional[int] = None,
                        seed: int = 0, device: str = "cpu", cache_dir=None, evaluate: bool = True,
                        progress: bool = True, tuner_options: Optional[Dict] = None) -> Dict:
     """Write one pseudo-label per image of ``dataset`` and return the summary (module doc)."""
@@ -147,12 +148,18 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
     if not 0.5 <= threshold < 1:
         raise ConfigError(f"threshold must lie in [0.5, 1), got {threshold}")
     dataset_kind = dataset_kind or _kind_of(dataset)
+    if epochs is None:
+        from .finetune import default_epochs
+
+        epochs = default_epochs(dataset_kind, weak)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     summary: Dict = {"method": method, "dataset": dataset_kind, "weak": weak,
                      "threshold": threshold, "seed": seed, "n_images": len(dataset)}
+    if method == "logic":
+        summary["epochs"] = epochs
     ids = []
     if method == "weak-mask":
         for i in _bar(range(len(dataset)), "weak-mask", progress):

@@ -29,7 +29,9 @@ def register(subparsers) -> None:
                    help="rule files (default: examples/rules for the data set and weak kind)")
     p.add_argument("--sam-type", default="embedded", help="embedded, vit_b, vit_l or vit_h")
     p.add_argument("--sam-checkpoint", type=Path, default=None)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="fine-tuning epochs (default: 20 for VOC boxes, 30 class-head epochs "
+                        "for tags, else 10)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--train", default="decoder",
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.epochs < 0:
+    if args.epochs is not None and args.epochs < 0:
         raise ConfigError(f"--epochs must be >= 0, got {args.epochs}")
     weak_dir = args.weak_dir or ensure_weak_dir(args.dataset, args.root, args.split, args.weak,
                                                 args.out / "weak", args.weak_seed)
