@@ -46,7 +46,9 @@ DEFAULTS: Dict[str, Any] = {
     "splits": {"train": "train", "val": "val"},
     "max_images": {"train": None, "val": None},  # first N images of each split (quick runs)
     "sam": {"type": "embedded", "checkpoint": None},
-    "finetune": {},      # options of the logic fine-tuner (fuzzylogic_seg.finetune)
+    # options of the logic fine-tuner (fuzzylogic_seg.finetune.LogicFineTuner; rules, epochs,
+    # lr, batch_size, train, keep_threshold, ...); lr as `fuzzyseg pseudo-label` uses it
+    "finetune": {"epochs": 10, "lr": 3e-4},
     "pseudo": {"methods": list(PSEUDO_METHODS)},
     "student": StudentConfig().to_dict(),
     "students": ["logic", "zero-shot", "gt"],

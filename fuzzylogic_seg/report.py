@@ -41,6 +41,16 @@ def variant_title(variant: str) -> str:
     return title + (" + student rules" if extra == "rules" else "")
 
 
+# Row order of the tables: the baseline first, the ceiling last (metrics.json sorts its keys).
+ORDER = ("weak-mask", "zero-shot", "logic", "weak-mask+rules", "zero-shot+rules", "logic+rules",
+         "gt+rules", "gt")
+
+
+def _ordered(d: Dict[str, Any]) -> List[Tuple[str, Any]]:
+    rank = {k: i for i, k in enumerate(ORDER)}
+    return sorted(d.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0]))
+
+
 def _fmt(x: Optional[float]) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
@@ -53,10 +63,10 @@ def results_table(metrics: Dict[str, Any]) -> str:
     ceiling = (metrics.get("students") or {}).get("gt")
     head = "| | " + " | ".join(c[0] for c in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
-    for method, m in (metrics.get("pseudo_labels") or {}).items():
+    for method, m in _ordered(metrics.get("pseudo_labels") or {}):
         lines.append(f"| pseudo-labels (train): {METHOD_TITLES.get(method, method)} | "
                      + " | ".join(_fmt(m.get(k)) for _, k, _ in cols) + " |")
-    for variant, m in (metrics.get("students") or {}).items():
+    for variant, m in _ordered(metrics.get("students") or {}):
         cells = []
         for _, k, higher in cols:
             cell = _fmt(m.get(k))
@@ -73,9 +83,9 @@ def seeds_table(per_seed: Sequence[Dict[str, Any]]) -> str:
     cols = HEADLINE[kind]
     rows: Dict[Tuple[str, str], List[Dict[str, float]]] = {}
     for m in per_seed:
-        for method, v in (m.get("pseudo_labels") or {}).items():
+        for method, v in _ordered(m.get("pseudo_labels") or {}):
             rows.setdefault(("pseudo-labels (train)", METHOD_TITLES.get(method, method)), []).append(v)
-        for variant, v in (m.get("students") or {}).items():
+        for variant, v in _ordered(m.get("students") or {}):
             rows.setdefault(("student (val)", variant_title(variant)), []).append(v)
     lines = ["| | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for (what, title), vals in rows.items():
@@ -181,7 +191,8 @@ def plot_student_curves(histories: Dict[str, List[Dict[str, Any]]], path: Path) 
     for v, h in histories.items():
         ax.plot([r["epoch"] for r in h], [r.get("ce", r["loss"]) for r in h], label=variant_title(v))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy (train)")
+    ax.set_ylabel("cross-entropy (train, log scale)")
+    ax.set_yscale("log")  # the curves differ by small amounts late in training
     ax.set_title("students")
     ax.legend(fontsize=7)
     if with_rules:
@@ -200,40 +211,37 @@ def plot_student_curves(histories: Dict[str, List[Dict[str, Any]]], path: Path) 
     return _savefig(fig, path)
 
 
-def finetune_series(history: Any) -> Tuple[List[float], Dict[str, List[float]], Dict[str, List[float]]]:
-    """(epochs, scalar series, per-rule satisfaction series) from a fine-tuning history.
+def finetune_series(history: Any) -> Tuple[List[float], Dict[str, List[float]], List[float], Dict[str, List[float]]]:
+    """(epochs, scalar series, rule epochs, per-rule satisfaction series) of a fine-tuning history.
 
-    Accepts a list of per-epoch records, or a dict with an ``epochs`` (or
-    ``history``) list. A record's numbers become scalar series ("loss", ...);
-    its per-rule dict (``rules``, ``satisfaction`` or ``rule_satisfaction``:
-    {rule: value}) the rule series.
+    Accepts a list of per-epoch records, or the fine-tuner's dict with an
+    ``epochs`` list and an optional ``initial`` record (satisfaction before
+    any update, plotted at its own epoch, e.g. -1). A record's numbers become
+    scalar series ("loss", ...); its ``rules`` dict ({rule: satisfaction})
+    the rule series.
     """
-    records = history
+    records, initial = history, None
     if isinstance(history, dict):
-        records = history.get("epochs") or history.get("history") or []
-    epochs: List[float] = []
-    scalars: Dict[str, List[float]] = {}
-    rules: Dict[str, List[float]] = {}
-    for i, rec in enumerate(records):
-        epochs.append(float(rec.get("epoch", i + 1)))
-        for k, v in rec.items():
-            if k == "epoch":
-                continue
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                scalars.setdefault(k, []).append(float(v))
-            elif isinstance(v, dict) and k in ("rules", "satisfaction", "rule_satisfaction"):
-                for name, s in v.items():
-                    val = s.get("satisfaction") if isinstance(s, dict) else s
-                    if isinstance(val, (int, float)):
-                        rules.setdefault(name, []).append(float(val))
-    n = len(epochs)
-    scalars = {k: v for k, v in scalars.items() if len(v) == n}
-    rules = {k: v for k, v in rules.items() if len(v) == n}
-    return epochs, scalars, rules
+        records, initial = history.get("epochs") or [], history.get("initial")
+
+    def series(recs, numbers: bool):
+        xs: List[float] = []
+        out: Dict[str, List[float]] = {}
+        for i, rec in enumerate(recs):
+            xs.append(float(rec.get("epoch", i + 1)))
+            items = rec.items() if numbers else (rec.get("rules") or {}).items()
+            for k, v in items:
+                if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out.setdefault(k, []).append(float(v))
+        return xs, {k: v for k, v in out.items() if len(v) == len(xs)}
+
+    epochs, scalars = series(records, True)
+    rule_epochs, rules = series(([initial] if initial and initial.get("rules") else []) + list(records), False)
+    return epochs, scalars, rule_epochs, rules
 
 
 def plot_finetune_curves(history: Any, path: Path) -> Optional[Path]:
-    epochs, scalars, rules = finetune_series(history)
+    epochs, scalars, rule_epochs, rules = finetune_series(history)
     if not epochs:
         return None
     plt = _plt()
@@ -249,7 +257,7 @@ def plot_finetune_curves(history: Any, path: Path) -> Optional[Path]:
         ax.legend(fontsize=7)
     ax = axes[1]
     for name, v in rules.items():
-        ax.plot(epochs, v, label=name)
+        ax.plot(rule_epochs, v, label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("satisfaction")
     ax.set_ylim(0, 1.02)

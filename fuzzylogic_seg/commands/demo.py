@@ -28,13 +28,14 @@ DEMO: Dict[str, Dict[str, Any]] = {
         # four classes: with 48 training images a student trained from scratch can
         # learn to tell them apart, so the ceiling says something (7 classes: mIoU ~0.3)
         "synth": {"n_train": 48, "n_val": 24, "classes": ["aeroplane", "car", "cat", "person"]},
-        "config": {"dataset": "voc", "weak": "boxes", "finetune": {"epochs": 8},
+        # fine-tuning as docs/FINETUNE.md recommends for these sets (VOC 20 epochs, REFUGE 10)
+        "config": {"dataset": "voc", "weak": "boxes", "finetune": {"epochs": 20, "lr": 3e-4},
                    "student": {**STUDENT, "size": 160},
                    "students": ["logic", "zero-shot", "gt"], "main_student": "logic"},
     },
     "refuge": {
         "synth": {"n_train": 40, "n_val": 20},
-        "config": {"dataset": "refuge", "weak": "boxes", "finetune": {"epochs": 8},
+        "config": {"dataset": "refuge", "weak": "boxes", "finetune": {"epochs": 10, "lr": 3e-4},
                    "student": {**STUDENT, "size": 128, "logic_rules": str(RULES / "student_refuge.rules")},
                    "students": ["logic", "zero-shot", "gt", "logic+rules"], "main_student": "logic"},
     },
@@ -43,7 +44,7 @@ DEMO: Dict[str, Dict[str, Any]] = {
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="both embedded data sets end to end on CPU, then the result table")
-    p.add_argument("--out", default="fuzzyseg-demo", help="output folder (default ./fuzzyseg-demo)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default ./runs/demo)")
     p.add_argument("--datasets", nargs="+", choices=tuple(DEMO), default=list(DEMO))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default: the demo's promise), auto, cuda")

@@ -30,6 +30,11 @@ def test_results_table_numbers_and_share_of_ceiling():
     # 0.9 / 0.95 = 94.7% -> 95%; 0.72 / 0.8 = 90%; the MAE (lower is better) gets no share
     assert by["student (val) on logic fine-tuned SAM"] == ["0.900 (95%)", "0.720 (90%)", "0.060"]
     assert by["student (val) on ground truth (ceiling)"] == ["0.950", "0.800", "0.040"]
+    # metrics.json sorts its keys: the table keeps baseline first, ceiling last regardless
+    shuffled = dict(METRICS, students=dict(sorted(METRICS["students"].items(), reverse=True)),
+                    pseudo_labels=dict(sorted(METRICS["pseudo_labels"].items())))
+    assert R.results_table(shuffled) == R.results_table(METRICS)
+    assert [r[0] for r in rows][-1] == "student (val) on ground truth (ceiling)"
 
 
 def test_seeds_table_mean_and_sample_std():
@@ -56,13 +61,14 @@ def test_colourise_uses_the_voc_palette_and_marks_uncertain():
 
 
 def test_finetune_series_reads_the_finetune_history_format():
-    hist = {"initial": {"loss": 2.0}, "epochs": [
-        {"epoch": 1, "loss": 1.0, "rules": {"a": 0.5, "b": 0.25}, "seconds": 3.0},
-        {"epoch": 2, "loss": 0.5, "rules": {"a": 0.75, "b": 0.5}, "seconds": 3.0}]}
-    epochs, scalars, rules = R.finetune_series(hist)
-    assert epochs == [1.0, 2.0]
-    assert scalars["loss"] == [1.0, 0.5] and rules == {"a": [0.5, 0.75], "b": [0.25, 0.5]}
-    assert R.finetune_series([]) == ([], {}, {})
+    hist = {"initial": {"epoch": -1, "rules": {"a": 0.25, "b": 0.0}}, "epochs": [
+        {"epoch": 0, "loss": 1.0, "rules": {"a": 0.5, "b": 0.25}, "rule_loss": {"a": 9.0}, "seconds": 3.0},
+        {"epoch": 1, "loss": 0.5, "rules": {"a": 0.75, "b": 0.5}, "rule_loss": {"a": 8.0}, "seconds": 3.0}]}
+    epochs, scalars, rule_epochs, rules = R.finetune_series(hist)
+    assert epochs == [0.0, 1.0] and rule_epochs == [-1.0, 0.0, 1.0]
+    assert scalars == {"loss": [1.0, 0.5], "seconds": [3.0, 3.0]}
+    assert rules == {"a": [0.25, 0.5, 0.75], "b": [0.0, 0.25, 0.5]}
+    assert R.finetune_series([]) == ([], {}, [], {})
 
 
 def test_render_writes_markdown_and_pngs(tmp_path):
