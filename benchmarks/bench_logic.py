@@ -88,7 +88,7 @@ def refuge_data(B, S, seed=0):
     inside = torch.zeros(B, S, S, 2)
     inside[:, S // 4: 3 * S // 4, S // 4: 3 * S // 4, 0] = 1  # disc box
     inside[:, 3 * S // 8: 5 * S // 8, 3 * S // 8: 5 * S // 8, 1] = 1  # cup box
-    return dict(cup=cup, disc=disc, inside=inside)
+    return {k: v.to(DEVICE) for k, v in dict(cup=cup, disc=disc, inside=inside).items()}
 
 
 def refuge_hand(cup, disc, inside, sem):
@@ -151,8 +151,9 @@ def voc_data(B, C, S, N, seed=0):
                 cbox[b, c] = torch.maximum(cbox[b, c], inbox[b, :, :, n])
     fg = torch.ones(B, C)
     fg[:, 0] = 0
-    return dict(seg=seg, labels=labels, valid=valid, rowin=rowin, colin=colin, inbox=inbox,
-                cbox=cbox, fg=fg)
+    d = dict(seg=seg, labels=labels, valid=valid, rowin=rowin, colin=colin, inbox=inbox,
+             cbox=cbox, fg=fg)
+    return {k: v.to(DEVICE) for k, v in d.items()}
 
 
 def voc_obj(seg, labels):
@@ -206,12 +207,22 @@ def voc_hand(d, sem):
 
 
 # ------------------------------------------------------------------ timing
+DEVICE = torch.device("cpu")
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def fwd_bwd(fn, leaves):
     for t in leaves:
         t.grad = None
+    _sync()
     t0 = time.perf_counter()
     loss = fn()
     loss.backward()
+    _sync()  # CUDA launches are asynchronous: time the work, not the launch
     return time.perf_counter() - t0, float(loss.detach())
 
 
@@ -297,11 +308,14 @@ def main(argv=None):
     ap.add_argument("--cases", default="refuge,voc", help="comma-separated: refuge, voc")
     ap.add_argument("--semantics", default="log_product,product", help="comma-separated presets")
     ap.add_argument("--small", action="store_true", help="quarter-size inputs (smoke run)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     t_start = time.perf_counter()
-    results = {"torch": torch.__version__, "threads": args.threads, "reps": args.reps,
+    results = {"torch": torch.__version__, "device": str(DEVICE), "threads": args.threads, "reps": args.reps,
                "small": args.small, "cases": {}}
     try:
         import ltn  # noqa: F401

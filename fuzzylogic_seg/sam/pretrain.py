@@ -277,10 +277,39 @@ def card_path(out: Path) -> Path:
     return out.with_suffix(".json")
 
 
+def _step_batch(args: Tuple[int, int, PretrainConfig]):
+    """Batch of step ``t`` and the generator after drawing it (the step's loss
+    continues from it); a pure function of (seed, t), so worker processes give
+    the same batches as the main one."""
+    seed, t, cfg = args
+    rng = np.random.default_rng([seed, 0, t])
+    images, groups = make_batch(rng, cfg)
+    return images, groups, rng
+
+
+def _batches(cfg: PretrainConfig, start: int, workers: int):
+    """Yield ``_step_batch`` results for steps start, start+1, ... (forever).
+
+    With workers > 0 a process pool draws batches ahead: scene generation is
+    numpy on the CPU and, on a GPU, costs more than the step itself."""
+    if workers <= 0:
+        t = start
+        while True:
+            yield _step_batch((cfg.seed, t, cfg))
+            t += 1
+    import itertools
+    import multiprocessing as mp
+
+    # spawn: the parent may already hold a CUDA context, which fork must not copy
+    with mp.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_step_batch, ((cfg.seed, t, cfg) for t in itertools.count(start)),
+                             chunksize=2)
+
+
 def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
              minutes: Optional[float] = None, save_every: int = 25, progress: bool = True,
              stop_after: Optional[int] = None, evaluate_result: bool = True,
-             init: Optional[Path] = None,
+             init: Optional[Path] = None, workers: int = 0,
              log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Pretrain the embedded SAM; write `out` (weights, fp16) and its JSON card.
 
@@ -290,6 +319,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     stops early leaving only the state file (used to test resumption).
     ``init`` continues from an embedded checkpoint's weights (a second stage:
     give it another ``seed`` so it sees new scenes); its card is kept in ours.
+    ``workers`` processes draw the batches ahead (same batches, same result).
     Returns the card (recipe, timings, metrics).
     """
     from tqdm import tqdm
@@ -330,10 +360,11 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     bar = tqdm(total=total, initial=step, desc="sam pretrain", disable=not progress,
                dynamic_ncols=True)
     run_loss = None
+    batches = _batches(cfg, step, workers)
+    timed_from = None  # budget timing starts after warm-up steps (CUDA/allocator start-up)
     while step < total:
         t0 = time.perf_counter()
-        rng = np.random.default_rng([cfg.seed, 0, step])
-        images, groups = make_batch(rng, cfg)
+        images, groups, rng = next(batches)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg, total)
         loss, stats = step_loss(model, images, groups, cfg, rng)
@@ -352,17 +383,23 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
                         "train_iou": round(stats["miou"], 4)})
         bar.update(1)
         bar.set_postfix(loss=f"{run_loss:.3f}", iou=f"{stats['miou']:.2f}")
-        if minutes is not None and step == 3 and total == cfg.steps:
-            per_step = elapsed / 3
-            total = max(step, min(cfg.steps, int(minutes * 60 / per_step)))
-            bar.total = total
-            log(f"time budget {minutes} min at {per_step:.2f} s/step: {total} steps")
+        if minutes is not None and total == cfg.steps and step in (3, 13):
+            if step == 3:
+                timed_from = (time.perf_counter(), elapsed)
+            elif timed_from is not None:
+                per_step = (time.perf_counter() - timed_from[0]) / 10
+                budget = minutes * 60 - elapsed
+                total = max(step, min(cfg.steps, step + int(budget / per_step)))
+                bar.total = total
+                log(f"time budget {minutes} min at {per_step:.3f} s/step: {total} steps")
         if step % save_every == 0 or step == total or step == stop_after:
             save_state()
         if stop_after is not None and step >= stop_after and step < total:
             bar.close()
+            batches.close()
             return {"stopped_at": step}
     bar.close()
+    batches.close()
     sam.eval()
 
     ckpt = embedded_checkpoint(sam, cfg.model, half=True)

@@ -161,6 +161,18 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
 
 
+def test_worker_processes_draw_the_same_batches(tmp_path):
+    # Serial run vs a run whose batches come from a spawned pool, resumed midway:
+    # identical weights (the batch of step t is a function of (seed, t) alone).
+    cfg = _tiny(steps=5, iterative_rounds=1)
+    pretrain(tmp_path / "a.pt", cfg, progress=False, evaluate_result=False)
+    b = tmp_path / "b.pt"
+    pretrain(b, cfg, progress=False, evaluate_result=False, stop_after=2, workers=1)
+    pretrain(b, cfg, progress=False, evaluate_result=False, workers=2, log=lambda s: None)
+    wa, wb = load_torch(tmp_path / "a.pt")["state_dict"], load_torch(b)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_state_of_another_recipe_is_refused(tmp_path):
     out = tmp_path / "w.pt"
     pretrain(out, _tiny(steps=4), progress=False, evaluate_result=False, stop_after=2)

@@ -1,0 +1,132 @@
+"""CUDA paths: the same results as on the CPU (skipped where no GPU is present).
+
+Run on a GPU machine with ``pytest -m cuda``; CI (CPU only) skips them.
+``FUZZYSEG_TEST_DEVICE=cpu`` runs the same code paths on the CPU (a check of
+the tests themselves where no GPU is present).
+"""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import fuzzylogic as fl
+from fuzzylogic.nn import LogicLoss
+
+DEV = os.environ.get("FUZZYSEG_TEST_DEVICE", "cuda")
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(DEV == "cuda" and not torch.cuda.is_available(),
+                                 reason="no CUDA device")]
+
+RULES = """
+sort pixel[2]
+sort box
+predicate cup(pixel) logits
+predicate disc(pixel) logits
+predicate inside(pixel, box)
+constant disc_box: box
+rule cup_in_disc: forall p: cup(p) -> disc(p)
+rule outside [weight = 0.5]: forall p where not inside(p, disc_box): not disc(p)
+rule some_disc [exists = max]: exists p: disc(p)
+"""
+
+
+def _facts(device, seed=0, S=64):
+    g = torch.Generator().manual_seed(seed)
+    f = dict(cup=torch.randn(2, S, S, generator=g) * 4, disc=torch.randn(2, S, S, generator=g) * 4,
+             inside=(torch.rand(2, S, S, 2, generator=g) > 0.5).float(), disc_box=torch.tensor([0, 1]))
+    f = {k: v.to(device) for k, v in f.items()}
+    f["cup"].requires_grad_()
+    f["disc"].requires_grad_()
+    return f
+
+
+@pytest.mark.parametrize("semantics", ["log_product", "product", "godel"])
+def test_logic_loss_on_cuda_equals_cpu_values_and_gradients(semantics):
+    th = fl.compile(RULES, semantics)
+    fc, fg = _facts("cpu"), _facts(DEV)
+    lc, lg = th.loss(**fc), th.loss(**fg)
+    lc.backward()
+    lg.backward()
+    assert lg.device.type == DEV
+    assert lg.item() == pytest.approx(lc.item(), rel=1e-4)
+    for k in ("cup", "disc"):
+        torch.testing.assert_close(fg[k].grad.cpu(), fc[k].grad, rtol=1e-3, atol=1e-6)
+
+
+def test_saturated_truths_under_autocast_stay_finite():
+    th = fl.compile(RULES.replace("logits", ""), "log_product")
+    f = _facts(DEV)
+    with torch.no_grad():
+        for k in ("cup", "disc"):
+            f[k] = (f[k] > 0).float().requires_grad_()  # truths exactly 0 and 1
+    with torch.autocast(DEV, dtype=torch.bfloat16):
+        loss = th.loss(**f)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(f[k].grad).all() for k in ("cup", "disc"))
+
+
+def test_torch_compile_inductor_on_cuda_matches_eager():
+    crit = LogicLoss(RULES, semantics="log_product")
+    # inductor on CUDA (Triton kernels); aot_eager elsewhere (no C++ build in a check run)
+    compiled = torch.compile(crit, fullgraph=True, backend="inductor" if DEV == "cuda" else "aot_eager")
+    f1, f2 = _facts(DEV, 3), _facts(DEV, 3)
+    l1, l2 = compiled(**f1), crit(**f2)
+    l1.backward()
+    l2.backward()
+    assert l1.item() == pytest.approx(l2.item(), rel=1e-5)
+    torch.testing.assert_close(f1["cup"].grad, f2["cup"].grad, rtol=1e-4, atol=1e-6)
+
+
+def test_promptable_sam_on_cuda_equals_sampredictor_and_cpu():
+    from segment_anything import SamPredictor
+
+    from fuzzylogic_seg.sam.build import load_sam
+    from fuzzylogic_seg.sam.forward import PromptableSAM
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    img = np.random.default_rng(0).integers(0, 256, (90, 131, 3), dtype=np.uint8)
+    box = np.array([12.3, 20.0, 85.7, 71.0])
+    out = {}
+    for dev in ("cpu", DEV):
+        sam = load_sam().to(dev).eval()
+        pred = SamPredictor(sam)
+        pred.set_image(img)
+        ref, _, _ = pred.predict(box=box, multimask_output=False, return_logits=True)
+        model = PromptableSAM(sam)
+        x, input_size = model.preprocess(torch.from_numpy(img).permute(2, 0, 1).contiguous())
+        low, _ = model.decode(model.embed(x), boxes=torch.tensor(box, device=dev)[None],
+                              multimask=False, orig_size=(90, 131))
+        logits = model.postprocess(low, input_size, (90, 131))[0].detach().cpu().numpy()
+        assert np.abs(logits - ref).max() < 1e-3
+        out[dev] = logits
+    assert np.abs(out["cpu"] - out[DEV]).max() < 1e-2
+
+
+@pytest.mark.parametrize("dataset", ["refuge", "voc"])
+def test_pipeline_runs_on_cuda_with_amp(dataset, tmp_path):
+    from fuzzylogic_seg import config as C
+    from fuzzylogic_seg.pipeline import run
+
+    root = tmp_path / "data"
+    if dataset == "refuge":
+        from fuzzylogic_seg.data.synth_refuge import generate_refuge
+        generate_refuge(root, n_train=4, n_val=2, size=96, progress=False)
+    else:
+        from fuzzylogic_seg.data.synth_voc import generate_voc
+        root = generate_voc(root, n_train=4, n_val=2, progress=False)
+    cfg = C.build(None, {
+        "dataset": dataset, "root": str(root), "out": str(tmp_path / "run"), "weak": "boxes",
+        "seed": 0, "device": DEV, "finetune": {"epochs": 2}, "students": ["logic", "gt"],
+        "main_student": "logic",
+        "student": {"arch": "unet", "encoder": "tu-mobilenetv3_small_050", "encoder_weights": None,
+                    "model_kwargs": {"decoder_channels": [16, 16, 8, 8, 8]}, "size": 64,
+                    "epochs": 2, "batch_size": 2},
+        "report": {"overlays": 1}})
+    metrics = run(cfg, progress=False)
+    flat = [v for m in metrics["pseudo_labels"].values() for v in m.values()
+            if isinstance(v, float)]
+    assert flat and all(np.isfinite(flat))
+    assert set(metrics["students"]) == {"logic", "gt"}
