@@ -1,8 +1,11 @@
-"""Build hook: copy the top-level grammars/ into the fuzzylogic package.
+"""Build hook: copy the top-level grammars/ into the fuzzylogic package and
+the example rule files into fuzzylogic_seg.
 
-The grammar lives at the top of the repository (one place to edit it); a
-built wheel carries a copy as package data, so an installed fuzzylogic finds
-it from any working directory (see fuzzylogic/grammar.py).
+The grammar and the rule files live at the top of the repository (one place
+to edit them: grammars/, examples/rules/); a built wheel carries copies as
+package data (fuzzylogic/_grammars/, fuzzylogic_seg/_rules/), so an installed
+package finds them from any working directory (see fuzzylogic/grammar.py and
+fuzzylogic_seg/finetune.py's rules_dir).
 """
 import shutil
 from pathlib import Path
@@ -18,6 +21,11 @@ class BuildPyWithGrammars(build_py):
         dst = Path(self.build_lib) / "fuzzylogic" / "_grammars"
         dst.mkdir(parents=True, exist_ok=True)
         for f in src.glob("*.lark"):
+            shutil.copy2(f, dst / f.name)
+        src = Path(__file__).parent / "examples" / "rules"
+        dst = Path(self.build_lib) / "fuzzylogic_seg" / "_rules"
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in src.glob("*.rules"):
             shutil.copy2(f, dst / f.name)
 
 

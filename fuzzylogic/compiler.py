@@ -100,6 +100,12 @@ class AtomNode(Node):
         if self.input == "softmax":
             base = ctx.softmax_value(self.pred, self.softmax_dims)
             val = base.map(lambda t: self.transform(t, ctx))
+        elif not self.steps:
+            # A view of the whole fact (permuted, unsqueezed): every atom of the
+            # predicate shares one truth value, its sigmoid and logs computed once.
+            val = ctx.fact_value(self.pred, self.input)
+            if self.perm != tuple(range(len(self.perm))) or any(i is None for i in self.index):
+                val = val.view(lambda t: self.transform(t, ctx))
         else:
             t = self.transform(ctx.fact(self.pred), ctx)
             val = TruthValue.from_logits(t) if self.input == "logits" else TruthValue.from_p(t)
@@ -205,12 +211,11 @@ class QuantNode(Node):
 
     def weight(self, ctx) -> Optional[torch.Tensor]:
         """Guard truth times the domain masks of the bound sorts (None: no mask)."""
-        w = self.guard(ctx).p if self.guard is not None else None
-        for v in self.vars:
-            m = ctx.domain_view(v.sort, v.start, self.inner_rank)
-            if m is not None:
-                w = m if w is None else w * m
-        return w
+        m = ctx.domain_mask(tuple((v.sort, v.start) for v in self.vars), self.inner_rank)
+        if self.guard is None:
+            return m
+        w = self.guard(ctx).p
+        return w if m is None else w * m
 
     def __call__(self, ctx) -> TruthValue:
         identity = ops.FORALL_IDENTITY if self.kind == "forall" else ops.EXISTS_IDENTITY

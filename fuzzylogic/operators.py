@@ -90,28 +90,69 @@ def safe_log1m(p: torch.Tensor) -> torch.Tensor:
     return torch.log1p(-p).clamp_min(_log_tiny(p.dtype))
 
 
+def _is_compiling() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # pragma: no cover - old torch
+        return False
+
+
 class _Log1mExp(torch.autograd.Function):
-    """``log(1 - exp(x))`` for x <= 0 (Mächler 2012), in place where it can be."""
+    """``log(1 - exp(x))`` for x <= 0 (Mächler 2012).
+
+    Two branches: ``log(-expm1(x))`` for x > -ln 2, ``log1p(-exp(x))`` below.
+    On a GPU (and under torch.compile) both are computed everywhere and
+    selected. On the CPU the second is computed everywhere and the first
+    (two slow transcendental passes, and the floor) only where it applies,
+    usually a minority (a truth below 1/2): the same values in about half the
+    passes. The gradient ``-e^x / (1 - e^x)`` reuses ``-e^x`` from the forward
+    pass below -ln 2 (where ``1 - e^x >= 1/2`` is exact) and is
+    ``-exp(x - out)`` above."""
 
     @staticmethod
     def forward(ctx, x):
         floor = _log_tiny(x.dtype)
-        # x at 0 means p = 1: log(1 - p) is floored like safe_log1m.
-        xc = x.clamp_max(-torch.finfo(x.dtype).tiny)
-        near = torch.expm1(xc).neg_().log_()  # accurate for x > -ln 2
-        far = torch.exp(xc).neg_().log1p_()  # accurate below
-        out = torch.where(xc > -_LN2, near, far).clamp_min_(floor)
-        ctx.save_for_backward(xc, out)
+        tiny = torch.finfo(x.dtype).tiny
+        # (data-dependent sizes: a host sync on a GPU, and not traceable by torch.compile)
+        ctx.subset = x.device.type == "cpu" and not _is_compiling()
+        if not ctx.subset:
+            # x at 0 means p = 1: log(1 - p) is floored like safe_log1m.
+            # Out of place on purpose: under torch.compile, torch 2.11 (seen on CPU
+            # and on an H200) returns zero gradients for an autograd.Function whose
+            # forward mutates intermediates in place (tests/test_operators.py checks).
+            xc = x.clamp_max(-tiny)
+            near = torch.log(-torch.expm1(xc))  # accurate for x > -ln 2
+            far = torch.log1p(-torch.exp(xc))  # accurate below
+            out = torch.where(xc > -_LN2, near, far).clamp_min(floor)
+            ctx.save_for_backward(xc, out)
+            return out
+        near = x > -_LN2
+        en = torch.exp(x).neg_()  # -e^x
+        out = torch.log1p(en)  # accurate below -ln 2 (the rest is replaced)
+        xs = torch.masked_select(x, near).clamp_max_(-tiny)
+        if xs.numel():
+            vs = torch.expm1(xs).neg_().log_().clamp_min_(floor)
+            out.masked_scatter_(near, vs)
+        else:
+            vs = xs
+        ctx.save_for_backward(en, near, xs, vs)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        xc, out = ctx.saved_tensors
-        # d/dx log(1 - e^x) = -e^x / (1 - e^x) = -exp(x - out): exact, also near
-        # x = 0 where it is large (a confident violation keeps its gradient);
-        # 0 where the value sits on the floor, as for a clamp.
-        e = torch.exp(xc - out).masked_fill_(out <= _log_tiny(xc.dtype), 0.0)
-        return e.mul_(grad).neg_()
+        # d/dx log(1 - e^x) = -e^x / (1 - e^x): exact, also near x = 0 where it is
+        # large (a confident violation keeps its gradient); 0 where the value sits
+        # on the floor, as for a clamp.
+        if not ctx.subset:
+            xc, out = ctx.saved_tensors
+            e = torch.exp(xc - out).masked_fill_(out <= _log_tiny(xc.dtype), 0.0)
+            return e.mul_(grad).neg_()
+        en, near, xs, vs = ctx.saved_tensors
+        d = en / (en + 1.0)
+        if xs.numel():
+            ds = torch.exp(xs - vs).neg_().masked_fill_(vs <= _log_tiny(vs.dtype), 0.0)
+            d.masked_scatter_(near, ds)
+        return d.mul_(grad)
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -216,6 +257,14 @@ class TruthValue:
         def lift(i):
             return lambda: fn(self._get(i))
         return TruthValue(*[lift(i) if g else None for i, g in enumerate(self._given)])
+
+    def view(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "TruthValue":
+        """Like :meth:`map` for a view that keeps every element (permute,
+        unsqueeze): all four components are taken from ``self``, where each is
+        computed at most once, so several views of one value share that work."""
+        def lift(i):
+            return lambda: fn(self._get(i))
+        return TruthValue(*[lift(i) for i in range(4)])
 
     def negate(self) -> "TruthValue":
         """Standard negation: exact and free (swaps p with q and the two logs)."""

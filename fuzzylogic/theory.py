@@ -212,27 +212,41 @@ class Theory:
         return self._run(ctx, mode, reduction, want_truth)
 
     def _run(self, ctx, mode, reduction, want_truth) -> Evaluation:
-        truth, per_rule = {}, {}
-        total = None
+        if not self._plans:
+            shape = (ctx.B,) if reduction == "none" else ()
+            return Evaluation({}, torch.zeros(shape, dtype=ctx.dtype, device=ctx.device), {})
+        # One row per rule: log truth (log loss) or truth (linear loss), [R, B].
+        # Negated, reduced over the batch, weighted and summed in a few batched
+        # ops for all rules together (not a handful of tiny ops per rule).
+        rows, logs = [], []
         for p in self._plans:
             v = p.root(ctx)
-            if (mode or p.loss) == "log":
-                lp = ctx.batch(v.lp)
-                per_b = -lp
-                if want_truth:
-                    truth[p.name] = torch.exp(lp)  # = p, without a second graph
+            is_log = (mode or p.loss) == "log"
+            r = ctx.batch(v.lp if is_log else v.p)
+            rows.append(r if r.dtype == ctx.dtype else r.to(ctx.dtype))
+            logs.append(is_log)
+        x = torch.stack(rows)
+        if all(logs):
+            per_b = -x
+        elif not any(logs):
+            per_b = 1.0 - x
+        else:  # -log t for log rules, 1 - t for linear ones
+            per_b = torch.tensor([0.0 if lg else 1.0 for lg in logs], dtype=ctx.dtype,
+                                 device=ctx.device)[:, None] - x
+        red = per_b.mean(1) if reduction == "mean" else per_b.sum(1) if reduction == "sum" else per_b
+        w = torch.tensor([p.weight for p in self._plans], dtype=ctx.dtype, device=ctx.device)
+        contrib = red * (w if reduction != "none" else w[:, None])
+        total = contrib.sum(0)
+        per_rule = {p.name: contrib[i] for i, p in enumerate(self._plans)}
+        truth = {}
+        if want_truth:
+            if any(logs):
+                t = torch.exp(x)  # = p, without a second graph
+                if not all(logs):
+                    t = torch.where(torch.tensor(logs, device=ctx.device)[:, None], t, x)
             else:
-                t = ctx.batch(v.p)
-                per_b = 1.0 - t
-                if want_truth:
-                    truth[p.name] = t
-            red = per_b.mean() if reduction == "mean" else per_b.sum() if reduction == "sum" else per_b
-            contrib = red * p.weight
-            per_rule[p.name] = contrib
-            total = contrib if total is None else total + contrib
-        if total is None:
-            shape = (ctx.B,) if reduction == "none" else ()
-            total = torch.zeros(shape, dtype=ctx.dtype, device=ctx.device)
+                t = x
+            truth = {p.name: t[i] for i, p in enumerate(self._plans)}
         return Evaluation(truth, total, per_rule)
 
 
@@ -290,6 +304,8 @@ class _Context:
         self.atoms: Dict[object, TruthValue] = {}
         self._softmax: Dict[str, TruthValue] = {}
         self._domviews: Dict[tuple, torch.Tensor] = {}
+        self._dommasks: Dict[tuple, Optional[torch.Tensor]] = {}
+        self._values: Dict[str, TruthValue] = {}
         self._constvals: Dict[tuple, TruthValue] = {}
         self.facts: Dict[str, torch.Tensor] = {}
         self.consts: Dict[str, object] = {}
@@ -315,6 +331,35 @@ class _Context:
                 v = TruthValue(lp=lambda: z - torch.logsumexp(z, dims, keepdim=True))
             self._softmax[name] = v
         return v
+
+    def fact_value(self, name: str, kind: str) -> TruthValue:
+        """The truth value of a whole fact (``kind``: "logits" or "prob"), shared
+        by every atom that views it, so its sigmoid and logs are computed once."""
+        v = self._values.get(name)
+        if v is None:
+            t = self.facts[name]
+            v = TruthValue.from_logits(t) if kind == "logits" else TruthValue.from_p(t)
+            self._values[name] = v
+        return v
+
+    def domain_mask(self, sorts: Tuple[Tuple[str, int], ...], rank: int) -> Optional[torch.Tensor]:
+        """The product of the domain masks of ``sorts`` ((sort, first axis) pairs) in a
+        scope of ``rank`` axes (None: no masks); cached, as quantifiers over the
+        same variables share it. Smallest broadcast products first: the masks
+        are one sort each, so most products stay far below the scope's size."""
+        key = (sorts, rank)
+        if key in self._dommasks:
+            return self._dommasks[key]
+        ms = [m for m in (self.domain_view(s, start, rank) for s, start in sorts) if m is not None]
+        while len(ms) > 1:  # (all views have the scope's rank: sizes broadcast axis by axis)
+            pairs = [(math.prod(max(a, b) for a, b in zip(ms[i].shape, ms[j].shape)), i, j)
+                     for i in range(len(ms)) for j in range(i + 1, len(ms))]
+            _, i, j = min(pairs)
+            prod = ms[i] * ms[j]
+            ms = [m for k, m in enumerate(ms) if k not in (i, j)] + [prod]
+        out = ms[0] if ms else None
+        self._dommasks[key] = out
+        return out
 
     def constant_value(self, value: float, rank: int) -> TruthValue:
         key = (value, rank)

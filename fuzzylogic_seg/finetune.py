@@ -49,6 +49,7 @@ import torch
 
 from . import rule_facts as rf
 from .errors import CheckpointError, ConfigError
+from .rulefiles import example_rules
 from .prompts import PROMPT_KINDS, Prompts, View, full_view, prompts_from_weak, roi_view
 
 DATASET_KINDS = ("voc", "refuge")
@@ -71,18 +72,19 @@ REFUGE_SLOTS = 2  # region 0 = disc (label 1), region 1 = cup (label 2)
 
 def default_epochs(dataset_kind: str, weak: str) -> int:
     """Epochs used for the results in docs/FINETUNE.md (tags: class-head epochs)."""
-    return {("voc", "boxes"): 20, ("voc", "tags"): 30}.get((dataset_kind, weak), 10)
+    return {("voc", "boxes"): 20, ("voc", "tags"): 60}.get((dataset_kind, weak), 10)
 
 
 def default_rules(dataset_kind: str, weak: str) -> Path:
-    """The example rule file for a data set and weak-label kind."""
+    """The example rule file for a data set and weak-label kind (the repository's
+    examples/rules in a checkout, the copy packaged in a wheel otherwise:
+    :mod:`fuzzylogic_seg.rulefiles`)."""
     name = {("refuge", "boxes"): "refuge.rules", ("voc", "boxes"): "voc_boxes.rules"}.get(
         (dataset_kind, weak), f"{weak}.rules")
-    path = Path(__file__).resolve().parent.parent / "examples" / "rules" / name
-    if not path.is_file():
-        raise ConfigError(f"no default rule file for {dataset_kind} with {weak} ({path} is "
-                          "missing); pass rule files explicitly (--rules FILE)")
-    return path
+    try:
+        return example_rules(name)
+    except ConfigError as e:
+        raise ConfigError(f"no default rule file for {dataset_kind} with {weak}: {e}") from None
 
 
 # ------------------------------------------------------------------ rules

@@ -70,13 +70,16 @@ def test_saturated_truths_under_autocast_stay_finite():
 def test_torch_compile_inductor_on_cuda_matches_eager():
     crit = LogicLoss(RULES, semantics="log_product")
     # inductor on CUDA (Triton kernels); aot_eager elsewhere (no C++ build in a check run)
-    compiled = torch.compile(crit, fullgraph=True, backend="inductor" if DEV == "cuda" else "aot_eager")
+    compiled = torch.compile(crit, fullgraph=True, backend="inductor" if DEV == "cuda" or os.environ.get("FUZZYSEG_TEST_INDUCTOR") else "aot_eager")
     f1, f2 = _facts(DEV, 3), _facts(DEV, 3)
     l1, l2 = compiled(**f1), crit(**f2)
     l1.backward()
     l2.backward()
     assert l1.item() == pytest.approx(l2.item(), rel=1e-5)
-    torch.testing.assert_close(f1["cup"].grad, f2["cup"].grad, rtol=1e-4, atol=1e-6)
+    # inductor's fused exp/log differ from eager's in the last bits (1e-4 of 0.5 seen)
+    for k in ("cup", "disc"):
+        torch.testing.assert_close(f1[k].grad, f2[k].grad, rtol=1e-3, atol=1e-3 * f2[k].grad.abs().max().item())
+    assert f1["cup"].grad.abs().max() > 0
 
 
 def test_promptable_sam_on_cuda_equals_sampredictor_and_cpu():

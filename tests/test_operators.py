@@ -310,3 +310,51 @@ def test_get_operator_errors_list_known_names():
         get_operator("quantifier", "min")
     with pytest.raises(SemanticsError):
         fl.register_operator("conjunction", "not an identifier")
+
+
+@pytest.mark.parametrize("kind,name", [("conjunction", "product"), ("disjunction", "product"),
+                                       ("implication", "reichenbach")])
+def test_complement_logs_of_product_forms_are_exact_for_saturated_logits(kind, name):
+    # log(1 - ab), log(a + b - ab), log(1 - a + ab) from float32 logits up to |z| = 40,
+    # against float64 references where 1 - p underflows or rounds to 1 in float32
+    z = torch.tensor([-40.0, -17.0, -3.0, 0.0, 3.0, 17.0, 40.0])
+    x, y = torch.meshgrid(z, z, indexing="ij")
+    spec = get_operator(kind, name)
+    v = spec.log_form(TruthValue.from_logits(x), TruthValue.from_logits(y))
+    mpmath = pytest.importorskip("mpmath")  # (a torch dependency)
+    mpmath.mp.dps = 50
+
+    def s(t):
+        return 1 / (1 + mpmath.exp(-mpmath.mpf(float(t))))
+
+    def ref(xi, yi):
+        a, b = s(xi), s(yi)
+        t = {"conjunction": a * b, "disjunction": a + b - a * b, "implication": 1 - a + a * b}[kind]
+        return float(mpmath.log(t)), float(mpmath.log(1 - t))
+
+    want = torch.tensor([[ref(xi, yi) for xi, yi in zip(xr, yr)] for xr, yr in zip(x, y)],
+                        dtype=torch.float64)
+    assert torch.allclose(v.lp.double(), want[..., 0], rtol=1e-5, atol=1e-30), (kind, v.lp)
+    assert torch.allclose(v.l1p.double(), want[..., 1], rtol=1e-5, atol=1e-30), (kind, v.l1p)
+
+
+@pytest.mark.parametrize("name", ["log1mexp", "pmean"])
+def test_custom_autograd_functions_under_torch_compile_keep_their_gradients(name):
+    # torch 2.11's compile returned zero gradients for an autograd.Function whose
+    # forward mutated intermediates in place (found on an H200); aot_eager traces
+    # what inductor would, without its C++ build time.
+    import fuzzylogic.operators as ops
+
+    g = torch.Generator().manual_seed(0)
+    x0, y0 = -torch.rand(64, generator=g) * 5, torch.randn(64, generator=g)
+    fns = {"log1mexp": lambda x, y: ops.log1mexp(x).sum(),
+           "pmean": lambda x, y: ops.pmean(torch.sigmoid(y) + 0 * x, (0,), None, 2.0)}
+    grads = []
+    for fn in (fns[name], torch.compile(fns[name], backend="aot_eager", fullgraph=True)):
+        x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
+        fn(x, y).backward()
+        grads.append((x.grad, y.grad))
+    for a, b in zip(*grads):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b)
+    assert any(t is not None and t.abs().sum() > 0 for t in grads[1])

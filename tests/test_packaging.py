@@ -1,4 +1,6 @@
-"""A built wheel carries the grammar: installed elsewhere, fuzzylogic parses from any directory."""
+"""A built wheel carries the grammar and the example rule files: installed
+elsewhere, fuzzylogic parses from any directory and fuzzylogic_seg finds its
+default rules (no --rules needed)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["pyproject.toml", "setup.py", "README.md", "constraints.txt", "LICENSE"]
-PROJECT_DIRS = ["grammars", "fuzzylogic", "fuzzylogic_seg"]
+PROJECT_DIRS = ["grammars", "fuzzylogic", "fuzzylogic_seg", "examples/rules"]
 
 
 def _copy_project(dst: Path) -> None:
@@ -23,6 +25,9 @@ def _copy_project(dst: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in PROJECT_DIRS:
         shutil.copytree(REPO / name, dst / name, ignore=ignore)
+    # the weights are package data too, but the rule lookup does not need them
+    for w in (dst / "fuzzylogic_seg" / "weights").glob("*.pt"):
+        w.unlink()
 
 
 def test_wheel_ships_the_grammar_and_parses_from_another_directory(tmp_path):
@@ -41,7 +46,11 @@ def test_wheel_ships_the_grammar_and_parses_from_another_directory(tmp_path):
     (wheel,) = wheels.glob("fuzzylogic-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         shipped = zf.read("fuzzylogic/_grammars/fuzzylogic.lark").decode()
+        rules = {Path(n).name: zf.read(n).decode() for n in zf.namelist()
+                 if n.startswith("fuzzylogic_seg/_rules/")}
     assert shipped == (REPO / "grammars" / "fuzzylogic.lark").read_text()
+    repo_rules = {p.name: p.read_text() for p in (REPO / "examples" / "rules").glob("*.rules")}
+    assert rules == repo_rules and "voc_boxes.rules" in rules and "refuge.rules" in rules
 
     run(pip + ["install", "--no-deps", "--no-compile", "--target", str(site), str(wheel)])
 
@@ -67,4 +76,25 @@ def test_wheel_ships_the_grammar_and_parses_from_another_directory(tmp_path):
     assert Path(result["grammar"]).resolve() == (site / "fuzzylogic" / "_grammars" /
                                                  "fuzzylogic.lark").resolve()
     assert result["rules"] == ["cup_in_disc"] and result["sorts"] == ["pixel"]
+
+    # the default rule files: found in the installed package, from another directory
+    probe = textwrap.dedent("""
+        import json
+        from fuzzylogic.checker import check
+        from fuzzylogic.parser import parse
+        from fuzzylogic_seg.finetune import default_rules
+        from fuzzylogic_seg.rulefiles import rules_dir
+        out = {"dir": str(rules_dir())}
+        for kind in ("voc", "refuge"):
+            path = default_rules(kind, "boxes")
+            program = check(parse(path.read_text(), source=str(path), base_dir=path.parent))
+            out[kind] = [str(path), len(program.rules)]
+        print(json.dumps(out))
+    """)
+    out = run([sys.executable, "-c", probe], cwd=elsewhere, env=env).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    packaged = (site / "fuzzylogic_seg" / "_rules").resolve()
+    assert Path(result["dir"]).resolve() == packaged, result
+    assert Path(result["voc"][0]).resolve() == packaged / "voc_boxes.rules" and result["voc"][1] == 11
+    assert Path(result["refuge"][0]).resolve() == packaged / "refuge.rules" and result["refuge"][1] == 9
 

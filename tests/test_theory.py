@@ -260,3 +260,32 @@ def test_unused_bound_constant_still_sets_the_batch_size():
                     semantics="godel")
     out = th.truth(c=torch.tensor([0, 1]), p=torch.zeros(1, 3, 3))
     assert out["r"].tolist() == [1.0, 1.0]
+
+
+def test_mixed_log_and_linear_rules_reduce_per_rule_and_in_total():
+    # the rules' losses are reduced together in batched ops: each must still be
+    # its own weight * reduce_b(-log t) or weight * reduce_b(1 - t)
+    text = """
+    sort s
+    predicate a(s) logits
+    predicate b(s)
+    rule r1 [weight = 2, loss = log]: forall x: a(x) -> b(x)
+    rule r2 [weight = 0.5]: exists x: a(x) and not b(x)
+    rule r3 [weight = 3, loss = log]: forall x, y: a(x) <-> a(y)
+    """
+    th = fl.compile(text, "product")
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.rand(3, 5, generator=g, dtype=torch.float64)
+    truth = th.truth(a=a, b=b)
+    for reduction in ("mean", "sum", "none"):
+        ev = th.evaluate(a=a, b=b, reduction=reduction)
+        red = {"mean": lambda t: t.mean(), "sum": lambda t: t.sum(), "none": lambda t: t}[reduction]
+        want = {"r1": 2 * red(-torch.log(truth["r1"])), "r2": 0.5 * red(1 - truth["r2"]),
+                "r3": 3 * red(-torch.log(truth["r3"]))}
+        for name, w in want.items():
+            assert torch.allclose(ev.per_rule_loss[name], w), (reduction, name)
+            assert torch.allclose(ev.truth[name], truth[name])
+        assert torch.allclose(ev.loss, sum(want.values()))
+    (g_a,) = torch.autograd.grad(th.loss(a=a, b=b), a)
+    assert torch.isfinite(g_a).all() and g_a.abs().sum() > 0

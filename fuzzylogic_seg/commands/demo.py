@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-RULES = Path(__file__).resolve().parents[2] / "examples" / "rules"
+from ..rulefiles import rules_dir
+
+RULES = rules_dir()  # examples/rules in a checkout, the packaged copy in a wheel
 
 # Small and fast on 2 CPU cores; the same code path as real data. The student is
 # a UNet here (DeepLabV3+, the default for real data, predicts at 1/4 resolution,

@@ -297,13 +297,20 @@ def _batches(cfg: PretrainConfig, start: int, workers: int):
         while True:
             yield _step_batch((cfg.seed, t, cfg))
             t += 1
-    import itertools
+    import collections
     import multiprocessing as mp
 
-    # spawn: the parent may already hold a CUDA context, which fork must not copy
+    # spawn: the parent may already hold a CUDA context, which fork must not copy.
+    # A bounded window of pending steps: Pool.imap would drain an endless step
+    # counter into its task queue (unbounded memory, a busy feeder thread).
     with mp.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_step_batch, ((cfg.seed, t, cfg) for t in itertools.count(start)),
-                             chunksize=2)
+        pending: collections.deque = collections.deque()
+        t = start
+        while True:
+            while len(pending) < 2 * workers:
+                pending.append(pool.apply_async(_step_batch, ((cfg.seed, t, cfg),)))
+                t += 1
+            yield pending.popleft().get()
 
 
 def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
