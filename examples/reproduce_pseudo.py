@@ -29,7 +29,7 @@ SETTINGS = {
     "refuge-boxes": ("refuge", "boxes", "refuge.rules", 10, "dice_mean",
                      "mean of disc and cup Dice"),
     "voc-scribbles": ("voc", "scribbles", "scribbles.rules", 10, "miou", "pseudo-label mIoU"),
-    "voc-tags": ("voc", "tags", "tags.rules", 30, "miou", "pseudo-label mIoU"),
+    "voc-tags": ("voc", "tags", "tags.rules", 60, "miou", "pseudo-label mIoU"),
 }
 METHODS = ("weak-mask", "zero-shot", "logic")
 RULES = Path(__file__).resolve().parent / "rules"

@@ -8,9 +8,16 @@ sound design"):
    masks per point, the one of highest predicted IoU kept; masks with low
    predicted IoU or stability are dropped and near-duplicates removed by mask
    non-maximum suppression (IoU > ``nms``).
-2. **Features.** Each proposal is described by SAM's image embedding averaged
-   under its mask, plus the mean and spread of the image colour under it
-   (standardised over the training set; no label is used).
+2. **Features.** Each proposal is described by its appearance, computed on
+   the full-resolution image under the proposal's mask
+   (:func:`appearance_features`): the mean and spread of its colour, its
+   texture (mean absolute grey-level gradient in four orientations at three
+   scales, in log), and its shape (square root of its area share, log aspect
+   of its bounding box, how much of that box it fills, the share of the image
+   frame it covers). Features are standardised over the training set; no
+   label is used. ``tag_features="appearance+sam"`` appends SAM's image embedding
+   averaged under the mask (:func:`features`); on the embedded SAM that
+   lowered dev-set mIoU, so it is not the default.
 3. **Class head.** A linear layer gives each proposal a softmax over the
    classes (background included). It is trained with the loss compiled from
    the tag rules (``examples/rules/tags.rules``: a tagged class occurs in some
@@ -18,8 +25,11 @@ sound design"):
    spanning the image frame tend to be background); the facts are
    :data:`fuzzylogic_seg.rule_facts.TAG_VOCABULARY`.
 4. **Pseudo-labels.** Each proposal takes the most probable class among
-   background and the image's tags; its masks, weighted by that class
-   probability, are composed by :func:`fuzzylogic_seg.compose.compose`.
+   background and the image's tags; the masks are composed by
+   :func:`fuzzylogic_seg.compose.compose` with score = SAM's predicted IoU
+   times that class probability: the mask says where, the class confidence
+   decides which of two overlapping proposals wins (weighting the mask by
+   it instead made the labels depend on how sharp the head had become).
 
 Zero-shot (no learning): a proposal that reaches the image frame is
 background, any other takes the image's tag when it has exactly one; with
@@ -71,8 +81,13 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.
 
 @torch.no_grad()
 def make_proposals(tuner, items, iou_thresh: float = 0.0, stability_thresh: float = 0.0,
-                   nms: float = 0.7, max_proposals: int = 32) -> List[ImageProposals]:
-    """Proposals and features of every item (the tuner has prepared embeddings)."""
+                   nms: float = 0.7, max_proposals: int = 32,
+                   features_kind: str = "appearance") -> List[ImageProposals]:
+    """Proposals and features of every item (the tuner has prepared embeddings;
+    ``features_kind=None``: no features, as zero-shot needs none)."""
+    if features_kind is not None and features_kind not in FEATURE_KINDS:
+        raise ConfigError(f"unknown tag features {features_kind!r}; choose one of "
+                          f"{', '.join(FEATURE_KINDS)}")
     out = []
     for it in items:
         logits, iou = tuner.decode([it], multimask=True)
@@ -86,20 +101,79 @@ def make_proposals(tuner, items, iou_thresh: float = 0.0, stability_thresh: floa
         lg, sc = lg[ok], sc[ok]
         keep = mask_nms(lg > 0, sc, nms)[:max_proposals]
         lg, sc = lg[keep], sc[keep]
-        emb = tuner.embeddings.get(it, tuner.device).float()
-        feats = features(emb, torch.sigmoid(lg), it.image_grid)
         on = (lg > 0).float()
         frame = torch.zeros(g.size, g.size, dtype=torch.bool, device=on.device)
         frame[[0, g.rows - 1], :g.cols] = True
         frame[:g.rows, [0, g.cols - 1]] = True
         border = (on * frame).flatten(1).sum(1) / frame.sum()
         large = on.flatten(1).sum(1) / float(g.rows * g.cols)
-        weak = tuner._dataset[it.index]["weak"]
+        sample = tuner._dataset[it.index]
+        weak = sample["weak"]
         if weak.tags is None:
             raise ConfigError(f"image {it.id!r} has no tags")
+        if features_kind is None:
+            feats = torch.zeros(len(sc), 0)
+        else:
+            image = it.view.crop(sample["image"])
+            feats = appearance_features(image, upsample_logits(tuner, it, lg) > 0, border.cpu())
+        if features_kind == "appearance+sam":
+            emb = tuner.embeddings.get(it, tuner.device).float()
+            feats = torch.cat([feats, features(emb, torch.sigmoid(lg), None).cpu()], 1)
         out.append(ImageProposals(it, lg.half().cpu(), sc.cpu(), feats.cpu(), border.cpu(),
                                   large.cpu(), weak.tags.bool().cpu()))
     return out
+
+
+FEATURE_KINDS = ("appearance", "appearance+sam")
+APPEARANCE_DIM = 22
+
+
+def upsample_logits(tuner, item, lg: torch.Tensor) -> torch.Tensor:
+    """[M, G, G] grid logits -> [M, vh, vw] logits over the item's view (on the CPU)."""
+    lg = lg.float()[:, None].to(tuner.device)
+    return tuner.psam.postprocess(lg, tuner.psam.input_size(item.view.size),
+                                  item.view.size)[:, 0].cpu()
+
+
+def texture_maps(image: torch.Tensor, scales: Sequence[int] = (1, 2, 4)) -> torch.Tensor:
+    """[4 * len(scales), H, W]: absolute grey-level differences along x, y and the two
+    diagonals, on the image averaged over ``s`` x ``s`` blocks for each scale ``s``
+    (brought back to full size)."""
+    grey = (image.float() / 255.0).mean(0)[None, None]
+    h, w = grey.shape[-2:]
+    maps = []
+    for s in scales:
+        g = F.avg_pool2d(grey, s, s, ceil_mode=True) if s > 1 else grey
+        dx = F.pad(g[..., :, 1:] - g[..., :, :-1], (0, 1, 0, 0), mode="replicate")
+        dy = F.pad(g[..., 1:, :] - g[..., :-1, :], (0, 0, 0, 1), mode="replicate")
+        m = torch.cat([dx.abs(), dy.abs(), (dx + dy).abs() / 2 ** 0.5,
+                       (dx - dy).abs() / 2 ** 0.5], 1)
+        if s > 1:
+            m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+        maps.append(m[0])
+    return torch.cat(maps, 0)
+
+
+def appearance_features(image: torch.Tensor, masks: torch.Tensor, border: torch.Tensor
+                        ) -> torch.Tensor:
+    """[M, 22] appearance of each binary mask [M, H, W] on the image uint8 [3, H, W]:
+    colour mean (3) and standard deviation (3) in [0, 1]; log(1e-3 + mean texture
+    energy) of :func:`texture_maps` (12); sqrt of the area share, log of the bounding
+    box's height / width, the share of that box the mask fills, and ``border`` (4)."""
+    m = masks.float()
+    h, w = m.shape[-2:]
+    wts = m.flatten(1)
+    den = wts.sum(1, keepdim=True).clamp_min(1)
+    px = (image.float() / 255.0).flatten(1)
+    mean = wts @ px.T / den
+    std = ((wts @ (px.T ** 2)) / den - mean ** 2).clamp_min(0).sqrt()
+    tex = torch.log(wts @ texture_maps(image).flatten(1).T / den + 1e-3)
+    rows = m.amax(2).sum(1)
+    cols = m.amax(1).sum(1)
+    area = wts.sum(1)
+    shape = torch.stack([(area / (h * w)).sqrt(), torch.log((rows + 1) / (cols + 1)),
+                         area / (rows * cols).clamp_min(1), border.float()], 1)
+    return torch.cat([mean, std, tex, shape], 1)
 
 
 def features(emb: torch.Tensor, probs: torch.Tensor, image_grid: Optional[torch.Tensor]
@@ -242,15 +316,12 @@ def tag_label_map(p: ImageProposals, cls: torch.Tensor, conf: torch.Tensor, tune
     known = cls >= 0
     if not bool(known.any()):
         return torch.full(it.size, 255, dtype=torch.long)
-    lg = p.logits.float()[known][:, None].to(tuner.device)
-    up = tuner.psam.postprocess(lg, tuner.psam.input_size(it.view.size), it.view.size)[:, 0].cpu()
-    probs = torch.sigmoid(up) * conf[known][:, None, None]
+    probs = torch.sigmoid(upsample_logits(tuner, it, p.logits[known]))
     unknown = ~known
-    out = compose(probs, cls[known], p.iou[known], threshold)
+    out = compose(probs, cls[known], p.iou[known] * conf[known], threshold)
     if bool(unknown.any()):  # proposals of unknown class: their confident pixels are 255
-        lg_u = p.logits.float()[unknown][:, None].to(tuner.device)
-        up_u = tuner.psam.postprocess(lg_u, tuner.psam.input_size(it.view.size), it.view.size)
-        covered = (torch.sigmoid(up_u[:, 0].cpu()) > threshold).any(0)
+        up_u = upsample_logits(tuner, it, p.logits[unknown])
+        covered = (torch.sigmoid(up_u) > threshold).any(0)
         mine = (probs > threshold).any(0) if len(probs) else torch.zeros_like(covered)
         out[covered & ~mine] = 255
     return out
@@ -260,8 +331,8 @@ def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_ki
                       rules, epochs: int, seed: int, device, progress: bool,
                       write: Callable[[torch.Tensor, str], None], cache_dir=None,
                       n_per_side: int = 8, head_lr: float = 1e-2,
-                      head_epochs: Optional[int] = None, max_proposals: int = 32
-                      ) -> Tuple[List[str], Dict]:
+                      head_epochs: Optional[int] = None, max_proposals: int = 32,
+                      tag_features: str = "appearance") -> Tuple[List[str], Dict]:
     """Pseudo-labels from tags (zero-shot or logic); see the module doc."""
     from .finetune import LogicFineTuner, load_rules
 
@@ -272,11 +343,13 @@ def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_ki
     tuner = LogicFineTuner(sam, rules=[], dataset_kind=dataset_kind, weak="tags", epochs=0,
                            seed=seed, device=device, progress=progress, cache_dir=cache_dir,
                            prompt_options={"n_per_side": n_per_side})
-    tuner.need = {"similar_right"}  # keeps the view image on the grid for colour features
     items = tuner.prepare(dataset, zero_shot=False)
-    props = make_proposals(tuner, items, max_proposals=max_proposals)
+    props = make_proposals(tuner, items, max_proposals=max_proposals,
+                           features_kind=tag_features if method == "logic" else None)
     num_classes = int(props[0].tags.numel()) if props else 21
     extra: Dict = {"proposals_per_image": float(sum(len(p.iou) for p in props)) / max(len(props), 1)}
+    if method == "logic":
+        extra["tag_features"] = tag_features
     head = None
     if method == "logic":
         from .finetune import default_rules

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--sam-type", default="embedded", help="embedded, vit_b, vit_l or vit_h")
     p.add_argument("--sam-checkpoint", type=Path, default=None)
     p.add_argument("--epochs", type=int, default=None,
-                   help="fine-tuning epochs (default: 20 for VOC boxes, 30 class-head epochs "
+                   help="fine-tuning epochs (default: 20 for VOC boxes, 60 class-head epochs "
                         "for tags, else 10)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=4)

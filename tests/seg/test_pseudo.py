@@ -199,6 +199,21 @@ def test_cli_logic_end_to_end_with_a_tiny_sam(synth_voc, tiny_checkpoint, tmp_pa
     assert len(list(tmp_path.glob("*.png"))) == 3
 
 
+@pytest.mark.parametrize("method", ["zero-shot", "logic"])
+def test_cli_tags_end_to_end_with_a_tiny_sam(synth_voc, tiny_checkpoint, tmp_path, method):
+    rc = _run("pseudo-label", "--dataset", "voc", "--root", synth_voc, "--weak", "tags",
+              "--method", method, "--out", tmp_path, "--sam-checkpoint", tiny_checkpoint,
+              "--epochs", "2", "--no-progress")
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["method"] == method and summary["proposals_per_image"] > 0
+    assert 0 <= summary["miou"] <= 1 and 0 < summary["coverage"] <= 1
+    if method == "logic":
+        assert summary["history"]["epochs"] == 2 and summary["tag_features"] == "appearance"
+        assert summary["coverage"] == pytest.approx(1.0)  # background or a tag everywhere
+    assert len(list(tmp_path.glob("*.png"))) == 3
+
+
 def test_cli_reports_a_bad_rule_file(synth_voc, tiny_checkpoint, tmp_path, capsys):
     bad = tmp_path / "bad.rules"
     bad.write_text("sort r\nsort y\nsort x\npredicate mask(r, y, x) logits\n"
