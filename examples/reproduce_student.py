@@ -62,6 +62,26 @@ def claims(kind: str, per_seed) -> dict:
     return out
 
 
+def ceiling_table(kind: str, per_seed) -> str:
+    """Each student's share of the ceiling: mean over seeds / ceiling mean, and the
+    per-seed ratios as mean ± std (the same seed's ceiling)."""
+    keys = CLAIM_KEYS[kind]
+    variants = [v for v in per_seed[0]["students"] if v != "gt"]
+    order = {v: i for i, v in enumerate(("weak-mask", "zero-shot", "logic", "logic+rules"))}
+    lines = ["| student | " + " | ".join(f"{k}: % of ceiling (per-seed ratio)" for k in keys) + " |",
+             "|" + "---|" * (len(keys) + 1)]
+    for v in sorted(variants, key=lambda v: (order.get(v, 99), v)):
+        cells = []
+        for k in keys:
+            x = np.array([m["students"][v][k] for m in per_seed])
+            c = np.array([m["students"]["gt"][k] for m in per_seed])
+            r = x / c
+            cells.append(f"{100 * x.mean() / c.mean():.1f}% ({100 * r.mean():.1f} ± "
+                         f"{100 * (r.std(ddof=1) if r.size > 1 else 0):.1f})")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/reproduce")
@@ -86,7 +106,7 @@ def main() -> int:
             per_seed.append(run(cfg, progress=False))
         setup_logging(out)  # the summary's own messages
         summary[kind] = {"per_seed": per_seed, "claims": claims(kind, per_seed)}
-        parts += [f"## {kind}", "", seeds_table(per_seed), ""]
+        parts += [f"## {kind}", "", seeds_table(per_seed), "", ceiling_table(kind, per_seed), ""]
         for k, c in summary[kind]["claims"].items():
             parts.append(f"- {k}: logic student {c['logic']:.3f} vs zero-shot student {c['zero_shot']:.3f} "
                          f"({'beats' if c['beats_zero_shot'] else 'does NOT beat'} it); "

@@ -340,7 +340,7 @@ class Pipeline:
             train = self.train_dataset()
             labels = PseudoLabels(self.pseudo_dir(base), self.kind)
         data = StudentDataset(train, labels, scfg.size, seed=self.cfg["seed"], hflip=scfg.hflip,
-                              scale=scfg.scale_aug,
+                              scale=scfg.scale_aug, jitter=scfg.color_jitter, boundary_ignore=scfg.boundary_ignore,
                               present=NUM_CLASSES[self.kind] if scfg.logic_rules and self.kind == "voc" else 0)
         sdir = self.student_dir(variant)
         hook = self.hooks.get("student_epoch")

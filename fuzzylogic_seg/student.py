@@ -60,6 +60,9 @@ class StudentConfig:
     weight_decay: float = 1e-4
     hflip: bool = True
     scale_aug: Optional[List[float]] = None  # [lo, hi]: random rescale then crop/pad to size (None: off)
+    color_jitter: float = 0.0  # s: brightness, contrast, saturation each scaled by U(1-s, 1+s) (0: off)
+    boundary_ignore: int = 0   # r: label pixels within r pixels of another class are ignored (VOC's void band)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (soft targets)
     logic_rules: Optional[str] = None   # rule file applied to the student's own softmax
     logic_weight: float = 0.1
     bn: str = "train"          # "train" | "frozen" (BatchNorm in eval mode: exact DDP equality)
@@ -71,6 +74,12 @@ class StudentConfig:
             raise ConfigError(f"student size {self.size} must be a multiple of 32 (the encoder's stride)")
         if self.scale_aug is not None and not (len(self.scale_aug) == 2 and 0 < self.scale_aug[0] <= self.scale_aug[1]):
             raise ConfigError(f"student scale_aug must be [lo, hi] with 0 < lo <= hi, got {self.scale_aug}")
+        if not 0 <= self.color_jitter < 1:
+            raise ConfigError(f"student color_jitter must be in [0, 1), got {self.color_jitter}")
+        if int(self.boundary_ignore) < 0 or int(self.boundary_ignore) != self.boundary_ignore:
+            raise ConfigError(f"student boundary_ignore must be an integer >= 0, got {self.boundary_ignore}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"student label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.bn not in ("train", "frozen"):
             raise ConfigError(f"student bn must be 'train' or 'frozen', got {self.bn!r}")
         for name in ("epochs", "batch_size"):
@@ -209,9 +218,44 @@ def letterbox_size(h: int, w: int, size: int) -> Tuple[int, int]:
 
 
 def normalize(image_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [3, H, W] (or float in [0, 1]) -> ImageNet-normalised float."""
     mean = torch.tensor(IMAGENET_MEAN, device=image_u8.device).view(-1, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=image_u8.device).view(-1, 1, 1)
-    return (image_u8.float() / 255.0 - mean) / std
+    x = image_u8.float() / 255.0 if not image_u8.is_floating_point() else image_u8
+    return (x - mean) / std
+
+
+def color_jitter(image_u8: torch.Tensor, valid: torch.Tensor, u: Sequence[float], strength: float) -> torch.Tensor:
+    """Photometric augmentation: brightness, contrast, saturation, each a factor
+    1 + strength * (2u - 1) for `u` in [0, 1)^3; contrast and saturation about
+    the valid pixels' mean grey. Returns float [3, H, W] in [0, 1], padding 0."""
+    x = image_u8.float() / 255.0
+    b, c, s = (1.0 + strength * (2 * v - 1) for v in u[:3])
+    m = valid.float()
+    x = x * b
+    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    mean = (grey * m).sum() / m.sum().clamp_min(1.0)
+    x = (x - mean) * c + mean
+    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    x = (x - grey) * s + grey
+    return x.clamp(0, 1) * m
+
+
+def boundary_void(label: torch.Tensor, radius: int) -> torch.Tensor:
+    """`label` [H, W] with every pixel within `radius` (Chebyshev) of a pixel of
+    another class set to IGNORE -- VOC's void band along outlines, for any label
+    map. Ignored pixels (and the frame) are not boundaries."""
+    if radius <= 0:
+        return label
+    lab = label.long()
+    known = lab != IGNORE
+    k = 2 * radius + 1
+    hi = F.max_pool2d(torch.where(known, lab, -1).float()[None, None], k, stride=1, padding=radius)[0, 0]
+    big = float(max(int(lab[known].max()) if known.any() else 0, 0) + 1)
+    lo = -F.max_pool2d(-torch.where(known, lab.float(), big)[None, None], k, stride=1, padding=radius)[0, 0]
+    out = lab.clone()
+    out[known & (hi != lo)] = IGNORE
+    return out
 
 
 def letterbox(image_u8: torch.Tensor, label: Optional[torch.Tensor], size: int):
@@ -279,10 +323,11 @@ class StudentDataset(torch.utils.data.Dataset):
 
     def __init__(self, base, labels: Callable[[Dict[str, Any]], torch.Tensor], size: int,
                  seed: int = 0, hflip: bool = True, cache: Optional[bool] = None, present: int = 0,
-                 scale: Optional[Sequence[float]] = None):
+                 scale: Optional[Sequence[float]] = None, jitter: float = 0.0, boundary_ignore: int = 0):
         self.base, self.labels, self.size = base, labels, size
         self.seed, self.hflip, self.epoch, self.present = seed, hflip, 0, present
         self.scale = tuple(scale) if scale else None
+        self.jitter, self.boundary_ignore = float(jitter), int(boundary_ignore)
         self.cache = len(base) <= 2000 if cache is None else cache
         self._memo: Dict[int, Tuple] = {}
 
@@ -297,6 +342,7 @@ class StudentDataset(torch.utils.data.Dataset):
             return self._memo[i]
         sample = self.base[i]
         img, lab, valid = letterbox(torch.as_tensor(sample["image"]), self.labels(sample), self.size)
+        lab = boundary_void(lab, self.boundary_ignore)
         item = (sample["id"], img, lab, valid, present_classes(sample, self.present) if self.present else None)
         if self.cache:
             self._memo[i] = item
@@ -310,6 +356,9 @@ class StudentDataset(torch.utils.data.Dataset):
             img, lab, valid = rescale_crop(img, lab, valid, factor, u[1], u[2])
         if self.hflip and torch.rand(1, generator=D.generator(self.seed, 11, self.epoch, i)).item() < 0.5:
             img, lab, valid = img.flip(-1), lab.flip(-1), valid.flip(-1)
+        if self.jitter > 0:
+            u = torch.rand(3, generator=D.generator(self.seed, 17, self.epoch, i)).tolist()
+            img = color_jitter(img, valid, u, self.jitter)
         out = {"id": sid, "image": normalize(img), "label": lab, "valid": valid}
         if present is not None:
             out["present"] = present
@@ -396,13 +445,14 @@ class StudentLogic:
 
 
 # ------------------------------------------------------------------- training
-def per_image_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def per_image_ce(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean over images of each image's mean cross-entropy over its labelled pixels.
 
     Per-image means make a global batch split over DDP ranks average to the
     same value as the whole batch in one process.
     """
-    ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE, reduction="none")
+    ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE, reduction="none",
+                         label_smoothing=label_smoothing)
     valid = (labels != IGNORE).float()
     per = (ce * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1.0)
     return per.mean()
@@ -514,7 +564,7 @@ def train_student(
             y = batch["label"].to(device, non_blocking=True)
             with _autocast(device, use_amp):
                 logits = net(x)
-            ce = per_image_ce(logits, y)
+            ce = per_image_ce(logits, y, cfg.label_smoothing)
             loss = ce
             if logic is not None:
                 lg, sats = logic(logits.float(), {k: v for k, v in batch.items() if k != "image"})

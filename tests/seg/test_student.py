@@ -323,3 +323,84 @@ def test_scale_augmentation_keeps_labels_on_their_pixels():
     assert len(seen) > 3  # the scale did change from epoch to epoch
     with pytest.raises(ConfigError, match="scale_aug"):
         S.StudentConfig(scale_aug=[1.5, 0.5])
+
+
+def _void_reference(lab: torch.Tensor, r: int) -> torch.Tensor:
+    """Loop reference: a labelled pixel is void when any labelled pixel within
+    Chebyshev distance r has another class."""
+    H, W = lab.shape
+    out = lab.clone()
+    for y in range(H):
+        for x in range(W):
+            c = int(lab[y, x])
+            if c == 255:
+                continue
+            win = lab[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1]
+            win = win[win != 255]
+            if (win != c).any():
+                out[y, x] = 255
+    return out
+
+
+@pytest.mark.parametrize("r", [1, 2])
+def test_boundary_void_matches_loops(r):
+    g = torch.Generator().manual_seed(r)
+    lab = torch.zeros(20, 23, dtype=torch.long)
+    lab[3:12, 4:15] = 5
+    lab[8:18, 10:20] = 2
+    lab[0, :] = 255
+    lab[torch.rand(20, 23, generator=g) < 0.05] = 255
+    assert torch.equal(S.boundary_void(lab, r), _void_reference(lab, r))
+    assert torch.equal(S.boundary_void(lab, 0), lab)
+    # a uniform map (and one with only ignored pixels beside it) has no boundary
+    flat = torch.full((6, 6), 3, dtype=torch.long)
+    flat[:, 4:] = 255
+    assert torch.equal(S.boundary_void(flat, 2), flat)
+
+
+def test_color_jitter_factors_and_determinism():
+    img = torch.tensor([[[10, 200]], [[40, 100]], [[90, 30]]], dtype=torch.uint8)  # [3, 1, 2]
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    x = img.float() / 255
+    # u = 0.5 is the identity
+    assert torch.allclose(S.color_jitter(img, valid, [0.5, 0.5, 0.5], 0.4), x, atol=1e-6)
+    # brightness alone multiplies every channel by 1 + s (2u - 1)
+    assert torch.allclose(S.color_jitter(img, valid, [0.75, 0.5, 0.5], 0.4), (x * 1.2).clamp(0, 1), atol=1e-6)
+    # saturation 0 (u = 0, s = 1 is outside the allowed range, so use the formula at s = 0.8, u = 0.0 -> 0.2)
+    y = S.color_jitter(img, valid, [0.5, 0.5, 0.0], 0.8)
+    grey = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+    assert torch.allclose(y, (grey + (x - grey) * 0.2).clamp(0, 1), atol=1e-6)
+    # padding stays 0
+    v = torch.tensor([[True, False]])
+    assert (S.color_jitter(img, v, [0.9, 0.1, 0.7], 0.3)[:, 0, 1] == 0).all()
+    # in a data set: a function of (seed, epoch, index), and off by default
+    base = [{"id": "a", "image": img.repeat(1, 20, 10), "gt": torch.zeros(20, 20, dtype=torch.long)}]
+    d = S.StudentDataset(base, S.GroundTruth(), 32, hflip=False, jitter=0.3)
+    d.set_epoch(1)
+    assert torch.equal(d[0]["image"], d[0]["image"])
+    d.set_epoch(2)
+    e2 = d[0]["image"]
+    d.set_epoch(1)
+    assert not torch.equal(d[0]["image"], e2)
+    with pytest.raises(ConfigError, match="color_jitter"):
+        S.StudentConfig(color_jitter=1.5)
+    with pytest.raises(ConfigError, match="boundary_ignore"):
+        S.StudentConfig(boundary_ignore=-1)
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        S.StudentConfig(label_smoothing=1.0)
+
+
+def test_boundary_ignore_in_the_dataset_and_label_smoothing():
+    ds = Discs(2)
+    d = S.StudentDataset(ds, S.GroundTruth(), 64, hflip=False, boundary_ignore=2)
+    plain = S.StudentDataset(ds, S.GroundTruth(), 64, hflip=False)
+    lab, ref = d[0]["label"], plain[0]["label"]
+    assert torch.equal(lab, S.boundary_void(ref, 2)) and (lab == 255).sum() > (ref == 255).sum()
+    # label smoothing: torch's definition (1 - e) * CE + e * mean over classes of -log p
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 4, 4, generator=g)
+    labels = torch.randint(0, 3, (2, 4, 4), generator=g)
+    logp = logits.log_softmax(1)
+    nll = -logp.gather(1, labels[:, None])[:, 0]
+    want = (0.9 * nll + 0.1 * (-logp.mean(1))).flatten(1).mean(1).mean()
+    assert torch.allclose(S.per_image_ce(logits, labels, 0.1), want, atol=1e-6)
