@@ -328,8 +328,8 @@ class Pipeline:
         return C.fingerprint(*parts)
 
     def run_student(self, variant: str) -> Dict[str, Any]:
-        from .student import (NUM_CLASSES, GroundTruth, Student, StudentDataset, predict_dataset, save_student,
-                              train_student)
+        from .student import (NUM_CLASSES, GroundTruth, Student, StudentDataset, StudentLogic, predict_dataset,
+                              save_student, train_student)
 
         scfg = C.student_config(self.cfg, variant)
         base = C.variant_labels(variant)
@@ -341,7 +341,8 @@ class Pipeline:
             labels = PseudoLabels(self.pseudo_dir(base), self.kind)
         data = StudentDataset(train, labels, scfg.size, seed=self.cfg["seed"], hflip=scfg.hflip,
                               scale=scfg.scale_aug, jitter=scfg.color_jitter, boundary_ignore=scfg.boundary_ignore,
-                              present=NUM_CLASSES[self.kind] if scfg.logic_rules and self.kind == "voc" else 0)
+                              present=NUM_CLASSES[self.kind] if scfg.logic_rules and self.kind == "voc" else 0,
+                              boxes=bool(scfg.logic_rules) and StudentLogic(scfg.logic_rules, self.kind).needs_boxes)
         sdir = self.student_dir(variant)
         hook = self.hooks.get("student_epoch")
         result = train_student(

@@ -318,13 +318,20 @@ class StudentDataset(torch.utils.data.Dataset):
     Flips are drawn from (seed, epoch, index) so a resumed epoch repeats the
     interrupted one exactly; `set_epoch` before iterating. Letterboxed uint8
     images are cached in memory when `cache` (small data sets). `present=C`
-    adds each image's :func:`present_classes` vector of C classes.
+    adds each image's :func:`present_classes` vector of C classes. `boxes=True`
+    (with `present=C`) adds ``inbox`` [C, S, S] bool: the pixel lies in a weak
+    box of that class, rasterised at the image's own size (pixel centre inside
+    the half-open box) and then letterboxed, rescaled, cropped and flipped
+    exactly like the label (nearest pixel centre; 0 on padding).
     """
 
     def __init__(self, base, labels: Callable[[Dict[str, Any]], torch.Tensor], size: int,
                  seed: int = 0, hflip: bool = True, cache: Optional[bool] = None, present: int = 0,
-                 scale: Optional[Sequence[float]] = None, jitter: float = 0.0, boundary_ignore: int = 0):
-        self.base, self.labels, self.size = base, labels, size
+                 scale: Optional[Sequence[float]] = None, jitter: float = 0.0, boundary_ignore: int = 0,
+                 boxes: bool = False):
+        if boxes and not present:
+            raise ConfigError("StudentDataset: boxes=True needs present=<number of classes>")
+        self.base, self.labels, self.size, self.boxes = base, labels, size, bool(boxes)
         self.seed, self.hflip, self.epoch, self.present = seed, hflip, 0, present
         self.scale = tuple(scale) if scale else None
         self.jitter, self.boundary_ignore = float(jitter), int(boundary_ignore)
@@ -343,26 +350,84 @@ class StudentDataset(torch.utils.data.Dataset):
         sample = self.base[i]
         img, lab, valid = letterbox(torch.as_tensor(sample["image"]), self.labels(sample), self.size)
         lab = boundary_void(lab, self.boundary_ignore)
-        item = (sample["id"], img, lab, valid, present_classes(sample, self.present) if self.present else None)
+        present = present_classes(sample, self.present) if self.present else None
+        if self.boxes:  # (classes [K], their box maps [K, S, S]): compact for the cache
+            present = (present, *letterbox_box_maps(sample, self.present, self.size))
+        item = (sample["id"], img, lab, valid, present)
         if self.cache:
             self._memo[i] = item
         return item
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
         sid, img, lab, valid, present = self._load(i)
+        maps = None
+        if self.boxes:
+            present, box_classes, maps = present
         if self.scale:
             u = torch.rand(3, generator=D.generator(self.seed, 13, self.epoch, i)).tolist()
             factor = self.scale[0] + u[0] * (self.scale[1] - self.scale[0])
+            if maps is not None:
+                maps = rescale_crop_maps(maps, factor, u[1], u[2])
             img, lab, valid = rescale_crop(img, lab, valid, factor, u[1], u[2])
         if self.hflip and torch.rand(1, generator=D.generator(self.seed, 11, self.epoch, i)).item() < 0.5:
             img, lab, valid = img.flip(-1), lab.flip(-1), valid.flip(-1)
+            if maps is not None:
+                maps = maps.flip(-1)
         if self.jitter > 0:
             u = torch.rand(3, generator=D.generator(self.seed, 17, self.epoch, i)).tolist()
             img = color_jitter(img, valid, u, self.jitter)
         out = {"id": sid, "image": normalize(img), "label": lab, "valid": valid}
         if present is not None:
             out["present"] = present
+        if maps is not None:
+            inbox = torch.zeros(self.present, *maps.shape[-2:], dtype=torch.bool)
+            inbox[box_classes] = maps
+            out["inbox"] = inbox
         return out
+
+
+def _resize_maps(maps: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """bool [K, H, W] -> [K, h, w] by nearest pixel centre (resize_labels per map)."""
+    if maps.shape[0] == 0:
+        return torch.zeros(0, *size, dtype=torch.bool)
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps.clone()
+    return F.interpolate(maps[None].float(), size=tuple(size), mode="nearest-exact")[0] > 0.5
+
+
+def letterbox_box_maps(sample: Dict[str, Any], num_classes: int, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(classes [K], bool [K, S, S]): for each class with a weak box, the union of
+    its boxes rasterised at the image's size (pixel centre in the half-open box,
+    :func:`fuzzylogic_seg.compose.box_pixels`), then letterboxed like the label."""
+    from .compose import box_pixels
+
+    weak = sample.get("weak")
+    if weak is None or weak.boxes.shape[0] == 0:
+        raise DatasetError(f"sample {sample.get('id')} has no weak boxes for the student's box rules "
+                           f"(box facts need weak labels with boxes)")
+    _, h, w = torch.as_tensor(sample["image"]).shape
+    labels = weak.box_labels.long()
+    keep = (labels >= 0) & (labels < num_classes)
+    classes = labels[keep].unique()
+    full = torch.zeros(len(classes), h, w, dtype=torch.bool)
+    for b, c in zip(weak.boxes[keep], labels[keep]):
+        x0, y0, x1, y1 = box_pixels(b, h, w)
+        full[int((classes == c).nonzero()[0, 0]), y0:y1, x0:x1] = True
+    nh, nw = letterbox_size(h, w, size)
+    out = torch.zeros(len(classes), size, size, dtype=torch.bool)
+    out[:, :nh, :nw] = _resize_maps(full, (nh, nw))
+    return classes, out
+
+
+def rescale_crop_maps(maps: torch.Tensor, factor: float, fy: float, fx: float) -> torch.Tensor:
+    """:func:`rescale_crop` for bool maps [K, S, S] (padding False)."""
+    size = maps.shape[-1]
+    n = max(1, round(size * factor))
+    maps = _resize_maps(maps, (n, n))
+    if n >= size:
+        y, x = int(fy * (n - size)), int(fx * (n - size))
+        return maps[:, y:y + size, x:x + size]
+    return F.pad(maps, (0, size - n, 0, size - n))
 
 
 def present_classes(sample: Dict[str, Any], num_classes: int) -> torch.Tensor:
@@ -402,11 +467,30 @@ def _refuge_facts(logits: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, torc
     }
 
 
+VOC_BOX_FACTS = ("inbox", "outside", "rowin", "colin", "valid", "boxed")
+
+
 def _voc_facts(logits: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """Facts for a VOC student: seg(class, pixel) logits [B, C, H, W]; present(class) [B, C]."""
+    """Facts for a VOC student: seg(class, pixel) logits [B, C, H, W]; present(class) [B, C].
+
+    With the training items' weak boxes (``batch["inbox"]``, StudentDataset
+    ``boxes=True``), also, as 0/1 floats at the student's resolution and after
+    its augmentation: inbox(class, row, col) [B, C, H, W] (in a box of that
+    class), rowin(class, row) [B, C, H] and colin(class, col) [B, C, W] (the
+    row / column crosses such a box), outside(row, col) [B, H, W] (an image
+    pixel in no box), valid(row, col) [B, H, W] (an image pixel, not padding)
+    and boxed(class) [B, C] (a box of the class is in view). Rule files that use
+    them make the pipeline build the dataset with ``boxes=True``
+    (:attr:`StudentLogic.needs_boxes`); examples/rules/student_voc.rules.
+    """
     facts = {"seg": logits.float()}
     if "present" in batch:
         facts["present"] = batch["present"].to(logits.device).float()
+    if "inbox" in batch:
+        inbox = batch["inbox"].to(logits.device).float()
+        valid = batch["valid"].to(logits.device).float()
+        facts.update(inbox=inbox, rowin=inbox.amax(3), colin=inbox.amax(2), valid=valid,
+                     outside=valid * (1 - inbox.amax(1)), boxed=inbox.flatten(2).amax(2))
     return facts
 
 
@@ -430,7 +514,9 @@ class StudentLogic:
         self.facts = STUDENT_FACTS[kind]
         self.predicates = tuple(self.theory.required_facts)
         self.pixel_domain = "pixel" in self.theory.sorts
-        probe = {"present": torch.ones(1, NUM_CLASSES[kind])}
+        self.needs_boxes = kind == "voc" and bool(set(self.predicates) & set(VOC_BOX_FACTS))
+        probe = {"present": torch.ones(1, NUM_CLASSES[kind]), "valid": torch.ones(1, 4, 4, dtype=torch.bool),
+                 "inbox": torch.ones(1, NUM_CLASSES[kind], 4, 4, dtype=torch.bool)}
         available = set(self.facts(torch.zeros(1, NUM_CLASSES[kind], 4, 4), probe))
         unknown = set(self.predicates) - available
         if unknown:

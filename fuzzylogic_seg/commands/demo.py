@@ -32,8 +32,8 @@ DEMO: Dict[str, Dict[str, Any]] = {
         "synth": {"n_train": 48, "n_val": 24, "classes": ["aeroplane", "car", "cat", "person"]},
         # fine-tuning as docs/FINETUNE.md recommends for these sets (VOC 20 epochs, REFUGE 10)
         "config": {"dataset": "voc", "weak": "boxes", "finetune": {"epochs": 20, "lr": 3e-4},
-                   "student": {**STUDENT, "size": 160},
-                   "students": ["logic", "zero-shot", "gt"], "main_student": "logic"},
+                   "student": {**STUDENT, "size": 160, "logic_rules": str(RULES / "student_voc.rules")},
+                   "students": ["logic", "zero-shot", "gt", "logic+rules"], "main_student": "logic"},
     },
     "refuge": {
         "synth": {"n_train": 40, "n_val": 20},

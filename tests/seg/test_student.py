@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from fuzzylogic_seg import student as S
@@ -404,3 +405,121 @@ def test_boundary_ignore_in_the_dataset_and_label_smoothing():
     nll = -logp.gather(1, labels[:, None])[:, 0]
     want = (0.9 * nll + 0.1 * (-logp.mean(1))).flatten(1).mean(1).mean()
     assert torch.allclose(S.per_image_ce(logits, labels, 0.1), want, atol=1e-6)
+
+
+# ------------------------------------------------------- VOC box facts and rules
+def _boxed_samples(n=3, hw=(10, 16)):
+    """VOC-like samples whose ground truth paints the weak boxes (no overlap), so
+    the label path is an independent reference for the box maps."""
+    from fuzzylogic_seg.weak.types import WeakLabels
+
+    boxes = [([[2.0, 1, 10, 6], [11, 4, 15, 9]], [3, 8]), ([[0.0, 0, 5, 10]], [15]), ([[3.0, 2, 14, 8]], [3])]
+    out = []
+    for i in range(n):
+        b, lab = boxes[i % len(boxes)]
+        gt = torch.zeros(hw, dtype=torch.long)
+        for (x0, y0, x1, y1), c in zip(b, lab):
+            gt[int(y0):int(y1), int(x0):int(x1)] = c
+        img = (torch.rand(3, *hw, generator=torch.Generator().manual_seed(i)) * 255).to(torch.uint8)
+        out.append({"id": f"b{i}", "image": img, "gt": gt,
+                    "weak": WeakLabels(boxes=torch.tensor(b), box_labels=torch.tensor(lab), size=hw)})
+    return out
+
+
+def test_box_facts_follow_letterbox_and_flip_exactly():
+    base = _boxed_samples(1)
+    # 10 x 16 -> 20 x 32 in a 32 x 32 letterbox: every image pixel becomes 2 x 2
+    plain = S.StudentDataset(base, S.GroundTruth(), 32, present=21, boxes=True, hflip=False)[0]
+    ref = torch.zeros(21, 32, 32, dtype=torch.bool)
+    ref[3, 2:12, 4:20] = True   # box x 2..10, y 1..6 (half-open) times 2
+    ref[8, 8:18, 22:30] = True  # box x 11..15, y 4..9
+    assert torch.equal(plain["inbox"], ref)
+    flips = S.StudentDataset(base, S.GroundTruth(), 32, present=21, boxes=True, hflip=True, seed=3)
+    seen = set()
+    for epoch in range(8):
+        flips.set_epoch(epoch)
+        item = flips[0]
+        flipped = torch.equal(item["image"], plain["image"].flip(-1))  # the image says whether it flipped
+        assert flipped or torch.equal(item["image"], plain["image"])
+        seen.add(flipped)
+        assert torch.equal(item["inbox"], ref.flip(-1) if flipped else ref)
+    assert seen == {True, False}
+
+
+def test_box_facts_follow_the_scale_augmentation_like_the_labels():
+    base = _boxed_samples(3)
+    data = S.StudentDataset(base, S.GroundTruth(), 64, present=21, boxes=True, scale=(0.5, 1.6), seed=1)
+    plain = S.StudentDataset(base, S.GroundTruth(), 64, present=21, scale=(0.5, 1.6), seed=1)
+    for epoch in range(4):
+        data.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        for i in range(3):
+            a, b = data[i], plain[i]
+            for k in ("image", "label", "valid", "present"):  # the box maps change nothing else
+                assert torch.equal(a[k], b[k])
+            lab = a["label"]
+            for c in range(21):  # painted boxes: the label path is the reference
+                assert torch.equal(a["inbox"][c], lab == c if c else torch.zeros_like(lab, dtype=torch.bool))
+            assert torch.equal(a["inbox"], data[i]["inbox"])  # deterministic
+
+
+def test_voc_box_rules_bind_and_give_a_finite_loss_with_gradients():
+    from fuzzylogic_seg.rulefiles import rules_dir
+
+    logic = S.StudentLogic(str(rules_dir() / "student_voc.rules"), "voc")
+    assert logic.needs_boxes
+    assert not S.StudentLogic(str(rules_dir() / "student_refuge.rules"), "refuge").needs_boxes
+    data = S.StudentDataset(_boxed_samples(3), S.GroundTruth(), 32, present=21, boxes=True)
+    batch = torch.utils.data.default_collate([data[i] for i in range(3)])
+    # a student that predicts the painted boxes satisfies every rule
+    perfect = F.one_hot(batch["label"].clamp(0, 20), 21).permute(0, 3, 1, 2).float() * 30
+    loss, sats = logic(perfect, batch)
+    assert float(loss) < 1e-3 and all(float(v) > 0.999 for v in sats.values())
+    # all background: the boxes hold nothing (rows / cols fail), the other rules hold
+    bg = torch.zeros(3, 21, 32, 32)
+    bg[:, 0] = 30
+    _, sats = logic(bg, batch)
+    assert float(sats["box_rows"]) < 1e-3 and float(sats["box_cols"]) < 1e-3
+    assert float(sats["only_in_boxes"]) > 0.999 and float(sats["absent_classes_absent"]) > 0.999
+    logits = torch.randn(3, 21, 32, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    loss, _ = logic(logits, batch)
+    loss.backward()
+    assert torch.isfinite(loss.detach()) and float(loss.detach()) > 0
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    # outside is exactly the image pixels in no box
+    f = S.STUDENT_FACTS["voc"](logits, batch)
+    assert torch.equal(f["outside"].bool(), batch["valid"] & (batch["label"] == 0))
+    with pytest.raises(DatasetError, match="no weak boxes"):
+        from fuzzylogic_seg.weak.types import WeakLabels
+
+        s = dict(_boxed_samples(1)[0], weak=WeakLabels(tags=torch.ones(21, dtype=torch.bool), size=(10, 16)))
+        S.StudentDataset([s], S.GroundTruth(), 32, present=21, boxes=True)[0]
+
+
+def test_training_with_box_rules_is_deterministic_and_resumes_exactly(tmp_path):
+    from fuzzylogic_seg.rulefiles import rules_dir
+
+    cfg = dict(epochs=2, logic_rules=str(rules_dir() / "student_voc.rules"), size=32, scale_aug=[0.8, 1.2])
+
+    def train(d, hook=None):
+        data = S.StudentDataset(_boxed_samples(4), S.GroundTruth(), 32, present=21, boxes=True,
+                                scale=(0.8, 1.2))
+        return S.train_student(tiny(**cfg), data, "voc", d, fingerprint="f", log=lambda m: None,
+                               on_epoch_end=hook, progress=False)
+
+    full = train(tmp_path / "a")
+    assert full.history[-1]["rules"].keys() == {"only_in_boxes", "absent_classes_absent", "box_rows", "box_cols"}
+
+    class Crash(Exception):
+        pass
+
+    def crash(epoch, rec):
+        if epoch == 0:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(tmp_path / "c", hook=crash)
+    resumed = train(tmp_path / "c")
+    assert resumed.resumed_from == 1
+    assert state_equal(full.model.state_dict(), resumed.model.state_dict())
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
