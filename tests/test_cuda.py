@@ -2,7 +2,8 @@
 
 Run on a GPU machine with ``pytest -m cuda``; CI (CPU only) skips them.
 ``FUZZYSEG_TEST_DEVICE=cpu`` runs the same code paths on the CPU (a check of
-the tests themselves where no GPU is present).
+the tests themselves where no GPU is present); ``FUZZYSEG_TEST_INDUCTOR=1``
+compiles with inductor there too (as on CUDA) instead of aot_eager.
 """
 import os
 

@@ -47,6 +47,20 @@ def tiny(**kw) -> S.StudentConfig:
     return S.StudentConfig(**{**TINY, **kw})
 
 
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_epoch(train, out, epoch: int) -> None:
+    """Run ``train(out, hook=...)`` and interrupt it at the end of ``epoch``."""
+    def crash(e, rec):
+        if e == epoch:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(out, hook=crash)
+
+
 def state_equal(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -165,15 +179,7 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     assert state_equal(full.model.state_dict(), again.model.state_dict())
     assert full.history == [dict(r, seconds=a["seconds"]) for r, a in zip(again.history, full.history)]
 
-    class Crash(Exception):
-        pass
-
-    def crash(epoch, rec):
-        if epoch == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        _train(tmp_path / "c", hook=crash)
+    _crash_after_epoch(_train, tmp_path / "c", 1)
     assert (tmp_path / "c" / "checkpoint.pt").is_file()
     resumed = _train(tmp_path / "c")
     assert resumed.resumed_from == 2
@@ -510,15 +516,7 @@ def test_training_with_box_rules_is_deterministic_and_resumes_exactly(tmp_path):
     full = train(tmp_path / "a")
     assert full.history[-1]["rules"].keys() == {"only_in_boxes", "absent_classes_absent", "box_rows", "box_cols"}
 
-    class Crash(Exception):
-        pass
-
-    def crash(epoch, rec):
-        if epoch == 0:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(tmp_path / "c", hook=crash)
+    _crash_after_epoch(train, tmp_path / "c", 0)
     resumed = train(tmp_path / "c")
     assert resumed.resumed_from == 1
     assert state_equal(full.model.state_dict(), resumed.model.state_dict())
