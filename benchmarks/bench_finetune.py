@@ -4,6 +4,7 @@ share of a step spent in the logic loss (goal: under 10%).
     .venv/bin/python benchmarks/bench_finetune.py [--device cpu|cuda] [--steps 30]
         [--rules examples/rules/voc_boxes.rules] [--dataset voc|refuge]
         [--batch-size 4] [--sam-type embedded --sam-checkpoint FILE] [--out FILE.json]
+        [--compile-loss default|reduce-overhead|...] [--dense-guards]
 
 Per-part times are medians over the steps (robust to other processes on a
 shared machine); steps/s is also given from the wall clock. A step is: decode the prompts of a batch of images from their cached image
@@ -11,7 +12,8 @@ embeddings, build the facts, evaluate the compiled theory and take its
 gradient with respect to the mask logits ("logic"), back-propagate that
 gradient through the decoder and step AdamW. Each part is timed on its own
 (with a device synchronisation between parts on CUDA); "logic share" is the
-logic part over the whole step. The data: the embedded synthetic set of the
+logic part over the whole step. With ``--compile-loss`` the logic part runs
+through torch.compile (compiled during the warm-up steps). The data: the embedded synthetic set of the
 chosen kind (a few images, generated in a temporary folder), weak labels
 only. Without shipped embedded SAM weights the architecture is used with
 random weights (same cost).
@@ -61,6 +63,14 @@ def dataset(kind: str, root: str, n: int):
     return REFUGE(root, "train", with_gt=False, kinds=("boxes",))
 
 
+def compile_option(name):
+    if name is None:
+        return False
+    if name == "aot_eager":
+        return {"backend": "aot_eager"}
+    return True if name == "default" else name
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -73,10 +83,22 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sam-type", default="embedded")
     ap.add_argument("--sam-checkpoint", default=None)
+    ap.add_argument("--compile-loss", default=None, metavar="MODE",
+                    help="torch.compile the logic loss: default, reduce-overhead (CUDA graphs), "
+                         "max-autotune-no-cudagraphs, or aot_eager (a backend, for checking)")
+    ap.add_argument("--dense-guards", action="store_true",
+                    help="evaluate guarded quantifier bodies densely (fuzzylogic.compiler."
+                         "sparse_guards(False)), to compare with the default sparse CPU path")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from fuzzylogic.compiler import sparse_guards
 
+    with sparse_guards(not args.dense_guards):
+        return _run(args)
+
+
+def _run(args):
     from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
 
     rules = args.rules or str(default_rules(args.dataset, "boxes"))
@@ -85,7 +107,8 @@ def main(argv=None):
         ds = dataset(args.dataset, os.path.join(tmp, "data"), args.images)
         tuner = LogicFineTuner(sam, rules=[rules], dataset_kind=args.dataset, weak="boxes",
                                batch_size=args.batch_size, device=args.device, progress=False,
-                               cache_dir=os.path.join(tmp, "cache"))
+                               cache_dir=os.path.join(tmp, "cache"),
+                               compile_loss=compile_option(args.compile_loss))
         t0 = time.perf_counter()
         items = tuner.prepare(ds)
         prep = time.perf_counter() - t0
@@ -112,7 +135,9 @@ def main(argv=None):
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else
         f"CPU, {args.threads} thread(s)",
         "sam": f"{args.sam_type} ({weights})", "dataset": args.dataset, "rules": rules,
+        "compile_loss": args.compile_loss or "eager",
         "grid": tuner.grid_size, "batch_size": args.batch_size, "steps": steps,
+        "sparse_guards": not args.dense_guards,
         "steps_per_second": steps / wall,
         "images_per_second": steps * args.batch_size / wall,
         "steps_per_second_median": 1.0 / total,

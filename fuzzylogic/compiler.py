@@ -12,6 +12,8 @@ every batch and image size.
 
 ``compile`` is cached on (text, source, semantics): compiling the same rule
 text again returns the same :class:`Theory` object.
+
+Sparse guards (CPU, eager): see :mod:`fuzzylogic.sparse`.
 """
 from __future__ import annotations
 
@@ -24,11 +26,13 @@ import torch
 
 from . import ast
 from . import operators as ops
+from . import sparse as _sparse
 from .errors import CheckError, FuzzyLogicError, IncludeError, SemanticsError
 from .operators import TruthValue, get_operator
 from .semantics import Semantics, resolve
+from .sparse import sparse_guards
 
-__all__ = ["compile", "load", "compile_program", "cache_info", "cache_clear"]
+__all__ = ["compile", "load", "compile_program", "cache_info", "cache_clear", "sparse_guards"]
 
 
 # ------------------------------------------------------------------ scope
@@ -94,6 +98,8 @@ class AtomNode(Node):
         return t
 
     def __call__(self, ctx) -> TruthValue:
+        if ctx.compacted:
+            return ctx.gather_atom(self)
         cached = ctx.atoms.get(self.key)
         if cached is not None:
             return cached
@@ -196,12 +202,22 @@ class QuantNode(Node):
     """∀/∃ over ``variables``: reduces the trailing axes [outer_rank, inner_rank)."""
 
     __slots__ = ("kind", "spec", "params", "stable", "body", "guard", "vars", "outer_rank",
-                 "inner_rank")
+                 "inner_rank", "elementwise", "heavy", "sparse", "scope")
 
-    def __init__(self, kind, spec, params, stable, body, guard, vars, outer_rank, inner_rank):
+    def __init__(self, kind, spec, params, stable, body, guard, vars, outer_rank, inner_rank,
+                 scope=()):
         self.kind, self.spec, self.params, self.stable = kind, spec, params, stable
         self.body, self.guard, self.vars = body, guard, tuple(vars)
         self.outer_rank, self.inner_rank = outer_rank, inner_rank
+        self.scope = tuple(scope)  # the sorts of every variable in scope, outermost first
+        # elementwise: no quantifier inside (can be compacted); heavy: computes
+        # something beyond (negated) atoms, so compacting it saves work.
+        self.elementwise, self.heavy = _body_info(body) if body is not None else (False, False)
+        # whether this quantifier or one nested in it may evaluate a body sparsely
+        # (measured: gathering and scattering cost more than a light body, even
+        # with its reduction)
+        self.sparse = (spec is not None and spec.ignores_zero_weight
+                       and (self.heavy if self.elementwise else _nested_sparse(body)))
 
     def sizes(self, ctx) -> Tuple[int, ...]:
         out: Tuple[int, ...] = ()
@@ -217,24 +233,60 @@ class QuantNode(Node):
         w = self.guard(ctx).p
         return w if m is None else w * m
 
+    def keep(self, ctx, w) -> Optional[Tuple[torch.Tensor, ...]]:
+        """The cells whose body values matter: those where every tensor of the
+        returned tuple is nonzero (all >= 0; None: every cell).
+
+        A cell of weight 0 does not matter to an operator that ignores zero
+        weights, unless the weight needs a gradient (d/dw there depends on the
+        body); cells that the enclosing quantifiers ignore do not matter either.
+        (Factors, not their product: a product of tiny weights may underflow.)"""
+        keep = ctx.relevance or ()
+        if w is not None and not w.requires_grad:
+            if self.guard is not None or not _sparse.domains_full(ctx, self.vars):
+                keep = keep + (w,)
+        return keep or None
+
     def __call__(self, ctx) -> TruthValue:
         identity = ops.FORALL_IDENTITY if self.kind == "forall" else ops.EXISTS_IDENTITY
         sizes = self.sizes(ctx)
         if any(s == 0 for s in sizes):
             return ctx.constant_value(identity, self.outer_rank)
-        body = self.body(ctx)
-        w = self.weight(ctx)
-        full = (-1,) * self.outer_rank + sizes
+        if not (self.sparse and _sparse.enabled(ctx)):  # the dense path (GPU, torch.compile)
+            body = self._body(ctx, None)
+            return self.reduce(body, self.weight(ctx), self.outer_rank, sizes, identity)
+        w = self.weight(ctx)  # first: it decides which cells the body needs
+        keep = self.keep(ctx, w)
+        if keep is not None and self.elementwise:
+            out = _sparse.compacted(self, ctx, keep, w, sizes, identity)
+            if out is not None:
+                return out
+        return self.reduce(self._body(ctx, keep), w, self.outer_rank, sizes, identity)
+
+    def _body(self, ctx, keep) -> TruthValue:
+        """The dense body; ``keep``: what of it matters to the nested quantifiers."""
+        if self.elementwise or (keep is None and ctx.relevance is None):
+            return self.body(ctx)
+        prev, ctx.relevance = ctx.relevance, keep
+        try:
+            return self.body(ctx)
+        finally:
+            ctx.relevance = prev
+
+    def reduce(self, body: TruthValue, w, lead: int, sizes, identity) -> TruthValue:
+        """Reduce the trailing axes (``sizes``, after ``lead`` others) of the body."""
+        full = (-1,) * lead + sizes
+        n = lead + len(sizes)
 
         def expand(t):
-            return t if tuple(t.shape[self.outer_rank:]) == sizes else t.expand(full)
+            return t if tuple(t.shape[lead:]) == sizes else t.expand(full)
 
         body = body.map(expand)
         if w is not None:
             w = expand(w)
         if self.stable is not None and self.spec.stable:
             body = body.stabilised(self.spec.stable[0], self.stable)
-        dims = tuple(range(self.outer_rank, self.inner_rank))
+        dims = tuple(range(lead, n))
         spec, params = self.spec, self.params
         if spec.log_form is not None and (w is None or spec.handles_empty):
             return spec.log_form(body, dims, w, *params)
@@ -250,6 +302,38 @@ class QuantNode(Node):
             return torch.where(nonempty, out, torch.full_like(out, identity))
 
         return TruthValue(p=guarded)
+
+
+def _body_info(node) -> Tuple[bool, bool]:
+    """(elementwise, heavy) of a quantifier body."""
+    flags = [True, False]
+
+    def walk(n):
+        if isinstance(n, AtomNode):
+            pass
+        elif isinstance(n, NotNode):
+            walk(n.child)
+        elif isinstance(n, (BinaryNode, DualNode, IffNode)):
+            flags[1] = True
+            walk(n.left)
+            walk(n.right)
+        elif isinstance(n, QuantNode):
+            flags[0] = False
+        elif not isinstance(n, ConstNode):
+            flags[0] = False  # an unknown node: keep it dense
+    walk(node)
+    return flags[0], flags[1]
+
+
+def _nested_sparse(node) -> bool:
+    """Whether a quantifier inside ``node`` may evaluate its body sparsely."""
+    if isinstance(node, QuantNode):
+        return node.sparse
+    if isinstance(node, NotNode):
+        return _nested_sparse(node.child)
+    if isinstance(node, (BinaryNode, DualNode, IffNode)):
+        return _nested_sparse(node.left) or _nested_sparse(node.right)
+    return False
 
 
 def apply_unary(spec, x: TruthValue) -> TruthValue:
@@ -366,7 +450,7 @@ class _Builder:
         guard = self.build(f.guard, inner) if f.guard is not None else None
         spec, params = self.spec(f.kind)
         return QuantNode(f.kind, spec, params, self.stable, body, guard, inner[len(scope):],
-                         _rank(scope), _rank(inner))
+                         _rank(scope), _rank(inner), [v.sort for v in inner])
 
     def atom(self, f: ast.Atom, scope) -> AtomNode:
         decl = self.preds.get(f.predicate)

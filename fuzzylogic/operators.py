@@ -290,7 +290,11 @@ class OperatorSpec:
     ``stable``: per input, "pi0", "pi1" or None: LTN's projection applied when
     a semantics has ``stable=True``. ``handles_empty``: a quantifier that
     itself returns its identity on an all-zero weight (otherwise the compiler
-    wraps it). ``check``: validates parameters, raises SemanticsError.
+    wraps it). ``ignores_zero_weight``: a quantifier whose value and gradient
+    do not depend on the body where the weight is 0 (every built-in one): on the
+    CPU the compiler then evaluates the body only where the weight is nonzero
+    and fills the rest with the identity. ``check``: validates parameters,
+    raises SemanticsError.
     """
 
     kind: str
@@ -302,6 +306,7 @@ class OperatorSpec:
     handles_empty: bool = False
     check: Optional[Callable] = field(default=None, compare=False)
     doc: str = ""
+    ignores_zero_weight: bool = False
 
     def defaults(self) -> tuple:
         return tuple(d for _, d in self.params)
@@ -319,7 +324,8 @@ def registry_version() -> int:
 def register_operator(kind: str, name: str, *, log_form: Optional[Callable] = None,
                       params: Sequence = (), stable: Sequence[Optional[str]] = (),
                       handles_empty: bool = False, check: Optional[Callable] = None,
-                      aliases: Sequence[str] = (), overwrite: bool = False):
+                      aliases: Sequence[str] = (), overwrite: bool = False,
+                      ignores_zero_weight: bool = False):
     """Decorator: register ``fn`` as operator ``name`` of ``kind`` (see module doc).
 
     ``params`` lists the parameter names, or (name, default) pairs, that
@@ -340,7 +346,8 @@ def register_operator(kind: str, name: str, *, log_form: Optional[Callable] = No
                                  f"(pass overwrite=True to replace it)")
         _ALIASES[kind].pop(name, None)
         _REGISTRY[kind][name] = OperatorSpec(kind, name, fn, log_form, norm, tuple(stable),
-                                             handles_empty, check, (fn.__doc__ or "").strip())
+                                             handles_empty, check, (fn.__doc__ or "").strip(),
+                                             bool(ignores_zero_weight))
         for a in aliases:
             _ALIASES[kind][a] = name
         _VERSION[0] += 1
@@ -607,7 +614,7 @@ def pmean(a: torch.Tensor, dims, weight: Optional[torch.Tensor], p: float) -> to
     return _PMean.apply(a, weight, float(p), tuple(dims))
 
 
-@register_operator("forall", "min", handles_empty=True)
+@register_operator("forall", "min", handles_empty=True, ignores_zero_weight=True)
 def forall_min(a, dims, weight):
     """min_i a_i; soft guard g: min_i max(a_i, 1 - g_i) (1 on an empty domain)."""
     if weight is not None:
@@ -617,7 +624,7 @@ def forall_min(a, dims, weight):
     return torch.amin(a, dim=dims)
 
 
-@register_operator("exists", "max", handles_empty=True)
+@register_operator("exists", "max", handles_empty=True, ignores_zero_weight=True)
 def exists_max(a, dims, weight):
     """max_i a_i; soft guard g: max_i min(a_i, g_i) (0 on an empty domain)."""
     if weight is not None:
@@ -634,27 +641,27 @@ def _weighted_mean(a, dims, weight, empty):
     return torch.where(ok, m, torch.full_like(m, empty))
 
 
-@register_operator("forall", "mean", handles_empty=True)
+@register_operator("forall", "mean", handles_empty=True, ignores_zero_weight=True)
 def forall_mean(a, dims, weight):
     """(1/n) Σ a_i; soft guard g: Σ g a / Σ g (1 on an empty domain)."""
     return _weighted_mean(a, dims, weight, FORALL_IDENTITY)
 
 
-@register_operator("exists", "mean", handles_empty=True)
+@register_operator("exists", "mean", handles_empty=True, ignores_zero_weight=True)
 def exists_mean(a, dims, weight):
     """(1/n) Σ a_i; soft guard g: Σ g a / Σ g (0 on an empty domain)."""
     return _weighted_mean(a, dims, weight, EXISTS_IDENTITY)
 
 
 @register_operator("exists", "pmean", params=(("p", 2.0),), stable=("pi0",), handles_empty=True,
-                   check=_check_p)
+                   check=_check_p, ignores_zero_weight=True)
 def exists_pmean(a, dims, weight, p=2.0):
     """((1/n) Σ a_i^p)^(1/p) (LTN's ∃); weighted by the guard; 0 on an empty domain."""
     return pmean(a, dims, weight, p)
 
 
 @register_operator("forall", "pmean_error", params=(("p", 2.0),), stable=("pi1",),
-                   handles_empty=True, check=_check_p,
+                   handles_empty=True, check=_check_p, ignores_zero_weight=True,
                    log_form=lambda x, dims, weight, p=2.0: _pmean_error_log(x, dims, weight, p))
 def forall_pmean_error(a, dims, weight, p=2.0):
     """1 - ((1/n) Σ (1 - a_i)^p)^(1/p) (LTN's ∀); weighted; 1 on an empty domain."""
@@ -672,7 +679,8 @@ def _forall_product_log(x, dims, weight):
     return TruthValue(lp=lp)
 
 
-@register_operator("forall", "product", log_form=_forall_product_log, handles_empty=True)
+@register_operator("forall", "product", log_form=_forall_product_log, handles_empty=True,
+                   ignores_zero_weight=True)
 def forall_product(a, dims, weight):
     """Π a_i = exp Σ log a_i; soft guard g: Π a_i^g_i (1 on an empty domain)."""
     return _forall_product_log(TruthValue(p=a), dims, weight).p
@@ -685,7 +693,8 @@ def _exists_probsum_log(x, dims, weight):
     return TruthValue(l1p=l1p)
 
 
-@register_operator("exists", "probsum", log_form=_exists_probsum_log, handles_empty=True)
+@register_operator("exists", "probsum", log_form=_exists_probsum_log, handles_empty=True,
+                   ignores_zero_weight=True)
 def exists_probsum(a, dims, weight):
     """1 - Π (1 - a_i); soft guard g: 1 - Π (1 - a_i)^g_i (0 on an empty domain)."""
     return _exists_probsum_log(TruthValue(p=a), dims, weight).p
@@ -712,7 +721,7 @@ def _lse(a, dims, weight, tau):
 
 
 @register_operator("exists", "log_sum_exp", params=(("tau", 10.0),), handles_empty=True,
-                   check=_check_tau, aliases=("lse",))
+                   check=_check_tau, aliases=("lse",), ignores_zero_weight=True)
 def exists_log_sum_exp(a, dims, weight, tau=10.0):
     """Smooth max (1/τ) log((1/n) Σ e^{τ a_i}): in [mean, max], -> max as τ grows; 0 if empty."""
     out, ok = _lse(a, dims, weight, tau)
@@ -721,7 +730,7 @@ def exists_log_sum_exp(a, dims, weight, tau=10.0):
 
 
 @register_operator("forall", "log_sum_exp", params=(("tau", 10.0),), handles_empty=True,
-                   check=_check_tau, aliases=("lse",))
+                   check=_check_tau, aliases=("lse",), ignores_zero_weight=True)
 def forall_log_sum_exp(a, dims, weight, tau=10.0):
     """Smooth min, the dual 1 - LSE_τ(1 - a); 1 on an empty domain."""
     return 1.0 - exists_log_sum_exp(1.0 - a, dims, weight, tau)

@@ -299,6 +299,9 @@ def _axis_labels(program: ast.Program) -> Dict[str, List[str]]:
 class _Context:
     """Everything one call needs: converted facts, sizes, domains, caches."""
 
+    compacted = False  # (compiler._Compacted: a body evaluated on selected rows)
+    relevance = None  # the scope cells that matter: where all these are nonzero (QuantNode.keep)
+
     def __init__(self, theory: Theory, bindings, domains, validate: bool):
         self.theory = theory
         self.atoms: Dict[object, TruthValue] = {}
@@ -352,9 +355,16 @@ class _Context:
             return self._dommasks[key]
         ms = [m for m in (self.domain_view(s, start, rank) for s, start in sorts) if m is not None]
         while len(ms) > 1:  # (all views have the scope's rank: sizes broadcast axis by axis)
-            pairs = [(math.prod(max(a, b) for a, b in zip(ms[i].shape, ms[j].shape)), i, j)
-                     for i in range(len(ms)) for j in range(i + 1, len(ms))]
-            _, i, j = min(pairs)
+            # (a plain loop: torch.compile traces it without a graph break)
+            best = None
+            for a in range(len(ms)):
+                for b in range(a + 1, len(ms)):
+                    n = 1
+                    for x, y in zip(ms[a].shape, ms[b].shape):
+                        n *= max(x, y)
+                    if best is None or n < best[0]:
+                        best = (n, a, b)
+            _, i, j = best
             prod = ms[i] * ms[j]
             ms = [m for k, m in enumerate(ms) if k not in (i, j)] + [prod]
         out = ms[0] if ms else None

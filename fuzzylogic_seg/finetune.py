@@ -224,6 +224,25 @@ class _Embeddings:
         return hit.embedding
 
 
+def _compile_options(value) -> Optional[Dict]:
+    """``compile_loss``: False (eager), True (torch.compile defaults), a mode name
+    ("reduce-overhead" = CUDA graphs, "max-autotune", ...) or torch.compile's keyword
+    arguments as a dict; None stands for eager."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, str):
+        return {"mode": value}
+    if isinstance(value, dict):
+        bad = set(value) - {"mode", "backend", "options"}
+        if bad:
+            raise ConfigError(f"compile_loss: unknown torch.compile option(s) {sorted(bad)}; "
+                              "use mode, backend or options")
+        return dict(value)
+    raise ConfigError(f"compile_loss must be a bool, a torch.compile mode or a dict, got {value!r}")
+
+
 # ------------------------------------------------------------- the tuner
 class LogicFineTuner:
     """Fine-tunes SAM with the losses compiled from rule files (module doc)."""
@@ -237,7 +256,8 @@ class LogicFineTuner:
                  weight_decay: float = 0.0, keep_threshold: float = 0.9,
                  roi_margin: float = 0.3, semantics=None, amp: Optional[bool] = None,
                  progress: bool = True, prompt_options: Optional[Dict] = None,
-                 lora_rank: int = 4, loss_grid: Optional[int] = 64):
+                 lora_rank: int = 4, loss_grid: Optional[int] = 64,
+                 compile_loss: Union[bool, str, Dict] = False):
         from .sam.forward import PromptableSAM
 
         if dataset_kind not in DATASET_KINDS:
@@ -285,6 +305,9 @@ class LogicFineTuner:
             self.sam.to(self.device)
         self.timing = defaultdict(float)
         self._validated = False
+        self.compile_loss = _compile_options(compile_loss)
+        self._compiled = None
+        self.region_pad: Optional[int] = None  # set by prepare() when the loss is compiled
 
     # ------------------------------------------------------------ set-up
     @property
@@ -340,6 +363,10 @@ class LogicFineTuner:
                     self.embeddings.fill(pending, self._autocast)
                     pending = []
         self.embeddings.fill(pending, self._autocast)
+        if self.compile_loss is not None and self.rules and items:
+            # One region count for every batch: a compiled loss then sees one
+            # shape (two with a short last batch) instead of recompiling per count.
+            self.region_pad = max(it.n_regions for it in items)
         if zero_shot and self.need & set(rf.ZS_FACTS):
             self._zero_shot(items)
         return items
@@ -432,7 +459,7 @@ class LogicFineTuner:
             low = torch.nn.functional.interpolate(
                 low[:, None], size=(self.grid_size, self.grid_size), mode="bilinear",
                 align_corners=False, antialias=low.shape[-1] > self.grid_size)[:, 0]
-        n = max(it.n_regions for it in items)
+        n = max([it.n_regions for it in items] + [self.region_pad or 0])
         g = low.shape[-1]
         slots = torch.cat([it.slots for it in items]).to(dev)
         logits = low.new_zeros(len(items), n, g, g).index_put((idx, slots), low)
@@ -498,7 +525,20 @@ class LogicFineTuner:
     def evaluate_rules(self, facts: Dict, doms: Dict, report: bool = False
                        ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """Sum of the theories' losses, and per rule its weighted loss (training) or,
-        with ``report``, its satisfaction [B] under :func:`report_semantics`."""
+        with ``report``, its satisfaction [B] under :func:`report_semantics`.
+
+        With ``compile_loss``, the training loss runs through ``torch.compile``
+        after a first eager call has validated the facts (compiled code skips
+        the value checks)."""
+        if not report and self.compile_loss is not None and self._validated:
+            if self._compiled is None:
+                self._compiled = torch.compile(self._evaluate, fullgraph=True, dynamic=False,
+                                               **self.compile_loss)
+            return self._compiled(facts, doms)
+        return self._evaluate(facts, doms, report)
+
+    def _evaluate(self, facts: Dict, doms: Dict, report: bool = False
+                  ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         total = None
         per_rule = {}
         for c in self.rules:

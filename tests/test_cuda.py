@@ -134,3 +134,42 @@ def test_pipeline_runs_on_cuda_with_amp(dataset, tmp_path):
             if isinstance(v, float)]
     assert flat and all(np.isfinite(flat))
     assert set(metrics["students"]) == {"logic", "gt"}
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_fine_tuning_loss_compiled_on_cuda_matches_eager(mode):
+    # The fine-tuner's compile_loss path (inductor; CUDA graphs with reduce-overhead)
+    # on the VOC box rules: same loss and logit gradient as eager, three batches.
+    from fuzzylogic_seg.data.synth_voc import generate_voc
+    from fuzzylogic_seg.data.voc import VOCSegmentation
+    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
+    from fuzzylogic_seg.sam.build import load_sam
+    import tempfile
+
+    inductor = DEV == "cuda" or os.environ.get("FUZZYSEG_TEST_INDUCTOR")
+    opt = (True if mode == "default" else mode) if inductor else {"backend": "aot_eager"}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=6, n_val=0, progress=False)
+        ds = VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
+        out = []
+        for compile_loss in (False, opt):
+            t = LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
+                               dataset_kind="voc", weak="boxes", device=DEV, progress=False,
+                               compile_loss=compile_loss, amp=False)
+            items = t.prepare(ds)
+            n = max(it.n_regions for it in items)
+            assert t.region_pad == (n if compile_loss else None)
+            t.region_pad = n  # both on the same padded layout
+            res = []
+            for b in (items[:2], items[2:4], items[:2], items[4:6]):
+                logits, _ = t.decode(b)
+                leaf = logits.detach().requires_grad_()
+                facts, doms = t.facts(b, leaf)
+                loss, _ = t.evaluate_rules(facts, doms)
+                t._validated = True
+                (g,) = torch.autograd.grad(loss, leaf)
+                res.append((loss.detach().cpu(), g.cpu()))
+            out.append(res)
+        for (le, ge), (lc, gc) in zip(*out):
+            assert lc.item() == pytest.approx(le.item(), rel=1e-4)
+            torch.testing.assert_close(gc, ge, rtol=1e-3, atol=1e-3 * ge.abs().max().item())

@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     p.add_argument("--loss-grid", type=int, default=64,
                    help="side of the grid the rules are evaluated on (default 64; 0: SAM's "
                         "own mask grid, 256 for ViT-B/L/H); the example rule weights assume 64")
+    p.add_argument("--compile-loss", default=None, metavar="MODE",
+                   help="torch.compile the logic loss (default, reduce-overhead = CUDA graphs, "
+                        "max-autotune-no-cudagraphs): helps on a GPU, not on a CPU "
+                        "(docs/FINETUNE.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threshold", type=float, default=0.5,
@@ -108,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, cache_dir=args.cache_dir,
         evaluate=not args.no_eval, progress=not args.no_progress,
         tuner_options={"lr": args.lr, "batch_size": args.batch_size, "train": train,
-                       "out_dir": args.out / "finetune", "loss_grid": args.loss_grid or None})
+                       "out_dir": args.out / "finetune", "loss_grid": args.loss_grid or None,
+                       "compile_loss": (True if args.compile_loss == "default"
+                                        else args.compile_loss or False)})
     short = {k: v for k, v in summary.items() if k not in ("per_class_iou", "history")}
     print(json.dumps(short, indent=2, sort_keys=True, default=str))
     return 0

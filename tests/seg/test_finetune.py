@@ -126,3 +126,39 @@ def test_bad_settings_are_refused():
         LogicFineTuner(tiny_sam(), rules=["examples/rules/scribbles.rules"], weak="boxes")
     with pytest.raises(ConfigError, match="no such rule file"):
         LogicFineTuner(tiny_sam(), rules=["nope.rules"])
+
+
+def test_compiled_loss_equals_eager_and_pads_regions_to_one_count():
+    # aot_eager: traces the whole loss in one graph (fullgraph=True fails on a
+    # graph break) without inductor's C++ compile time; inductor runs in test_cuda.
+    eager, comp = tuner(epochs=1), tuner(epochs=1, compile_loss={"backend": "aot_eager"})
+    ds = Shapes(4)  # 1 or 2 boxes per image
+    items_e, items_c = eager.prepare(ds), comp.prepare(ds)
+    assert eager.region_pad is None and comp.region_pad == 2
+    one = items_c[:1] if items_c[0].n_regions == 1 else items_c[1:2]
+    assert comp.decode(one)[0].shape[1] == 2  # padded to the data set's largest count
+    # images 0 and 2 hold one box each: padded to 2 slots only when compiled
+    counts = []
+    for batch_e, batch_c in (([items_e[0], items_e[2]], [items_c[0], items_c[2]]),
+                             (items_e[:2], items_c[:2])):
+        out = []
+        for t, batch in ((eager, batch_e), (comp, batch_c)):
+            for _ in range(2):  # the first call validates eagerly, the second is compiled
+                logits, _ = t.decode(batch)
+                leaf = logits.detach().requires_grad_()
+                facts, doms = t.facts(batch, leaf)
+                loss, per_rule = t.evaluate_rules(facts, doms)
+                t._validated = True
+            (grad,) = torch.autograd.grad(loss, leaf)
+            out.append((loss.detach(), grad, per_rule))
+        (le, ge, re), (lc, gc, rc) = out
+        assert comp._compiled is not None
+        torch.testing.assert_close(lc, le, rtol=1e-5, atol=1e-4)
+        n = ge.shape[1]
+        counts.append(n)
+        torch.testing.assert_close(gc[:, :n], ge, rtol=1e-4, atol=1e-6)
+        assert gc.shape[1] == 2 and (gc[:, n:] == 0).all()  # padded slots get no gradient
+        assert set(rc) == set(re)
+    assert counts == [1, 2]
+    with pytest.raises(ConfigError, match="compile_loss"):
+        tuner(compile_loss={"fullgraph": False})
