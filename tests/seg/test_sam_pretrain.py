@@ -8,12 +8,13 @@ import torch
 from torchvision.ops import sigmoid_focal_loss
 
 from fuzzylogic_seg.cli import main
-from fuzzylogic_seg.errors import CheckpointError
+from fuzzylogic_seg.errors import CheckpointError, ConfigError
 from fuzzylogic_seg.io import load_torch
-from fuzzylogic_seg.sam.build import TINY_CONFIG, load_sam, package_weights_path
+from fuzzylogic_seg.sam.build import TINY_CONFIG, build_embedded, load_sam, package_weights_path
 from fuzzylogic_seg.sam.forward import PromptableSAM
-from fuzzylogic_seg.sam.pretrain import (PretrainConfig, dice_loss, evaluate, focal_loss,
-                                         make_batch, mask_iou, pretrain, state_path)
+from fuzzylogic_seg.sam.pretrain import (RECIPES, PretrainConfig, dice_loss, evaluate, focal_loss,
+                                         make_batch, mask_iou, pretrain, recipe_config,
+                                         state_path, tie_decoder_qk)
 from fuzzylogic_seg.sam.shapes import generate_scene, jitter_box, mask_box, sample_points
 
 
@@ -144,8 +145,9 @@ def test_training_reduces_the_loss(tmp_path):
     assert np.mean(curve[-4:]) < 0.8 * np.mean(curve[:4])
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    cfg = _tiny(steps=6, iterative_rounds=1)
+@pytest.mark.parametrize("extra", [{}, {"tied_qk_init": True, "beta2": 0.95}])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, extra):
+    cfg = _tiny(steps=6, iterative_rounds=1, **extra)
     pretrain(tmp_path / "a.pt", cfg, progress=False, evaluate_result=False)
     b = tmp_path / "b.pt"
     assert pretrain(b, cfg, progress=False, evaluate_result=False, stop_after=4) == {"stopped_at": 4}
@@ -155,10 +157,59 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     wa, wb = load_torch(tmp_path / "a.pt")["state_dict"], load_torch(b)["state_dict"]
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     # A different seed gives different weights (the comparison above can fail).
-    pretrain(tmp_path / "c.pt", _tiny(steps=6, iterative_rounds=1, seed=1), progress=False,
-             evaluate_result=False)
+    pretrain(tmp_path / "c.pt", _tiny(steps=6, iterative_rounds=1, seed=1, **extra),
+             progress=False, evaluate_result=False)
     wc = load_torch(tmp_path / "c.pt")["state_dict"]
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_tied_init_makes_decoder_attention_local_to_the_prompt():
+    # A query carrying only the positional encoding of a point, keys carrying only the
+    # dense image PE: with k_proj = q_proj the highest attention logit falls on the
+    # point's cell; at random init it mostly does not.
+    def cell_errors(tie):
+        torch.manual_seed(0)
+        sam = build_embedded()
+        if tie:
+            tie_decoder_qk(sam)
+        pe = sam.prompt_encoder
+        dense = pe.get_dense_pe()[0]  # [C, h, w] at cell centres
+        _, h, w = dense.shape
+        stride = sam.image_encoder.img_size // h
+        pts = torch.rand(40, 1, 2, generator=torch.Generator().manual_seed(1)) * (w * stride)
+        q = pe.pe_layer.forward_with_coords(pts + 0.5, (h * stride, w * stride))[:, 0]
+        errs = []
+        for layer in sam.mask_decoder.transformer.layers:
+            att = layer.cross_attn_token_to_image
+            with torch.no_grad():
+                best = (att.q_proj(q) @ att.k_proj(dense.flatten(1).T).T).argmax(1)
+            cy, cx = pts[:, 0, 1] / stride - 0.5, pts[:, 0, 0] / stride - 0.5
+            errs.append(torch.maximum((best // w - cy).abs(), (best % w - cx).abs()))
+        return torch.cat(errs)
+
+    tied, untied = cell_errors(True), cell_errors(False)
+    assert (tied <= 1.5).float().mean() > 0.95
+    assert (untied <= 1.5).float().mean() < 0.5
+    sam = build_embedded(TINY_CONFIG)
+    tie_decoder_qk(sam)
+    for m in sam.mask_decoder.modules():
+        if hasattr(m, "k_proj"):
+            assert torch.equal(m.k_proj.weight, m.q_proj.weight) and not m.k_proj.bias.any()
+
+
+def test_recipes():
+    long, quick = recipe_config("long"), recipe_config("quick", seed=3)
+    assert long == PretrainConfig(**RECIPES["long"]) and quick.seed == 3
+    assert quick.tied_qk_init and quick.steps < long.steps
+    # Options at their neutral value stay out of the recipe dict: the shipped card's
+    # recipe is still the "long" one (and the cache reuse compares these dicts).
+    assert "tied_qk_init" not in long.to_dict() and quick.to_dict()["tied_qk_init"] is True
+    assert PretrainConfig.from_dict(quick.to_dict()) == quick
+    if package_weights_path().is_file():
+        card = json.loads(package_weights_path().with_suffix(".json").read_text())
+        assert card["recipe"] == long.to_dict()
+    with pytest.raises(ConfigError, match="quick"):
+        recipe_config("fast")
 
 
 def test_worker_processes_draw_the_same_batches(tmp_path):
@@ -221,6 +272,14 @@ def test_cli_pretrain_reuse_and_info(tmp_path, capsys):
     assert info["weights"] == str(out) and info["img_size"] == 64
     assert info["card"]["steps"] == 2
     assert main(["sam", "pretrain", "--out", str(out), "--steps", "0"]) == 1
+    # Another recipe into the same file retrains, and its card names it.
+    other = [a for a in args if a != "--force"] + ["--recipe", "quick", "--prompts-per-image", "2"]
+    assert main(other) == 0
+    capsys.readouterr()
+    recipe = json.loads(out.with_suffix(".json").read_text())["recipe"]
+    assert recipe["tied_qk_init"] and recipe["prompts_per_image"] == 2 and recipe["steps"] == 2
+    assert main(other) == 0
+    assert "reusing" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------- shipped weights
