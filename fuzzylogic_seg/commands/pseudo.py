@@ -113,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate=not args.no_eval, progress=not args.no_progress,
         tuner_options={"lr": args.lr, "batch_size": args.batch_size, "train": train,
                        "out_dir": args.out / "finetune", "loss_grid": args.loss_grid or None,
-                       "compile_loss": (True if args.compile_loss == "default"
-                                        else args.compile_loss or False)})
+                       "compile_loss": args.compile_loss or False})
     short = {k: v for k, v in summary.items() if k not in ("per_class_iou", "history")}
     print(json.dumps(short, indent=2, sort_keys=True, default=str))
     return 0

@@ -144,12 +144,7 @@ def test_compiled_loss_equals_eager_and_pads_regions_to_one_count():
         out = []
         for t, batch in ((eager, batch_e), (comp, batch_c)):
             for _ in range(2):  # the first call validates eagerly, the second is compiled
-                logits, _ = t.decode(batch)
-                leaf = logits.detach().requires_grad_()
-                facts, doms = t.facts(batch, leaf)
-                loss, per_rule = t.evaluate_rules(facts, doms)
-                t._validated = True
-            (grad,) = torch.autograd.grad(loss, leaf)
+                loss, per_rule, grad = t.loss_and_grad(batch, t.decode(batch)[0])
             out.append((loss.detach(), grad, per_rule))
         (le, ge, re), (lc, gc, rc) = out
         assert comp._compiled is not None
