@@ -212,12 +212,13 @@ class QuantNode(Node):
         self.scope = tuple(scope)  # the sorts of every variable in scope, outermost first
         # elementwise: no quantifier inside (can be compacted); heavy: computes
         # something beyond (negated) atoms, so compacting it saves work.
-        self.elementwise, self.heavy = _body_info(body) if body is not None else (False, False)
+        self.elementwise, self.heavy, nested = (_body_info(body) if body is not None
+                                                else (False, False, False))
         # whether this quantifier or one nested in it may evaluate a body sparsely
         # (measured: gathering and scattering cost more than a light body, even
         # with its reduction)
         self.sparse = (spec is not None and spec.ignores_zero_weight
-                       and (self.heavy if self.elementwise else _nested_sparse(body)))
+                       and (self.heavy if self.elementwise else nested))
 
     def sizes(self, ctx) -> Tuple[int, ...]:
         out: Tuple[int, ...] = ()
@@ -304,36 +305,20 @@ class QuantNode(Node):
         return TruthValue(p=guarded)
 
 
-def _body_info(node) -> Tuple[bool, bool]:
-    """(elementwise, heavy) of a quantifier body."""
-    flags = [True, False]
-
-    def walk(n):
-        if isinstance(n, AtomNode):
-            pass
-        elif isinstance(n, NotNode):
-            walk(n.child)
-        elif isinstance(n, (BinaryNode, DualNode, IffNode)):
-            flags[1] = True
-            walk(n.left)
-            walk(n.right)
-        elif isinstance(n, QuantNode):
-            flags[0] = False
-        elif not isinstance(n, ConstNode):
-            flags[0] = False  # an unknown node: keep it dense
-    walk(node)
-    return flags[0], flags[1]
-
-
-def _nested_sparse(node) -> bool:
-    """Whether a quantifier inside ``node`` may evaluate its body sparsely."""
-    if isinstance(node, QuantNode):
-        return node.sparse
+def _body_info(node) -> Tuple[bool, bool, bool]:
+    """(elementwise, heavy, nested sparse) of a quantifier body: no quantifier
+    inside; computes something beyond (negated) atoms; a quantifier inside may
+    evaluate its own body sparsely."""
+    if isinstance(node, (AtomNode, ConstNode)):
+        return True, False, False
     if isinstance(node, NotNode):
-        return _nested_sparse(node.child)
+        return _body_info(node.child)
     if isinstance(node, (BinaryNode, DualNode, IffNode)):
-        return _nested_sparse(node.left) or _nested_sparse(node.right)
-    return False
+        left, right = _body_info(node.left), _body_info(node.right)
+        return left[0] and right[0], True, left[2] or right[2]
+    if isinstance(node, QuantNode):
+        return False, False, node.sparse
+    return False, False, False  # an unknown node: keep it dense
 
 
 def apply_unary(spec, x: TruthValue) -> TruthValue:

@@ -58,7 +58,7 @@ def enabled(ctx) -> bool:
 def domains_full(ctx, vars) -> bool:
     """Whether the domain masks of these variables' sorts are nonzero everywhere
     (cached per call: one count per sort, not one per quantifier)."""
-    cache = ctx.__dict__.setdefault("_full_domains", {})
+    cache = ctx._full_domains
     for v in vars:
         full = cache.get(v.sort)
         if full is None:

@@ -299,7 +299,7 @@ def _axis_labels(program: ast.Program) -> Dict[str, List[str]]:
 class _Context:
     """Everything one call needs: converted facts, sizes, domains, caches."""
 
-    compacted = False  # (compiler._Compacted: a body evaluated on selected rows)
+    compacted = False  # (sparse.Compacted: a body evaluated on selected rows)
     relevance = None  # the scope cells that matter: where all these are nonzero (QuantNode.keep)
 
     def __init__(self, theory: Theory, bindings, domains, validate: bool):
@@ -310,6 +310,7 @@ class _Context:
         self._dommasks: Dict[tuple, Optional[torch.Tensor]] = {}
         self._values: Dict[str, TruthValue] = {}
         self._constvals: Dict[tuple, TruthValue] = {}
+        self._full_domains: Dict[str, bool] = {}  # sparse.domains_full
         self.facts: Dict[str, torch.Tensor] = {}
         self.consts: Dict[str, object] = {}
         self.domains: Dict[str, torch.Tensor] = {}
