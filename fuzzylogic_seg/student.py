@@ -233,12 +233,16 @@ def color_jitter(image_u8: torch.Tensor, valid: torch.Tensor, u: Sequence[float]
     b, c, s = (1.0 + strength * (2 * v - 1) for v in u[:3])
     m = valid.float()
     x = x * b
-    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
-    mean = (grey * m).sum() / m.sum().clamp_min(1.0)
+    mean = (_grey(x) * m).sum() / m.sum().clamp_min(1.0)
     x = (x - mean) * c + mean
-    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    grey = _grey(x)
     x = (x - grey) * s + grey
     return x.clamp(0, 1) * m
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """Luma (ITU-R 601) of an RGB [3, H, W] tensor, as [1, H, W]."""
+    return (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
 
 
 def boundary_void(label: torch.Tensor, radius: int) -> torch.Tensor:
@@ -295,11 +299,18 @@ def rescale_crop(img: torch.Tensor, lab: torch.Tensor, valid: torch.Tensor, fact
     n = max(1, round(size * factor))
     img, lab = resize_image(img, (n, n)), resize_labels(lab, (n, n))
     valid = resize_labels(valid.to(torch.uint8), (n, n)).bool()
+    return (_crop_or_pad(img, size, fy, fx), _crop_or_pad(lab, size, fy, fx, IGNORE),
+            _crop_or_pad(valid, size, fy, fx))
+
+
+def _crop_or_pad(t: torch.Tensor, size: int, fy: float, fx: float, value=0) -> torch.Tensor:
+    """The S x S window of an n x n tensor (last two axes) that :func:`rescale_crop`
+    keeps: cropped at fractions (fy, fx) of the slack, or padded bottom/right."""
+    n = t.shape[-1]
     if n >= size:
         y, x = int(fy * (n - size)), int(fx * (n - size))
-        return img[:, y:y + size, x:x + size], lab[y:y + size, x:x + size], valid[y:y + size, x:x + size]
-    pad = (0, size - n, 0, size - n)
-    return F.pad(img, pad), F.pad(lab, pad, value=IGNORE), F.pad(valid, pad)
+        return t[..., y:y + size, x:x + size]
+    return F.pad(t, (0, size - n, 0, size - n), value=value)
 
 
 # ------------------------------------------------------------------- datasets
@@ -423,11 +434,7 @@ def rescale_crop_maps(maps: torch.Tensor, factor: float, fy: float, fx: float) -
     """:func:`rescale_crop` for bool maps [K, S, S] (padding False)."""
     size = maps.shape[-1]
     n = max(1, round(size * factor))
-    maps = _resize_maps(maps, (n, n))
-    if n >= size:
-        y, x = int(fy * (n - size)), int(fx * (n - size))
-        return maps[:, y:y + size, x:x + size]
-    return F.pad(maps, (0, size - n, 0, size - n))
+    return _crop_or_pad(_resize_maps(maps, (n, n)), size, fy, fx)
 
 
 def present_classes(sample: Dict[str, Any], num_classes: int) -> torch.Tensor:
