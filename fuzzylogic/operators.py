@@ -126,15 +126,19 @@ class _Log1mExp(torch.autograd.Function):
             out = torch.where(xc > -_LN2, near, far).clamp_min(floor)
             ctx.save_for_backward(xc, out)
             return out
-        near = x > -_LN2
+        x = x.contiguous()  # (flat indices below address x, en and out alike)
         en = torch.exp(x).neg_()  # -e^x
         out = torch.log1p(en)  # accurate below -ln 2 (the rest is replaced)
-        xs = torch.masked_select(x, near).clamp_max_(-tiny)
-        if xs.numel():
+        # The cells above -ln 2, as flat indices: usually a handful. (On the CPU,
+        # amax and index_select/index_copy_ cost a tenth of masked_select and
+        # masked_scatter, which convert the whole mask to count it.)
+        near = _near_index(x)
+        if near is not None:
+            xs = x.view(-1).index_select(0, near).clamp_max_(-tiny)
             vs = torch.expm1(xs).neg_().log_().clamp_min_(floor)
-            out.masked_scatter_(near, vs)
+            out.view(-1).index_copy_(0, near, vs)
         else:
-            vs = xs
+            xs = vs = None
         ctx.save_for_backward(en, near, xs, vs)
         return out
 
@@ -149,10 +153,26 @@ class _Log1mExp(torch.autograd.Function):
             return e.mul_(grad).neg_()
         en, near, xs, vs = ctx.saved_tensors
         d = en / (en + 1.0)
-        if xs.numel():
+        if near is not None:
             ds = torch.exp(xs - vs).neg_().masked_fill_(vs <= _log_tiny(vs.dtype), 0.0)
-            d.masked_scatter_(near, ds)
+            d.view(-1).index_copy_(0, near, ds)
         return d.mul_(grad)
+
+
+def _near_index(x: torch.Tensor) -> Optional[torch.Tensor]:
+    """Flat indices of the cells of a contiguous ``x`` above -ln 2 (None: there
+    are none). A max per row finds the few rows that hold such cells; only those
+    are searched (a nonzero over the whole tensor costs more than the rest of
+    log1mexp on the CPU)."""
+    if x.numel() == 0:
+        return None
+    n = x.shape[-1] if x.dim() else 1
+    rows = x.view(-1, n)
+    hot = (rows.amax(1) > -_LN2).nonzero().squeeze(1)
+    if hot.numel() == 0:  # (CPU only: the size is a free host read)
+        return None
+    j = (rows.index_select(0, hot) > -_LN2).view(-1).nonzero().squeeze(1)
+    return hot[torch.div(j, n, rounding_mode="floor")] * n + j % n
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -614,13 +634,69 @@ def pmean(a: torch.Tensor, dims, weight: Optional[torch.Tensor], p: float) -> to
     return _PMean.apply(a, weight, float(p), tuple(dims))
 
 
+class _GuardedExtreme(torch.autograd.Function):
+    """The guarded max/min of a truth ``a`` in [0, 1] under a weight ``w`` in
+    [0, 1] that needs no gradient: max_i min(a_i, w_i), or min_i max(a_i, 1 - w_i).
+
+    Values and gradients are those of the two ``torch.where`` selections and
+    ``amax``/``amin`` (the gradient of a cell: its share of the tied extremes
+    where ``a`` passes the guard and ``w > 0``, else 0), in fewer passes: for
+    a, w >= 0, min(a, w) is already 0 where w = 0 (max(a, 1 - w) is 1), and the
+    tie count is a float sum (a boolean one costs several passes on the CPU).
+    Out of place on purpose (torch.compile, see _Log1mExp)."""
+
+    @staticmethod
+    def forward(ctx, a, w, dims, is_max):
+        if is_max:
+            a2 = torch.minimum(a, w)
+            out = torch.amax(a2, dim=dims, keepdim=True)
+        else:
+            a2 = torch.maximum(a, 1.0 - w)
+            out = torch.amin(a2, dim=dims, keepdim=True)
+        ctx.save_for_backward(a, w, a2, out)
+        ctx.dims, ctx.is_max = dims, is_max
+        return out.squeeze(dims) if dims else out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, w, a2, out = ctx.saved_tensors
+        dt, shape = grad.dtype, a2.shape
+        if a2.device.type == "cpu" and not _is_compiling():
+            # Masks as 0./1. floats: on the CPU a comparison writing floats is
+            # several times faster than one writing bools (and than & on bools).
+            hit = torch.eq(a2, out, out=torch.empty(shape, dtype=dt))
+            if ctx.is_max:
+                passes = torch.le(a, w, out=torch.empty(shape, dtype=dt))
+            else:
+                passes = torch.ge(a, 1.0 - w, out=torch.empty(shape, dtype=dt))
+            sel = hit * passes * torch.gt(w, 0, out=torch.empty(w.shape, dtype=dt))
+            cnt = hit.sum(ctx.dims, keepdim=True)
+        else:
+            hit = a2 == out  # the tied extremes: usually one cell per reduced row
+            passes = (a <= w) if ctx.is_max else (a >= 1.0 - w)
+            sel = (hit & passes & (w > 0)).to(dt)
+            cnt = hit.sum(ctx.dims, keepdim=True, dtype=dt)
+        return _fit(grad.reshape(out.shape) / cnt * sel, a), None, None, None
+
+
+def _guarded_extreme(a, dims, weight, is_max):
+    """max_i min(a_i, g_i) (``is_max``) or min_i max(a_i, 1 - g_i), with zero
+    gradient where g = 0."""
+    if dims and not weight.requires_grad and a.dtype == weight.dtype:
+        return _GuardedExtreme.apply(a, weight, tuple(dims), is_max)
+    if is_max:
+        m = torch.where(a <= weight, a, weight)  # min(a, g), zero gradient where g = 0
+        return torch.amax(torch.where(weight > 0, m, torch.zeros_like(m)), dim=dims)
+    # max(a, 1 - g), but constant (zero gradient) outside the domain, g = 0
+    m = torch.where(a >= 1.0 - weight, a, 1.0 - weight)
+    return torch.amin(torch.where(weight > 0, m, torch.ones_like(m)), dim=dims)
+
+
 @register_operator("forall", "min", handles_empty=True, ignores_zero_weight=True)
 def forall_min(a, dims, weight):
     """min_i a_i; soft guard g: min_i max(a_i, 1 - g_i) (1 on an empty domain)."""
     if weight is not None:
-        # max(a, 1 - g), but constant (zero gradient) outside the domain, g = 0
-        m = torch.where(a >= 1.0 - weight, a, 1.0 - weight)
-        a = torch.where(weight > 0, m, torch.ones_like(m))
+        return _guarded_extreme(a, dims, weight, False)
     return torch.amin(a, dim=dims)
 
 
@@ -628,8 +704,7 @@ def forall_min(a, dims, weight):
 def exists_max(a, dims, weight):
     """max_i a_i; soft guard g: max_i min(a_i, g_i) (0 on an empty domain)."""
     if weight is not None:
-        m = torch.where(a <= weight, a, weight)  # min(a, g), zero gradient where g = 0
-        a = torch.where(weight > 0, m, torch.zeros_like(m))
+        return _guarded_extreme(a, dims, weight, True)
     return torch.amax(a, dim=dims)
 
 

@@ -245,7 +245,11 @@ def sync_counter(monkeypatch):
 
 
 @pytest.mark.parametrize("sem", ["product", "log_product", "godel", "lukasiewicz", "ltn"])
-def test_loss_has_no_host_syncs_and_validation_exactly_one(sem, sync_counter):
+def test_loss_has_no_host_syncs_and_validation_exactly_one(sem, sync_counter, monkeypatch):
+    # The path a GPU (or torch.compile) takes: on the CPU, log1mexp and sparse
+    # guards size some tensors by their data on purpose (a host read is free there).
+    import fuzzylogic.operators as ops
+    monkeypatch.setattr(ops, "_is_compiling", lambda: True)
     th = fl.compile(REFUGE, sem)
     cup = torch.randn(2, 8, 8, requires_grad=True)
     kw = dict(cup=cup, disc=torch.randn(2, 8, 8), inside=torch.rand(2, 8, 8, 3),

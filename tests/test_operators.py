@@ -172,6 +172,83 @@ def test_log1mexp_finite_at_zero_and_minus_infinity():
     assert y[0] == math.log(torch.finfo(torch.float32).tiny)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["mixed", "none_near", "all_near", "permuted", "expanded"])
+def test_log1mexp_cpu_subset_path_equals_the_branch_select_path(monkeypatch, dtype, case):
+    # The CPU path computes the branch above -ln 2 on its cells only (flat
+    # indices); the GPU/compile path computes both branches everywhere and
+    # selects. Same values, whatever the layout of x; the same gradients up to
+    # rounding (two formulas for -e^x / (1 - e^x)).
+    g = torch.Generator().manual_seed(1)
+    x = -torch.rand(6, 5, 7, generator=g, dtype=dtype) * 3
+    x.view(-1)[:3] = torch.tensor([0.0, -1e-30, -math.log(2)], dtype=dtype)
+    if case == "none_near":
+        x = x - 1.0
+    elif case == "all_near":
+        x = x * 0.2
+    elif case == "permuted":
+        x = x.permute(2, 0, 1)
+    elif case == "expanded":
+        x = x[:, :1].expand(6, 4, 7)
+    gy = torch.rand(x.shape, generator=g, dtype=dtype)
+    results = []
+    for dense in (False, True):
+        monkeypatch.setattr(O, "_is_compiling", lambda: dense)
+        xi = x.detach().clone() if case != "expanded" else x.detach()
+        xi = xi.requires_grad_()
+        y = O.log1mexp(xi)
+        (gx,) = torch.autograd.grad(y, xi, gy)
+        results.append((y, gx))
+    (y0, g0), (y1, g1) = results
+    assert torch.equal(y0, y1)
+    torch.testing.assert_close(g0, g1, rtol=4 * torch.finfo(dtype).eps, atol=0.0)
+
+
+def _guarded_by_where(a, w, dims, is_max):
+    # the plain formulation (two selections, then amax/amin): the reference
+    if is_max:
+        m = torch.where(a <= w, a, w)
+        return torch.amax(torch.where(w > 0, m, torch.zeros_like(m)), dim=dims)
+    m = torch.where(a >= 1.0 - w, a, 1.0 - w)
+    return torch.amin(torch.where(w > 0, m, torch.ones_like(m)), dim=dims)
+
+
+@pytest.mark.parametrize("is_max", [True, False])
+@pytest.mark.parametrize("dims", [(2,), (1, 2)])
+@pytest.mark.parametrize("layout", ["contiguous", "permuted"])
+@pytest.mark.parametrize("dense", [False, True])  # the GPU/compile backward, or the CPU one
+def test_guarded_max_and_min_equal_the_plain_formulation_bit_for_bit(monkeypatch, is_max, dims,
+                                                                      layout, dense):
+    monkeypatch.setattr(O, "_is_compiling", lambda: dense)
+    g = torch.Generator().manual_seed(2)
+    a = torch.rand(3, 4, 6, generator=g)
+    a[0, 0, :3] = 0.75  # ties
+    a[1, 1] = 1.0
+    a[2, 2] = 0.0
+    w = (torch.rand(3, 1, 6, generator=g) > 0.4).float()  # crisp, broadcast over axis 1
+    w[0, 0, 4] = 0.5  # fuzzy
+    w[1] = 0.0  # an empty domain
+    if layout == "permuted":
+        a = a.transpose(0, 1).contiguous().transpose(0, 1)
+    gy = torch.rand(_guarded_by_where(a, w, dims, is_max).shape, generator=g)
+    spec = get_operator("exists" if is_max else "forall", "max" if is_max else "min")
+    out = []
+    for fn in (lambda x: spec.fn(x, dims, w), lambda x: _guarded_by_where(x, w, dims, is_max)):
+        x = a.detach().requires_grad_()
+        y = fn(x)
+        out.append((y, torch.autograd.grad(y, x, gy)[0]))
+    (y0, g0), (y1, g1) = out
+    assert torch.equal(y0, y1) and torch.equal(g0, g1)
+
+
+def test_guarded_max_with_a_weight_that_needs_a_gradient_gives_it_one():
+    a = torch.tensor([[0.2, 0.9, 0.4]], requires_grad=True)
+    w = torch.tensor([[1.0, 0.5, 0.0]], requires_grad=True)
+    y = O.exists_max(a, (1,), w)  # max(min(.2, 1), min(.9, .5), 0) = .5 from the weight
+    y.sum().backward()
+    assert float(y.detach()) == 0.5 and w.grad.tolist() == [[0.0, 1.0, 0.0]] and a.grad.abs().sum() == 0
+
+
 def test_truth_value_components_are_consistent():
     z = torch.linspace(-40, 40, 81, dtype=torch.float64)
     v = TruthValue.from_logits(z)
@@ -338,7 +415,7 @@ def test_complement_logs_of_product_forms_are_exact_for_saturated_logits(kind, n
     assert torch.allclose(v.l1p.double(), want[..., 1], rtol=1e-5, atol=1e-30), (kind, v.l1p)
 
 
-@pytest.mark.parametrize("name", ["log1mexp", "pmean"])
+@pytest.mark.parametrize("name", ["log1mexp", "pmean", "guarded_max"])
 def test_custom_autograd_functions_under_torch_compile_keep_their_gradients(name):
     # torch 2.11's compile returned zero gradients for an autograd.Function whose
     # forward mutated intermediates in place (found on an H200); aot_eager traces
@@ -348,7 +425,9 @@ def test_custom_autograd_functions_under_torch_compile_keep_their_gradients(name
     g = torch.Generator().manual_seed(0)
     x0, y0 = -torch.rand(64, generator=g) * 5, torch.randn(64, generator=g)
     fns = {"log1mexp": lambda x, y: ops.log1mexp(x).sum(),
-           "pmean": lambda x, y: ops.pmean(torch.sigmoid(y) + 0 * x, (0,), None, 2.0)}
+           "pmean": lambda x, y: ops.pmean(torch.sigmoid(y) + 0 * x, (0,), None, 2.0),
+           "guarded_max": lambda x, y: ops.exists_max(torch.sigmoid(y) + 0 * x, (0,),
+                                                      (y > 0).float())}
     grads = []
     for fn in (fns[name], torch.compile(fns[name], backend="aot_eager", fullgraph=True)):
         x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
