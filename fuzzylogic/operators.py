@@ -126,20 +126,23 @@ class _Log1mExp(torch.autograd.Function):
             out = torch.where(xc > -_LN2, near, far).clamp_min(floor)
             ctx.save_for_backward(xc, out)
             return out
-        x = x.contiguous()  # (flat indices below address x, en and out alike)
+        x = x.contiguous()  # (row indices below address x, en and out alike)
         en = torch.exp(x).neg_()  # -e^x
         out = torch.log1p(en)  # accurate below -ln 2 (the rest is replaced)
-        # The cells above -ln 2, as flat indices: usually a handful. (On the CPU,
-        # amax and index_select/index_copy_ cost a tenth of masked_select and
-        # masked_scatter, which convert the whole mask to count it.)
-        near = _near_index(x)
-        if near is not None:
-            xs = x.view(-1).index_select(0, near).clamp_max_(-tiny)
+        # The first branch on the few rows that hold cells above -ln 2, found by a
+        # max per row, merged into them. (On the CPU, masked_select / nonzero over
+        # the whole tensor cost more than the rest of log1mexp.)
+        n = x.shape[-1] if x.dim() and x.numel() else 1
+        hot = _hot_rows(x.view(-1, n))
+        near = xs = vs = None
+        if hot is not None:
+            xr = x.view(-1, n).index_select(0, hot)
+            near = xr > -_LN2
+            xs = xr.clamp_max(-tiny)
             vs = torch.expm1(xs).neg_().log_().clamp_min_(floor)
-            out.view(-1).index_copy_(0, near, vs)
-        else:
-            xs = vs = None
-        ctx.save_for_backward(en, near, xs, vs)
+            rows = out.view(-1, n)
+            rows.index_copy_(0, hot, torch.where(near, vs, rows.index_select(0, hot)))
+        ctx.save_for_backward(en, hot, near, xs, vs)
         return out
 
     @staticmethod
@@ -151,28 +154,21 @@ class _Log1mExp(torch.autograd.Function):
             xc, out = ctx.saved_tensors
             e = torch.exp(xc - out).masked_fill_(out <= _log_tiny(xc.dtype), 0.0)
             return e.mul_(grad).neg_()
-        en, near, xs, vs = ctx.saved_tensors
+        en, hot, near, xs, vs = ctx.saved_tensors
         d = en / (en + 1.0)
-        if near is not None:
+        if hot is not None:
             ds = torch.exp(xs - vs).neg_().masked_fill_(vs <= _log_tiny(vs.dtype), 0.0)
-            d.view(-1).index_copy_(0, near, ds)
+            rows = d.view(-1, near.shape[1])
+            rows.index_copy_(0, hot, torch.where(near, ds, rows.index_select(0, hot)))
         return d.mul_(grad)
 
 
-def _near_index(x: torch.Tensor) -> Optional[torch.Tensor]:
-    """Flat indices of the cells of a contiguous ``x`` above -ln 2 (None: there
-    are none). A max per row finds the few rows that hold such cells; only those
-    are searched (a nonzero over the whole tensor costs more than the rest of
-    log1mexp on the CPU)."""
-    if x.numel() == 0:
+def _hot_rows(rows: torch.Tensor) -> Optional[torch.Tensor]:
+    """Indices of the rows holding a cell above -ln 2 (None: there are none)."""
+    if rows.numel() == 0:
         return None
-    n = x.shape[-1] if x.dim() else 1
-    rows = x.view(-1, n)
     hot = (rows.amax(1) > -_LN2).nonzero().squeeze(1)
-    if hot.numel() == 0:  # (CPU only: the size is a free host read)
-        return None
-    j = (rows.index_select(0, hot) > -_LN2).view(-1).nonzero().squeeze(1)
-    return hot[torch.div(j, n, rounding_mode="floor")] * n + j % n
+    return hot if hot.numel() else None  # (CPU only: the size is a free host read)
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
