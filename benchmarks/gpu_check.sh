@@ -1,0 +1,54 @@
+#!/bin/bash
+# The checks that need a CUDA GPU, as one short script (about 8 minutes on an
+# H100/H200, each step under its own time limit so that a slow one cannot eat
+# the rest): the fine-tuning benchmark eager and compiled (CUDA graphs) on both
+# data sets, the CUDA tests (tests/test_cuda.py: equality with the CPU, AMP,
+# compiled loss) and a pretraining speed probe. Run it from the repository root:
+#
+#     OUT=gpu-results LIMIT=540 bash benchmarks/gpu_check.sh
+#
+# On a machine without network whose Python has torch but not the project's
+# other needs, WHEELS=DIR first installs the wheels in DIR (lark,
+# segment-anything, segmentation-models-pytorch, ...) into /tmp/site.
+# Results: $OUT/*.json (bench_finetune.py's JSON), $OUT/*.log, and a summary on
+# standard output. Nothing here is run by CI.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-results}
+LIMIT=${LIMIT:-540}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if [ -n "${WHEELS:-}" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site "$WHEELS"/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
+
+left() { echo $((LIMIT - SECONDS)); }
+step() {  # step SECONDS NAME COMMAND...: run with a limit, if the time is left
+    local t=$1 name=$2; shift 2
+    if [ "$(left)" -lt "$t" ]; then echo "skip $name (under ${t}s left)"; return; fi
+    timeout "$t" "$@" > "$OUT/$name.log" 2>&1
+    echo "$name rc=$? at ${SECONDS}s"
+}
+bf() { python3 benchmarks/bench_finetune.py --device cuda --steps 30 "$@"; }
+
+step 90 bf_voc_eager bf --dataset voc --out "$OUT/bf_voc_eager.json"
+step 150 bf_voc_cudagraphs bf --dataset voc --compile-loss reduce-overhead --out "$OUT/bf_voc_cudagraphs.json"
+step 90 bf_refuge_eager bf --dataset refuge --out "$OUT/bf_refuge_eager.json"
+step 150 bf_refuge_cudagraphs bf --dataset refuge --compile-loss reduce-overhead --out "$OUT/bf_refuge_cudagraphs.json"
+step 240 pytest_cuda python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
+step 120 pretrain_probe python3 -m fuzzylogic_seg sam pretrain --device cuda --workers 8 \
+    --steps 40 --out /tmp/probe.pt --force
+
+python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "bf_*.json"))):
+    d = json.load(open(f))
+    m = {k: round(v * 1e3, 2) for k, v in d["median_seconds_per_step"].items()}
+    print(f"{os.path.basename(f)}: logic share {d['logic_share']:.3f}, "
+          f"{d['steps_per_second']:.1f} steps/s, ms {m}")
+PY
+tail -3 "$OUT/pytest_cuda.log" 2>/dev/null
+grep -iE "s/step|steps|it/s" "$OUT/pretrain_probe.log" 2>/dev/null | tail -2
