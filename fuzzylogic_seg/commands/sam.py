@@ -14,10 +14,12 @@ def register(subparsers) -> None:
     pre.add_argument("--out", type=Path, default=None,
                      help="weights file to write (default: the user cache, "
                           "$FUZZYSEG_CACHE or ~/.cache/fuzzyseg/sam_embedded.pt)")
-    pre.add_argument("--recipe", choices=("long", "quick"), default=None,
+    # (names checked against sam.pretrain.RECIPES when the command runs: importing
+    # it here would load torch for every fuzzyseg command)
+    pre.add_argument("--recipe", default=None, metavar="NAME",
                      help="named recipe (docs/SAM.md): 'quick' (default; ~14 min on one CPU "
                           "thread, a better held-out box mIoU than the shipped weights) or 'long' "
-                          "(the shipped weights' recipe, ~1 h)")
+                          "(the shipped weights' recipe, ~1 h); an unknown name lists the known ones")
     pre.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--device", default="cpu")

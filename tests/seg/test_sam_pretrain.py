@@ -272,6 +272,9 @@ def test_cli_pretrain_reuse_and_info(tmp_path, capsys):
     assert info["weights"] == str(out) and info["img_size"] == 64
     assert info["card"]["steps"] == 2
     assert main(["sam", "pretrain", "--out", str(out), "--steps", "0"]) == 1
+    # recipe names come from RECIPES (not a list repeated in the CLI)
+    assert main(["sam", "pretrain", "--out", str(out), "--recipe", "nope"]) == 1
+    assert str(sorted(RECIPES)) in capsys.readouterr().err
     # Another recipe into the same file retrains, and its card names it.
     other = [a for a in args if a != "--force"] + ["--recipe", "quick", "--prompts-per-image", "2"]
     assert main(other) == 0
