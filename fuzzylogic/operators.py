@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -171,6 +171,22 @@ def _hot_rows(rows: torch.Tensor) -> Optional[torch.Tensor]:
     return hot if hot.numel() else None  # (CPU only: the size is a free host read)
 
 
+class _LogSigmoidFromBuffer(torch.autograd.Function):
+    """``log σ(y)`` given ``exp(-|y|)`` (ATen's ``log_sigmoid_forward`` buffer, which
+    is the same for y and -y): ATen's CPU formula ``min(y, 0) - log1p(buffer)``
+    and its backward, so the bits equal ``logsigmoid(y)``'s (tests check)."""
+
+    @staticmethod
+    def forward(ctx, y, buffer):
+        ctx.save_for_backward(y, buffer)
+        return torch.clamp_max(y, 0.0) - torch.log1p(buffer)
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, buffer = ctx.saved_tensors
+        return torch.ops.aten.log_sigmoid_backward(grad, y, buffer), None
+
+
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
     """``log(1 - exp(x))`` for ``x <= 0``, exact over the whole range."""
     return _Log1mExp.apply(x)
@@ -257,8 +273,23 @@ class TruthValue:
         """Sigmoid fused with its logs: ``log σ(z) = -softplus(-z)``."""
         nn_f = torch.nn.functional
         # q = 1 - σ(z) (derived, shares σ(z)); the logs are exact.
-        return TruthValue(p=lambda: torch.sigmoid(z), lp=lambda: nn_f.logsigmoid(z),
-                          l1p=lambda: nn_f.logsigmoid(-z))
+        if z.device.type != "cpu" or _is_compiling():
+            return TruthValue(p=lambda: torch.sigmoid(z), lp=lambda: nn_f.logsigmoid(z),
+                              l1p=lambda: nn_f.logsigmoid(-z))
+        # CPU: log σ(z) and log σ(-z) share exp(-|z|), which ATen's kernel keeps
+        # for the backward pass; the second log takes it from the first (the
+        # same values and gradients as a second logsigmoid, one pass fewer).
+        kept: List[torch.Tensor] = []
+
+        def log_sigmoid(y):
+            if kept:
+                return _LogSigmoidFromBuffer.apply(y, kept[0])
+            out, buffer = torch.ops.aten.log_sigmoid_forward(y)
+            kept.append(buffer)
+            return out
+
+        return TruthValue(p=lambda: torch.sigmoid(z), lp=lambda: log_sigmoid(z),
+                          l1p=lambda: log_sigmoid(-z))
 
     @staticmethod
     def from_log(lp) -> "TruthValue":

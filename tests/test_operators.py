@@ -249,6 +249,25 @@ def test_guarded_max_with_a_weight_that_needs_a_gradient_gives_it_one():
     assert float(y.detach()) == 0.5 and w.grad.tolist() == [[0.0, 1.0, 0.0]] and a.grad.abs().sum() == 0
 
 
+@pytest.mark.parametrize("first", ["lp", "l1p"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logit_logs_share_their_exp_and_equal_logsigmoid_bit_for_bit(first, dtype):
+    # On the CPU the second of log σ(z), log σ(-z) reuses the first's exp(-|z|):
+    # values and gradients must be logsigmoid's, whichever is asked for first.
+    g = torch.Generator().manual_seed(3)
+    z0 = torch.randn(5, 300, generator=g, dtype=dtype) * 8
+    z0.view(-1)[:7] = torch.tensor([0.0, -0.0, 17.0, -17.0, 100.0, -100.0, 1e-8], dtype=dtype)
+    g1, g2 = torch.rand(2, *z0.shape, generator=g, dtype=dtype)
+    z = z0.clone().requires_grad_()
+    v = TruthValue.from_logits(z)
+    lp, l1p = (v.lp, v.l1p) if first == "lp" else (v.l1p, v.lp)[::-1]
+    (gz,) = torch.autograd.grad((lp * g1).sum() + (l1p * g2).sum(), z)
+    y = z0.clone().requires_grad_()
+    ref_lp, ref_l1p = torch.nn.functional.logsigmoid(y), torch.nn.functional.logsigmoid(-y)
+    (gy,) = torch.autograd.grad((ref_lp * g1).sum() + (ref_l1p * g2).sum(), y)
+    assert torch.equal(lp, ref_lp) and torch.equal(l1p, ref_l1p) and torch.equal(gz, gy)
+
+
 def test_truth_value_components_are_consistent():
     z = torch.linspace(-40, 40, 81, dtype=torch.float64)
     v = TruthValue.from_logits(z)
