@@ -339,17 +339,18 @@ class Pipeline:
         else:
             train = self.train_dataset()
             labels = PseudoLabels(self.pseudo_dir(base), self.kind)
+        logic = StudentLogic(scfg.logic_rules, self.kind) if scfg.logic_rules else None
         data = StudentDataset(train, labels, scfg.size, seed=self.cfg["seed"], hflip=scfg.hflip,
                               scale=scfg.scale_aug, jitter=scfg.color_jitter, boundary_ignore=scfg.boundary_ignore,
-                              present=NUM_CLASSES[self.kind] if scfg.logic_rules and self.kind == "voc" else 0,
-                              boxes=bool(scfg.logic_rules) and StudentLogic(scfg.logic_rules, self.kind).needs_boxes)
+                              present=NUM_CLASSES[self.kind] if logic is not None and self.kind == "voc" else 0,
+                              boxes=logic is not None and logic.needs_boxes)
         sdir = self.student_dir(variant)
         hook = self.hooks.get("student_epoch")
         result = train_student(
             scfg, data, self.kind, sdir, seed=self.cfg["seed"], ctx=self.ctx,
             fingerprint=self.fp_student(variant, val=False), log=log.info,
             on_epoch_end=(lambda e, rec: hook(variant, e, rec)) if hook else None,
-            progress=self.progress,
+            progress=self.progress, logic=logic,
         )
         if not self.ctx.is_main:
             return {}

@@ -585,14 +585,17 @@ def train_student(
     log: Log = _print,
     on_epoch_end: Optional[Callable[[int, Dict[str, Any]], None]] = None,
     progress: bool = True,
+    logic: Optional["StudentLogic"] = None,
 ) -> TrainResult:
     """Train a student; ``out_dir/checkpoint.pt`` after every epoch, resumed when present.
 
     The checkpoint is used only if its `fingerprint` (of config, data and
     seed, chosen by the caller) matches. `on_epoch_end(epoch, record)` runs
     after the checkpoint is written (tests raise there to simulate a crash).
-    Returns the trained (unwrapped) model and the per-epoch history; the
-    caller saves the final model (:func:`save_student`).
+    ``logic``: the :class:`StudentLogic` of ``cfg.logic_rules`` when the caller
+    has built it already (else it is built here). Returns the trained
+    (unwrapped) model and the per-epoch history; the caller saves the final
+    model (:func:`save_student`).
     """
     from tqdm import tqdm
 
@@ -602,7 +605,8 @@ def train_student(
     ckpt_path = out_dir / "checkpoint.pt"
     num_classes = NUM_CLASSES[kind]
     model = build_model(cfg, num_classes, seed=seed, log=log if ctx.is_main else (lambda m: None)).to(device)
-    logic = StudentLogic(cfg.logic_rules, kind) if cfg.logic_rules else None
+    if logic is None and cfg.logic_rules:
+        logic = StudentLogic(cfg.logic_rules, kind)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()) \

@@ -144,3 +144,23 @@ def test_finished_run_is_reused_and_changes_rerun_only_their_stages(first, data,
     run(cfg2, progress=False)
     log = (out / "run.log").read_text().split("fuzzyseg run:")[-1]
     assert "[student-logic] configuration changed" in log and "[pseudo-logic] done before" in log
+
+
+def test_student_with_its_own_rules_trains_in_a_finished_run(first, data, tmp_path):
+    # A "+rules" student added to a finished run: only its stage runs; the rule
+    # file is read once and handed to training (Pipeline.run_student).
+    from fuzzylogic_seg.rulefiles import rules_dir
+
+    out1, m1 = first
+    out = tmp_path / "copy"
+    shutil.copytree(out1, out)
+    base = tiny_config(data, out)
+    cfg = tiny_config(data, out, students=["logic", "logic+rules"],
+                      student={**base["student"],
+                               "logic_rules": str(rules_dir() / "student_refuge.rules")})
+    m = run(cfg, progress=False)
+    log = (out / "run.log").read_text().split("fuzzyseg run:")[-1]
+    assert "[pseudo-logic] done before" in log and "[student-logic] done before" in log
+    assert m["students"]["logic"] == m1["students"]["logic"]
+    assert set(m["students"]["logic+rules"]) >= {"dice_disc", "dice_cup"}
+    assert (out / "students" / "logic+rules" / "model.pt").is_file()
