@@ -97,6 +97,13 @@ def _is_compiling() -> bool:
         return False
 
 
+def _cpu_eager(device: torch.device) -> bool:
+    """Whether the CPU-only paths may run: on the CPU (where reading a size or a
+    value from a tensor is free) and outside torch.compile (which cannot trace
+    data-dependent sizes). GPU and compiled code take the dense, sync-free paths."""
+    return device.type == "cpu" and not _is_compiling()
+
+
 class _Log1mExp(torch.autograd.Function):
     """``log(1 - exp(x))`` for x <= 0 (Mächler 2012).
 
@@ -114,7 +121,7 @@ class _Log1mExp(torch.autograd.Function):
         floor = _log_tiny(x.dtype)
         tiny = torch.finfo(x.dtype).tiny
         # (data-dependent sizes: a host sync on a GPU, and not traceable by torch.compile)
-        ctx.subset = x.device.type == "cpu" and not _is_compiling()
+        ctx.subset = _cpu_eager(x.device)
         if not ctx.subset:
             # x at 0 means p = 1: log(1 - p) is floored like safe_log1m.
             # Out of place on purpose: under torch.compile, torch 2.11 (seen on CPU
@@ -273,7 +280,7 @@ class TruthValue:
         """Sigmoid fused with its logs: ``log σ(z) = -softplus(-z)``."""
         nn_f = torch.nn.functional
         # q = 1 - σ(z) (derived, shares σ(z)); the logs are exact.
-        if z.device.type != "cpu" or _is_compiling():
+        if not _cpu_eager(z.device):
             return TruthValue(p=lambda: torch.sigmoid(z), lp=lambda: nn_f.logsigmoid(z),
                               l1p=lambda: nn_f.logsigmoid(-z))
         # CPU: log σ(z) and log σ(-z) share exp(-|z|), which ATen's kernel keeps
@@ -688,7 +695,7 @@ class _GuardedExtreme(torch.autograd.Function):
     def backward(ctx, grad):
         a, w, a2, out = ctx.saved_tensors
         dt, shape = grad.dtype, a2.shape
-        if a2.device.type == "cpu" and not _is_compiling():
+        if _cpu_eager(a2.device):
             # Masks as 0./1. floats: on the CPU a comparison writing floats is
             # several times faster than one writing bools (and than & on bools).
             hit = torch.eq(a2, out, out=torch.empty(shape, dtype=dt))

@@ -52,7 +52,7 @@ def sparse_guards(enabled: bool = True):
 
 def enabled(ctx) -> bool:
     # Data-dependent row counts: a host sync on a GPU, a graph break under torch.compile.
-    return SPARSE_GUARDS and ctx.device.type == "cpu" and not ops._is_compiling()
+    return SPARSE_GUARDS and ops._cpu_eager(ctx.device)
 
 
 def domains_full(ctx, vars) -> bool:
@@ -141,12 +141,18 @@ def _scatter(val: TruthValue, sub, rowmask_shape, cnt, rest, fill, full_shape) -
     return TruthValue(*[lift(i) if g else None for i, g in enumerate(val._given)])
 
 
+def _compact_body(q, ctx, rowmask, full) -> Tuple["Compacted", TruthValue]:
+    """q's body evaluated on the kept rows (the first rowmask.dim() scope axes)."""
+    k = rowmask.dim()
+    sub = Compacted(ctx, torch.nonzero(rowmask.expand(full[:k])), k)
+    return sub, q.body(sub)
+
+
 def _reduce_rows(q, ctx, rowmask, cnt, w, full, identity) -> TruthValue:
     k = q.outer_rank
     if cnt == 0:  # nothing matters, or every domain is empty: the identity
         return ctx.constant_value(identity, k)
-    sub = Compacted(ctx, torch.nonzero(rowmask.expand(full[:k])), k)
-    body = q.body(sub)
+    sub, body = _compact_body(q, ctx, rowmask, full)
     wc = None if w is None else sub.gather(w.reshape(w.shape + (1,) * (q.inner_rank - w.dim())))
     out = q.reduce(body, wc, 1, full[k:], identity)  # [rows kept]
     return _scatter(out, sub, full[:k], cnt, (), _fills(identity, ctx.dtype), full[:k])
@@ -157,8 +163,7 @@ def _body_rows(q, ctx, rowmask, cnt, full, identity) -> TruthValue:
     n = q.inner_rank
     if cnt == 0:  # nothing matters: the identity everywhere
         return ctx.constant_value(identity, n)
-    sub = Compacted(ctx, torch.nonzero(rowmask.expand(full[:k])), k)
-    body = q.body(sub)
+    sub, body = _compact_body(q, ctx, rowmask, full)
     # every component: the reduction asks for any of them
     val = TruthValue(*[(lambda i=i: body._get(i)) for i in range(4)])
     return _scatter(val, sub, full[:k], cnt, full[k:], _fills(identity, ctx.dtype), full)
