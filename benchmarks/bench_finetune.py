@@ -4,7 +4,7 @@ share of a step spent in the logic loss (goal: under 10%).
     .venv/bin/python benchmarks/bench_finetune.py [--device cpu|cuda] [--steps 30]
         [--rules examples/rules/voc_boxes.rules] [--dataset voc|refuge]
         [--batch-size 4] [--sam-type embedded --sam-checkpoint FILE] [--out FILE.json]
-        [--compile-loss default|reduce-overhead|...] [--dense-guards]
+        [--compile-loss default|reduce-overhead|...] [--dense-guards] [--hand]
 
 Per-part times are medians over the steps (robust to other processes on a
 shared machine); steps/s is also given from the wall clock. A step is: decode the prompts of a batch of images from their cached image
@@ -13,7 +13,11 @@ gradient with respect to the mask logits ("logic"), back-propagate that
 gradient through the decoder and step AdamW. Each part is timed on its own
 (with a device synchronisation between parts on CUDA); "logic share" is the
 logic part over the whole step. With ``--compile-loss`` the logic part runs
-through torch.compile (compiled during the warm-up steps). The data: the embedded synthetic set of the
+through torch.compile (compiled during the warm-up steps). With ``--hand``
+every batch is also stepped with the same rules written by hand in plain
+eager torch (``hand_rules.py``; a test checks they compute the same loss),
+alternating with the compiled rules step by step: "hand" gives that loss's
+parts and logic share, "logic_vs_hand" the ratio of the two logic parts. The data: the embedded synthetic set of the
 chosen kind (a few images, generated in a temporary folder), weak labels
 only. Without shipped embedded SAM weights the architecture is used with
 random weights (same cost).
@@ -86,6 +90,9 @@ def main(argv=None):
     ap.add_argument("--dense-guards", action="store_true",
                     help="evaluate guarded quantifier bodies densely (fuzzylogic.compiler."
                          "sparse_guards(False)), to compare with the default sparse CPU path")
+    ap.add_argument("--hand", action="store_true",
+                    help="also step every batch with the rules written by hand in eager torch "
+                         "(benchmarks/hand_rules.py), alternating, and report both")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -113,19 +120,32 @@ def _run(args):
         batches = [items[i % len(items): i % len(items) + args.batch_size]
                    for i in range(0, (args.steps + args.warmup) * args.batch_size, args.batch_size)]
         batches = [b for b in batches if b]
+        modes = {"rules": tuner.evaluate_rules}
+        if args.hand:
+            modes["hand"] = hand_loss(rules, tuner)
         for b in batches[:args.warmup]:
-            tuner._step(b, opt)
+            for fn in modes.values():
+                tuner.evaluate_rules = fn
+                tuner._step(b, opt)
         tuner.timing.clear()
-        per_step = []
-        t0 = time.perf_counter()
-        for b in batches[args.warmup:args.warmup + args.steps]:
-            before = dict(tuner.timing)
-            tuner._step(b, opt)
-            per_step.append({k: tuner.timing[k] - before.get(k, 0.0) for k in PARTS})
-        wall = time.perf_counter() - t0
+        per_step = {m: [] for m in modes}
+        wall = 0.0
+        for i, b in enumerate(batches[args.warmup:args.warmup + args.steps]):
+            # alternate which goes first, so that neither always finds the caches warm
+            for m in (list(modes) if i % 2 == 0 else list(modes)[::-1]):
+                tuner.evaluate_rules = modes[m]
+                before = dict(tuner.timing)
+                t0 = time.perf_counter()
+                tuner._step(b, opt)
+                if m == "rules":
+                    wall += time.perf_counter() - t0
+                per_step[m].append({k: tuner.timing[k] - before.get(k, 0.0) for k in PARTS})
+        tuner.evaluate_rules = modes["rules"]
     # Medians over steps: robust to other processes on a shared machine.
-    tm = {k: statistics.median(st[k] for st in per_step) for k in PARTS}
-    steps = len(per_step)
+    medians = {m: {k: statistics.median(st[k] for st in steps_) for k in PARTS}
+               for m, steps_ in per_step.items()}
+    tm = medians["rules"]
+    steps = len(per_step["rules"])
     total = sum(tm.values())
     result = {
         "device": str(args.device),
@@ -144,12 +164,37 @@ def _run(args):
         "prepare_seconds": prep,
         "goal_logic_share_below": 0.10,
     }
+    if "hand" in medians:
+        th = medians["hand"]
+        result["hand"] = {"median_seconds_per_step": th,
+                          "logic_share": th["logic"] / sum(th.values())}
+        result["logic_vs_hand"] = tm["logic"] / th["logic"]
     print(json.dumps(result, indent=2))
     if args.out:
         from fuzzylogic_seg.io import save_json
 
         save_json(result, args.out)
     return result
+
+
+def hand_loss(rules: str, tuner):
+    """The rule file written by hand (hand_rules.py), as ``tuner.evaluate_rules``."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from hand_rules import HAND
+
+    name = os.path.basename(rules)
+    if name not in HAND or len(tuner.rules) != 1:
+        raise SystemExit(f"--hand: no hand-written version of {rules} "
+                         f"(benchmarks/hand_rules.py has {sorted(HAND)})")
+    fn = HAND[name][0]
+    path = tuner.rules[0].path
+
+    def evaluate(facts, doms, report=False):
+        if report:
+            raise NotImplementedError("the hand-written rules give no report")
+        return fn(facts, doms[path])
+
+    return evaluate
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 #!/bin/bash
 # The checks that need a CUDA GPU, as one short script (about 8 minutes on an
 # H100/H200, each step under its own time limit so that a slow one cannot eat
-# the rest): the fine-tuning benchmark eager and compiled (CUDA graphs) on both
-# data sets, the CUDA tests (tests/test_cuda.py: equality with the CPU, AMP,
-# compiled loss) and a pretraining speed probe. Run it from the repository root:
+# the rest): the fine-tuning benchmark eager (beside the same rules written by
+# hand) and compiled (CUDA graphs) on both data sets, the CUDA tests
+# (tests/test_cuda.py: equality with the CPU, AMP, compiled loss) and a
+# pretraining speed probe. Run it from the repository root:
 #
 #     OUT=gpu-results LIMIT=540 bash benchmarks/gpu_check.sh
 #
@@ -34,9 +35,9 @@ step() {  # step SECONDS NAME COMMAND...: run with a limit, if the time is left
 }
 bf() { python3 benchmarks/bench_finetune.py --device cuda --steps 30 "$@"; }
 
-step 90 bf_voc_eager bf --dataset voc --out "$OUT/bf_voc_eager.json"
+step 90 bf_voc_eager bf --dataset voc --hand --out "$OUT/bf_voc_eager.json"
 step 150 bf_voc_cudagraphs bf --dataset voc --compile-loss reduce-overhead --out "$OUT/bf_voc_cudagraphs.json"
-step 90 bf_refuge_eager bf --dataset refuge --out "$OUT/bf_refuge_eager.json"
+step 90 bf_refuge_eager bf --dataset refuge --hand --out "$OUT/bf_refuge_eager.json"
 step 150 bf_refuge_cudagraphs bf --dataset refuge --compile-loss reduce-overhead --out "$OUT/bf_refuge_cudagraphs.json"
 step 240 pytest_cuda python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
 step 120 pretrain_probe python3 -m fuzzylogic_seg sam pretrain --device cuda --workers 8 \
@@ -49,6 +50,9 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "bf_*.json"))):
     m = {k: round(v * 1e3, 2) for k, v in d["median_seconds_per_step"].items()}
     print(f"{os.path.basename(f)}: logic share {d['logic_share']:.3f}, "
           f"{d['steps_per_second']:.1f} steps/s, ms {m}")
+    if "hand" in d:
+        print(f"  hand-written rules: logic share {d['hand']['logic_share']:.3f}, "
+              f"rules / hand {d['logic_vs_hand']:.2f}")
 PY
 tail -3 "$OUT/pytest_cuda.log" 2>/dev/null
 grep -iE "s/step|steps|it/s" "$OUT/pretrain_probe.log" 2>/dev/null | tail -2
