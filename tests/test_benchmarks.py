@@ -2,6 +2,7 @@
 since their numbers are what the speed goals are judged on, and a GPU session
 (benchmarks/gpu_check.sh) has no time to spare for a crash."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,16 +34,17 @@ def test_bench_finetune_reports_the_logic_share_beside_hand_written_rules(tmp_pa
     assert d["logic_vs_hand"] == pytest.approx(parts["logic"] / d["hand"]["median_seconds_per_step"]["logic"])
 
 
-def test_gpu_check_summary_reads_the_benchmark_json(tmp_path):
-    # gpu_check.sh's summary (its Python part) on a CPU run's JSON
-    run("bench_finetune.py", "--images", 2, "--steps", 1, "--warmup", 0, "--hand",
-        "--out", tmp_path / "bf_voc_eager.json")
-    script = (BENCH / "gpu_check.sh").read_text()
-    summary = script.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
-    p = subprocess.run([sys.executable, "-", str(tmp_path)], input=summary, text=True,
-                       capture_output=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+def test_gpu_check_script_runs_a_step_and_its_summary_on_the_cpu(tmp_path):
+    # gpu_check.sh's own dry-run mode, one benchmark step: the step runner, the
+    # benchmark command line and the summary (a GPU session has no time for a typo)
+    env = dict(os.environ, DEVICE="cpu", STEPS="1", ONLY="bf_voc_eager", OUT=str(tmp_path),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    p = subprocess.run(["bash", str(BENCH / "gpu_check.sh")], cwd=ROOT, env=env, text=True,
+                       capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "bf_voc_eager rc=0" in p.stdout, p.stdout + (tmp_path / "bf_voc_eager.log").read_text()
     assert "bf_voc_eager.json: logic share" in p.stdout and "hand-written rules" in p.stdout
+    assert not (tmp_path / "pytest_cuda.log").exists()  # ONLY: the other steps did not run
 
 
 def test_bench_finetune_hand_needs_a_hand_written_version(tmp_path):
