@@ -63,11 +63,6 @@ def _tiny(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).tiny
 
 
-def _epsneg(dtype: torch.dtype) -> float:
-    """The gap between 1 and the largest float below it."""
-    return torch.finfo(dtype).eps / 2
-
-
 def _log_tiny(dtype: torch.dtype) -> float:
     return math.log(torch.finfo(dtype).tiny)
 
@@ -78,15 +73,16 @@ def safe_log(p: torch.Tensor) -> torch.Tensor:
 
 
 def safe_log1m(p: torch.Tensor) -> torch.Tensor:
-    """``log(1 - p)``: accurate near 0 (log1p), finite at p = 1.
-
-    Without autograd the exact value is floored at ``log(tiny)``. With
-    autograd, p is clamped to the largest float below 1 first (the log's
-    gradient would otherwise be ``0 * inf``): ``log(1 - 1)`` then reads
-    ``log(eps/2)`` (-16.6 in float32).
-    """
+    """``log(1 - p)``: accurate near 0 (log1p), floored at ``log(tiny)`` at p = 1,
+    with or without autograd (the floor must not depend on whether a value
+    needs a gradient: the same rule would otherwise read another loss where a
+    term happens to be constant, e.g. an empty domain), and a zero gradient
+    there: the log is taken of a safe 0 where p >= 1 (its gradient would
+    otherwise be ``0 * inf``)."""
     if p.requires_grad:
-        return torch.log1p(-p.clamp_max(1.0 - _epsneg(p.dtype)))
+        below = p < 1.0
+        safe = torch.where(below, p, torch.zeros_like(p))
+        return torch.where(below, torch.log1p(-safe), torch.full_like(p, _log_tiny(p.dtype)))
     return torch.log1p(-p).clamp_min(_log_tiny(p.dtype))
 
 
@@ -131,7 +127,10 @@ class _Log1mExp(torch.autograd.Function):
             near = torch.log(-torch.expm1(xc))  # accurate for x > -ln 2
             far = torch.log1p(-torch.exp(xc))  # accurate below
             out = torch.where(xc > -_LN2, near, far).clamp_min(floor)
-            ctx.save_for_backward(xc, out)
+            ctx.compiling = _is_compiling()
+            # (compiled: the backward needs x alone, so that the compiler neither
+            # keeps nor recomputes the two branches for it)
+            ctx.save_for_backward(xc, None if ctx.compiling else out)
             return out
         x = x.contiguous()  # (row indices below address x, en and out alike)
         en = torch.exp(x).neg_()  # -e^x
@@ -159,6 +158,13 @@ class _Log1mExp(torch.autograd.Function):
         # on the floor, as for a clamp.
         if not ctx.subset:
             xc, out = ctx.saved_tensors
+            if ctx.compiling:
+                # -1 / expm1(-x), from x alone: the compiled backward kernel then
+                # does not recompute the forward's two branches (4 transcendental
+                # functions a cell); the value is floored only at x = -tiny.
+                tiny = torch.finfo(xc.dtype).tiny
+                d = torch.where(xc >= -tiny, torch.zeros_like(xc), torch.expm1(-xc).reciprocal())
+                return -(d * grad)
             e = torch.exp(xc - out).masked_fill_(out <= _log_tiny(xc.dtype), 0.0)
             return e.mul_(grad).neg_()
         en, hot, near, xs, vs = ctx.saved_tensors
@@ -280,6 +286,21 @@ class TruthValue:
         """Sigmoid fused with its logs: ``log σ(z) = -softplus(-z)``."""
         nn_f = torch.nn.functional
         # q = 1 - σ(z) (derived, shares σ(z)); the logs are exact.
+        if _is_compiling():
+            # log σ(±z) = min(±z, 0) - log1p(exp(-|z|)), written out so that the
+            # compiler computes exp and log1p once for both (it does not match
+            # |-z| with |z| in two logsigmoids); minimum splits the gradient at 0
+            # (clamp would not): d/dz log σ(z) = 1/2 there, as it should.
+            zero = z.new_zeros(())
+            shared: List[torch.Tensor] = []
+
+            def log_sigmoid_shared(y):
+                if not shared:
+                    shared.append(torch.log1p(torch.exp(-torch.abs(z))))
+                return torch.minimum(y, zero) - shared[0]
+
+            return TruthValue(p=lambda: torch.sigmoid(z), lp=lambda: log_sigmoid_shared(z),
+                              l1p=lambda: log_sigmoid_shared(-z))
         if not _cpu_eager(z.device):
             return TruthValue(p=lambda: torch.sigmoid(z), lp=lambda: nn_f.logsigmoid(z),
                               l1p=lambda: nn_f.logsigmoid(-z))

@@ -177,8 +177,12 @@ def test_log1mexp_finite_at_zero_and_minus_infinity():
 def test_log1mexp_cpu_subset_path_equals_the_branch_select_path(monkeypatch, dtype, case):
     # The CPU path computes the branch above -ln 2 on its cells only (flat
     # indices); the GPU/compile path computes both branches everywhere and
-    # selects. Same values, whatever the layout of x; the same gradients up to
-    # rounding (two formulas for -e^x / (1 - e^x)).
+    # selects. Same values, whatever the layout of x; gradients up to rounding
+    # (the CPU's exp(x - log(1 - e^x)) carries the log's rounding into the
+    # exponent, ~10 ulp near x = 0; compiled, -1 / expm1(-x) is within 1 ulp):
+    # both against a 50-digit reference.
+    mpmath = pytest.importorskip("mpmath")  # (a torch dependency)
+    mpmath.mp.dps = 50
     g = torch.Generator().manual_seed(1)
     x = -torch.rand(6, 5, 7, generator=g, dtype=dtype) * 3
     x.view(-1)[:3] = torch.tensor([0.0, -1e-30, -math.log(2)], dtype=dtype)
@@ -201,7 +205,13 @@ def test_log1mexp_cpu_subset_path_equals_the_branch_select_path(monkeypatch, dty
         results.append((y, gx))
     (y0, g0), (y1, g1) = results
     assert torch.equal(y0, y1)
-    torch.testing.assert_close(g0, g1, rtol=4 * torch.finfo(dtype).eps, atol=0.0)
+    tiny = torch.finfo(dtype).tiny
+    d = [0.0 if v >= -tiny else float(-1 / mpmath.expm1(-mpmath.mpf(v)))
+         for v in x.detach().reshape(-1).tolist()]
+    want = torch.tensor(d, dtype=torch.float64).reshape(x.shape) * gy.double()
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(g0.double(), want, rtol=16 * eps, atol=0.0)
+    torch.testing.assert_close(g1.double(), want, rtol=4 * eps, atol=0.0)
 
 
 def _guarded_by_where(a, w, dims, is_max):
@@ -268,6 +278,33 @@ def test_logit_logs_share_their_exp_and_equal_logsigmoid_bit_for_bit(first, dtyp
     assert torch.equal(lp, ref_lp) and torch.equal(l1p, ref_l1p) and torch.equal(gz, gy)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logit_logs_under_compile_share_their_exp_and_equal_logsigmoid(monkeypatch, dtype):
+    # What torch.compile traces: log σ(±z) = min(±z, 0) - log1p(exp(-|z|)) with the
+    # log1p shared. Values as logsigmoid's (the same formula) and gradients σ(∓z),
+    # 1/2 at z = 0 exactly, finite at saturated logits.
+    monkeypatch.setattr(O, "_is_compiling", lambda: True)
+    g = torch.Generator().manual_seed(4)
+    z0 = torch.randn(4, 200, generator=g, dtype=dtype) * 8
+    z0.view(-1)[:7] = torch.tensor([0.0, -0.0, 17.0, -17.0, 100.0, -100.0, 1e-8], dtype=dtype)
+    g1, g2 = torch.rand(2, *z0.shape, generator=g, dtype=dtype)
+    z = z0.clone().requires_grad_()
+    v = TruthValue.from_logits(z)
+    lp, l1p = v.lp, v.l1p
+    (gz,) = torch.autograd.grad((lp * g1).sum() + (l1p * g2).sum(), z)
+    zd = z0.double()
+    F = torch.nn.functional
+    eps = torch.finfo(dtype).eps
+    tiny = torch.finfo(dtype).tiny  # (below it, subnormals: log σ(100) in float32)
+    torch.testing.assert_close(lp.double(), F.logsigmoid(zd), rtol=2 * eps, atol=tiny)
+    torch.testing.assert_close(l1p.double(), F.logsigmoid(-zd), rtol=2 * eps, atol=tiny)
+    want = g1.double() * torch.sigmoid(-zd) - g2.double() * torch.sigmoid(zd)
+    torch.testing.assert_close(gz.double(), want, rtol=8 * eps, atol=8 * eps)
+    zero = torch.zeros(1, dtype=dtype, requires_grad=True)
+    (d0,) = torch.autograd.grad(TruthValue.from_logits(zero).lp.sum(), zero)
+    assert d0.item() == 0.5
+
+
 def test_truth_value_components_are_consistent():
     z = torch.linspace(-40, 40, 81, dtype=torch.float64)
     v = TruthValue.from_logits(z)
@@ -290,6 +327,24 @@ def test_safe_logs_floor_exact_zero_and_one():
     tg = t.clone().requires_grad_()
     (O.safe_log(tg).sum() + O.safe_log1m(tg).sum()).backward()
     assert torch.isfinite(tg.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_floors_do_not_depend_on_autograd(dtype):
+    # The same truths give the same loss whether they need a gradient or not (a
+    # sparse guard's constant over an empty domain against the dense path's
+    # computed value found the difference: log(1 - 1) read log(eps/2) with
+    # autograd, log(tiny) without).
+    t = torch.tensor([0.0, 1.0, 0.5, 1e-30, 1.0 - 1e-7], dtype=dtype)
+    tg = t.clone().requires_grad_()
+    for f in (O.safe_log, O.safe_log1m):
+        assert torch.equal(f(t), f(tg).detach())
+    assert O.safe_log1m(t)[1] == math.log(torch.finfo(dtype).tiny)
+    (g,) = torch.autograd.grad(O.safe_log1m(tg).sum(), tg)
+    assert g[1] == 0 and g[0] == -1 and g[2] == -2
+    th = fl.compile("sort s\npredicate a(s)\nrule r: forall x: not a(x)", "log_product")
+    a = torch.tensor([[1.0, 0.5]], dtype=dtype)
+    assert torch.equal(th.loss(a=a), th.loss(a=a.clone().requires_grad_()).detach())
 
 
 QUANTS = [("forall", n) for n in ("min", "mean", "pmean_error", "product", "log_sum_exp")] + \
