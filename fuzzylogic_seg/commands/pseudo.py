@@ -41,8 +41,8 @@ def register(subparsers) -> None:
                         "own mask grid, 256 for ViT-B/L/H); the example rule weights assume 64")
     p.add_argument("--compile-loss", default=None, metavar="MODE",
                    help="torch.compile the logic loss (default, reduce-overhead = CUDA graphs, "
-                        "max-autotune-no-cudagraphs): helps on a GPU, not on a CPU "
-                        "(docs/FINETUNE.md)")
+                        "max-autotune-no-cudagraphs): a faster loss after a one-time compile "
+                        "(~30 s on a CPU; docs/FINETUNE.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threshold", type=float, default=0.5,
