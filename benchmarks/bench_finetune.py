@@ -4,7 +4,7 @@ share of a step spent in the logic loss (goal: under 10%).
     .venv/bin/python benchmarks/bench_finetune.py [--device cpu|cuda] [--steps 30]
         [--rules examples/rules/voc_boxes.rules] [--dataset voc|refuge]
         [--batch-size 4] [--sam-type embedded --sam-checkpoint FILE] [--out FILE.json]
-        [--compile-loss default|reduce-overhead|...] [--dense-guards] [--hand]
+        [--compile-loss default|reduce-overhead|...] [--eager] [--dense-guards] [--hand]
 
 Per-part times are medians over the steps (robust to other processes on a
 shared machine); steps/s is also given from the wall clock. A step is: decode the prompts of a batch of images from their cached image
@@ -17,7 +17,9 @@ through torch.compile (compiled during the warm-up steps). With ``--hand``
 every batch is also stepped with the same rules written by hand in plain
 eager torch (``hand_rules.py``; a test checks they compute the same loss),
 alternating with the compiled rules step by step: "hand" gives that loss's
-parts and logic share, "logic_vs_hand" the ratio of the two logic parts. The data: the embedded synthetic set of the
+parts and logic share, "logic_vs_hand" the ratio of the two logic parts;
+``--eager`` with ``--compile-loss`` likewise adds the rules evaluated eagerly
+("eager", "logic_vs_eager"). The data: the embedded synthetic set of the
 chosen kind (a few images, generated in a temporary folder), weak labels
 only. Without shipped embedded SAM weights the architecture is used with
 random weights (same cost).
@@ -90,11 +92,16 @@ def main(argv=None):
     ap.add_argument("--dense-guards", action="store_true",
                     help="evaluate guarded quantifier bodies densely (fuzzylogic.compiler."
                          "sparse_guards(False)), to compare with the default sparse CPU path")
+    ap.add_argument("--eager", action="store_true",
+                    help="with --compile-loss: also step every batch with the rules evaluated "
+                         "eagerly, alternating, and report both")
     ap.add_argument("--hand", action="store_true",
                     help="also step every batch with the rules written by hand in eager torch "
                          "(benchmarks/hand_rules.py), alternating, and report both")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.eager and not args.compile_loss:
+        ap.error("--eager compares the eager rules with --compile-loss MODE")
     torch.set_num_threads(args.threads)
     from fuzzylogic.compiler import sparse_guards
 
@@ -121,6 +128,8 @@ def _run(args):
                    for i in range(0, (args.steps + args.warmup) * args.batch_size, args.batch_size)]
         batches = [b for b in batches if b]
         modes = {"rules": tuner.evaluate_rules}
+        if args.eager:
+            modes["eager"] = lambda facts, doms, report=False: tuner._evaluate(facts, doms, report)
         if args.hand:
             modes["hand"] = hand_loss(rules, tuner)
         for b in batches[:args.warmup]:
@@ -164,11 +173,12 @@ def _run(args):
         "prepare_seconds": prep,
         "goal_logic_share_below": 0.10,
     }
-    if "hand" in medians:
-        th = medians["hand"]
-        result["hand"] = {"median_seconds_per_step": th,
-                          "logic_share": th["logic"] / sum(th.values())}
-        result["logic_vs_hand"] = tm["logic"] / th["logic"]
+    for other in ("eager", "hand"):
+        if other in medians:
+            th = medians[other]
+            result[other] = {"median_seconds_per_step": th,
+                             "logic_share": th["logic"] / sum(th.values())}
+            result[f"logic_vs_{other}"] = tm["logic"] / th["logic"]
     print(json.dumps(result, indent=2))
     if args.out:
         from fuzzylogic_seg.io import save_json

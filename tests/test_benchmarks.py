@@ -47,6 +47,17 @@ def test_gpu_check_script_runs_a_step_and_its_summary_on_the_cpu(tmp_path):
     assert not (tmp_path / "pytest_cuda.log").exists()  # ONLY: the other steps did not run
 
 
+def test_bench_finetune_compiled_beside_eager(tmp_path):
+    out = tmp_path / "bf.json"
+    run("bench_finetune.py", "--images", 2, "--steps", 1, "--warmup", 1, "--compile-loss",
+        "aot_eager", "--eager", "--out", out)
+    d = json.loads(out.read_text())
+    assert d["compile_loss"] == "aot_eager" and 0 < d["eager"]["logic_share"] < 1
+    assert d["logic_vs_eager"] > 0 and "hand" not in d
+    p = run("bench_finetune.py", "--eager", ok=False)
+    assert p.returncode == 2 and "--compile-loss" in p.stderr
+
+
 def test_bench_finetune_hand_needs_a_hand_written_version(tmp_path):
     mine = tmp_path / "my_boxes.rules"  # valid box rules, but no hand-written twin
     mine.write_text((ROOT / "examples" / "rules" / "voc_boxes.rules").read_text())
