@@ -2,7 +2,7 @@
 # The checks that need a CUDA GPU, as one short script (about 8 minutes on an
 # H100/H200, each step under its own time limit so that a slow one cannot eat
 # the rest): the fine-tuning benchmark eager (beside the same rules written by
-# hand) and compiled (CUDA graphs) on both data sets, the CUDA tests
+# hand) and compiled (CUDA graphs, beside eager) on both data sets, the CUDA tests
 # (tests/test_cuda.py: equality with the CPU, AMP, compiled loss) and a
 # pretraining speed probe. Run it from the repository root:
 #
@@ -48,10 +48,10 @@ step() {  # step SECONDS NAME COMMAND...: run with a limit, if the time is left
 BF=(python3 benchmarks/bench_finetune.py --device "$DEVICE" --steps "$STEPS")
 
 step 90 bf_voc_eager "${BF[@]}" --dataset voc --hand --out "$OUT/bf_voc_eager.json"
-step 150 bf_voc_cudagraphs "${BF[@]}" --dataset voc --compile-loss reduce-overhead \
+step 150 bf_voc_cudagraphs "${BF[@]}" --dataset voc --compile-loss reduce-overhead --eager \
     --out "$OUT/bf_voc_cudagraphs.json"
 step 90 bf_refuge_eager "${BF[@]}" --dataset refuge --hand --out "$OUT/bf_refuge_eager.json"
-step 150 bf_refuge_cudagraphs "${BF[@]}" --dataset refuge --compile-loss reduce-overhead \
+step 150 bf_refuge_cudagraphs "${BF[@]}" --dataset refuge --compile-loss reduce-overhead --eager \
     --out "$OUT/bf_refuge_cudagraphs.json"
 step 240 pytest_cuda env FUZZYSEG_TEST_DEVICE="$DEVICE" \
     python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
@@ -65,9 +65,10 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "bf_*.json"))):
     m = {k: round(v * 1e3, 2) for k, v in d["median_seconds_per_step"].items()}
     print(f"{os.path.basename(f)}: logic share {d['logic_share']:.3f}, "
           f"{d['steps_per_second']:.1f} steps/s, ms {m}")
-    if "hand" in d:
-        print(f"  hand-written rules: logic share {d['hand']['logic_share']:.3f}, "
-              f"rules / hand {d['logic_vs_hand']:.2f}")
+    for other, label in (("eager", "eager rules"), ("hand", "hand-written rules")):
+        if other in d:
+            print(f"  {label}: logic share {d[other]['logic_share']:.3f}, "
+                  f"rules / {other} {d['logic_vs_' + other]:.2f}")
 PY
 tail -3 "$OUT/pytest_cuda.log" 2>/dev/null
 # the last progress line (time per step) and the card's numbers
