@@ -259,19 +259,26 @@ def test_guarded_max_with_a_weight_that_needs_a_gradient_gives_it_one():
     assert float(y.detach()) == 0.5 and w.grad.tolist() == [[0.0, 1.0, 0.0]] and a.grad.abs().sum() == 0
 
 
-@pytest.mark.parametrize("first", ["lp", "l1p"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_logit_logs_share_their_exp_and_equal_logsigmoid_bit_for_bit(first, dtype):
-    # On the CPU the second of log σ(z), log σ(-z) reuses the first's exp(-|z|):
-    # values and gradients must be logsigmoid's, whichever is asked for first.
-    g = torch.Generator().manual_seed(3)
-    z0 = torch.randn(5, 300, generator=g, dtype=dtype) * 8
+def _logit_logs(seed, shape, dtype, first="lp"):
+    """(z, g1, g2, log σ(z), log σ(-z), the gradient of Σ g1 lp + g2 l1p) from
+    TruthValue.from_logits on random logits with 0, -0 and saturated ones."""
+    g = torch.Generator().manual_seed(seed)
+    z0 = torch.randn(*shape, generator=g, dtype=dtype) * 8
     z0.view(-1)[:7] = torch.tensor([0.0, -0.0, 17.0, -17.0, 100.0, -100.0, 1e-8], dtype=dtype)
     g1, g2 = torch.rand(2, *z0.shape, generator=g, dtype=dtype)
     z = z0.clone().requires_grad_()
     v = TruthValue.from_logits(z)
     lp, l1p = (v.lp, v.l1p) if first == "lp" else (v.l1p, v.lp)[::-1]
     (gz,) = torch.autograd.grad((lp * g1).sum() + (l1p * g2).sum(), z)
+    return z0, g1, g2, lp, l1p, gz
+
+
+@pytest.mark.parametrize("first", ["lp", "l1p"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logit_logs_share_their_exp_and_equal_logsigmoid_bit_for_bit(first, dtype):
+    # On the CPU the second of log σ(z), log σ(-z) reuses the first's exp(-|z|):
+    # values and gradients must be logsigmoid's, whichever is asked for first.
+    z0, g1, g2, lp, l1p, gz = _logit_logs(3, (5, 300), dtype, first)
     y = z0.clone().requires_grad_()
     ref_lp, ref_l1p = torch.nn.functional.logsigmoid(y), torch.nn.functional.logsigmoid(-y)
     (gy,) = torch.autograd.grad((ref_lp * g1).sum() + (ref_l1p * g2).sum(), y)
@@ -284,14 +291,7 @@ def test_logit_logs_under_compile_share_their_exp_and_equal_logsigmoid(monkeypat
     # log1p shared. Values as logsigmoid's (the same formula) and gradients σ(∓z),
     # 1/2 at z = 0 exactly, finite at saturated logits.
     monkeypatch.setattr(O, "_is_compiling", lambda: True)
-    g = torch.Generator().manual_seed(4)
-    z0 = torch.randn(4, 200, generator=g, dtype=dtype) * 8
-    z0.view(-1)[:7] = torch.tensor([0.0, -0.0, 17.0, -17.0, 100.0, -100.0, 1e-8], dtype=dtype)
-    g1, g2 = torch.rand(2, *z0.shape, generator=g, dtype=dtype)
-    z = z0.clone().requires_grad_()
-    v = TruthValue.from_logits(z)
-    lp, l1p = v.lp, v.l1p
-    (gz,) = torch.autograd.grad((lp * g1).sum() + (l1p * g2).sum(), z)
+    z0, g1, g2, lp, l1p, gz = _logit_logs(4, (4, 200), dtype)
     zd = z0.double()
     F = torch.nn.functional
     eps = torch.finfo(dtype).eps
