@@ -157,3 +157,34 @@ def test_compiled_loss_equals_eager_and_pads_regions_to_one_count():
     assert counts == [1, 2]
     with pytest.raises(ConfigError, match="compile_loss"):
         tuner(compile_loss={"fullgraph": False})
+
+
+def test_static_facts_are_built_once_per_image_and_rebuilt_when_their_inputs_change():
+    t = tuner(epochs=1)
+    items = t.prepare(Shapes(3))
+    logits, _ = t.decode(items)
+
+    def fresh(its):  # what facts() gives with no item seen before
+        for it in its:
+            it.extra.pop("_static_facts", None)
+        return t.facts(its, logits[:len(its)])[0]
+
+    first = fresh(items)
+    cached = t.facts(items, logits)[0]
+    assert set(first) == set(cached) == t.need
+    for k in first:
+        assert torch.equal(first[k], cached[k]), k
+    f0 = items[0].extra["_static_facts"][2]
+    t.facts(items[:1], logits[:1])
+    assert items[0].extra["_static_facts"][2] is f0  # a hit: nothing rebuilt
+    # the frozen model's labels change (a second prepare): zs facts follow
+    items[0].zs = torch.full_like(items[0].zs, 255)
+    after = t.facts(items, logits)[0]
+    assert items[0].extra["_static_facts"][2] is not f0
+    assert after["zs_fg"][0, items[0].slots].eq(1).all()
+    assert torch.equal(after["zs_fg"], fresh(items)["zs_fg"])
+    # another tuner (another keep_threshold) on the same items builds its own
+    items[1].zs = torch.full_like(items[1].zs, 178)  # 0.7: object at 0.6, not at 0.9
+    assert t.facts(items, logits)[0]["zs_fg"][1].eq(0).all()
+    t2 = tuner(epochs=1, keep_threshold=0.6)
+    assert t2.facts(items, logits)[0]["zs_fg"][1, items[1].slots].eq(1).all()
