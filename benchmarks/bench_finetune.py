@@ -123,7 +123,7 @@ def _run(args):
         t0 = time.perf_counter()
         items = tuner.prepare(ds)
         prep = time.perf_counter() - t0
-        opt = torch.optim.AdamW(tuner.trainable_parameters(), lr=1e-5)
+        opt = tuner.optimizer()  # fit's optimizer (its lr: the step's cost does not depend on it)
         batches = [items[i % len(items): i % len(items) + args.batch_size]
                    for i in range(0, (args.steps + args.warmup) * args.batch_size, args.batch_size)]
         batches = [b for b in batches if b]

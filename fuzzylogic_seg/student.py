@@ -607,7 +607,9 @@ def train_student(
     model = build_model(cfg, num_classes, seed=seed, log=log if ctx.is_main else (lambda m: None)).to(device)
     if logic is None and cfg.logic_rules:
         logic = StudentLogic(cfg.logic_rules, kind)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: the per-tensor loop's arithmetic, batched (same weights; CUDA's default)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            foreach=True)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()) \
         if device.type == "cuda" else None

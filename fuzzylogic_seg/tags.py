@@ -261,7 +261,7 @@ def train_head(props: List[ImageProposals], rules, num_classes: int, epochs: int
     torch.manual_seed(seed)
     allf = torch.cat([p.feats for p in props])
     head = ClassHead(allf.shape[1], num_classes, allf.mean(0), allf.std(0).clamp_min(1e-4)).to(device)
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, foreach=True)  # same arithmetic, batched
     history = {"initial": {"epoch": -1, "rules": head_satisfaction(rules, props, head, num_classes,
                                                                     device)}, "epochs": []}
     for epoch in range(epochs):

@@ -397,8 +397,9 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
         init_card = (ckpt0.get("meta") or {}).get("card")
     sam = sam.to(device)
     model = PromptableSAM(sam)
+    # foreach: the per-tensor loop's arithmetic, batched (same weights; CUDA's default)
     opt = torch.optim.AdamW(sam.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            betas=(0.9, cfg.beta2))
+                            betas=(0.9, cfg.beta2), foreach=True)
     step, total, history, elapsed = 0, cfg.steps, [], 0.0
     if spath.is_file():
         st = load_torch(spath, map_location=device)
