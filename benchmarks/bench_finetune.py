@@ -3,7 +3,8 @@ share of a step spent in the logic loss (goal: under 10%).
 
     .venv/bin/python benchmarks/bench_finetune.py [--device cpu|cuda] [--steps 30]
         [--rules examples/rules/voc_boxes.rules] [--dataset voc|refuge]
-        [--batch-size 4] [--sam-type embedded --sam-checkpoint FILE] [--out FILE.json]
+        [--batch-size 4] [--sam-type embedded --sam-checkpoint FILE] [--random-weights]
+        [--out FILE.json]
         [--compile-loss default|reduce-overhead|...] [--eager] [--dense-guards] [--hand]
 
 Per-part times are medians over the steps (robust to other processes on a
@@ -22,7 +23,8 @@ parts and logic share, "logic_vs_hand" the ratio of the two logic parts;
 ("eager", "logic_vs_eager"). The data: the embedded synthetic set of the
 chosen kind (a few images, generated in a temporary folder), weak labels
 only. Without shipped embedded SAM weights the architecture is used with
-random weights (same cost).
+random weights (same cost); ``--random-weights --sam-type vit_b`` times the
+real SAM's decoder without its checkpoint.
 """
 from __future__ import annotations
 
@@ -46,6 +48,16 @@ def load_model(args):
     from fuzzylogic_seg.errors import CheckpointError
     from fuzzylogic_seg.sam.build import build_embedded, load_sam
 
+    if args.random_weights:
+        torch.manual_seed(0)
+        if args.sam_type == "embedded":
+            sam = build_embedded()
+        else:
+            from segment_anything import sam_model_registry
+
+            sam = sam_model_registry[args.sam_type](checkpoint=None)
+            sam.sam_type = args.sam_type
+        return sam.to(args.device).eval(), "random weights, --random-weights"
     try:
         return load_sam(args.sam_type, args.sam_checkpoint, device=args.device), "pretrained"
     except CheckpointError:
@@ -86,6 +98,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sam-type", default="embedded")
     ap.add_argument("--sam-checkpoint", default=None)
+    ap.add_argument("--random-weights", action="store_true",
+                    help="the SAM type's architecture with random weights, no checkpoint: a "
+                         "step costs the same (the frozen model's sure-object/background facts "
+                         "are then empty); for vit_b/l/h where no weights are at hand")
     ap.add_argument("--compile-loss", default=None, metavar="MODE",
                     help="torch.compile the logic loss: default, reduce-overhead (CUDA graphs), "
                          "max-autotune-no-cudagraphs, or aot_eager (a backend, for checking)")

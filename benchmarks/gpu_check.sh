@@ -55,6 +55,9 @@ step 150 bf_refuge_cudagraphs "${BF[@]}" --dataset refuge --compile-loss reduce-
     --out "$OUT/bf_refuge_cudagraphs.json"
 step 240 pytest_cuda env FUZZYSEG_TEST_DEVICE="$DEVICE" \
     python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
+# the paper's SAM: ViT-B's decoder (random weights: the same cost) against the same logic
+step 150 bf_voc_vitb "${BF[@]}" --dataset voc --sam-type vit_b --random-weights --hand \
+    --out "$OUT/bf_voc_vitb.json"
 step 120 pretrain_probe python3 -m fuzzylogic_seg sam pretrain --device "$DEVICE" --workers 8 \
     --steps $((STEPS + 10)) --out /tmp/probe.pt --force
 

@@ -58,6 +58,15 @@ def test_bench_finetune_compiled_beside_eager(tmp_path):
     assert p.returncode == 2 and "--compile-loss" in p.stderr
 
 
+def test_bench_finetune_random_weights(tmp_path):
+    # (gpu_check.sh times ViT-B this way; the embedded type keeps the test short)
+    out = tmp_path / "bf.json"
+    run("bench_finetune.py", "--images", 2, "--steps", 1, "--warmup", 0, "--random-weights",
+        "--out", out)
+    d = json.loads(out.read_text())
+    assert d["sam"] == "embedded (random weights, --random-weights)" and 0 < d["logic_share"] < 1
+
+
 def test_bench_finetune_hand_needs_a_hand_written_version(tmp_path):
     mine = tmp_path / "my_boxes.rules"  # valid box rules, but no hand-written twin
     mine.write_text((ROOT / "examples" / "rules" / "voc_boxes.rules").read_text())
