@@ -55,6 +55,8 @@ def load_model(args):
         else:
             from segment_anything import sam_model_registry
 
+            if args.sam_type not in sam_model_registry or args.sam_type == "default":
+                raise SystemExit(f"--sam-type {args.sam_type}: choose embedded, vit_b, vit_l or vit_h")
             sam = sam_model_registry[args.sam_type](checkpoint=None)
             sam.sam_type = args.sam_type
         return sam.to(args.device).eval(), "random weights, --random-weights"
@@ -118,6 +120,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.eager and not args.compile_loss:
         ap.error("--eager compares the eager rules with --compile-loss MODE")
+    if args.random_weights and args.sam_checkpoint:
+        ap.error("--random-weights takes no --sam-checkpoint")
     torch.set_num_threads(args.threads)
     from fuzzylogic.compiler import sparse_guards
 

@@ -471,7 +471,9 @@ class LogicFineTuner:
         """The facts of one image that do not depend on SAM's output (boxes, colour
         affinities, the frozen model's labels...), built on first use and kept with
         the item: rebuilding them took ~7 ms of a ~100 ms CPU step (host memory:
-        about 0.25 MB per VOC image at grid 64)."""
+        about 0.2 MB per VOC image at grid 64, growing with the grid's area). They
+        are rebuilt when an input is replaced (a new ``zs`` tensor...); change an
+        item's inputs by assignment, never in place."""
         # what the facts are made of: a later prepare step (the frozen model's
         # labels) or another rule set rebuilds them
         key = (tuple(sorted(self.need)), self.keep_threshold)
@@ -647,7 +649,7 @@ class LogicFineTuner:
 
     def fit(self, dataset, items: Optional[List[Item]] = None) -> Dict:
         """Fine-tune on ``dataset`` (weak labels only); returns the history."""
-        from .io import load_torch, save_json, save_torch
+        from .io import load_optimizer_state, load_torch, save_json, save_torch
 
         if not self.rules:
             raise ConfigError("fit needs at least one rule file")
@@ -669,7 +671,7 @@ class LogicFineTuner:
             missing = self.sam.load_state_dict(ck["trainable"], strict=False)
             if missing.unexpected_keys:
                 raise CheckpointError(f"{ckpt_path}: unexpected weights {missing.unexpected_keys[:3]}")
-            opt.load_state_dict(ck["optimizer"])
+            load_optimizer_state(opt, ck["optimizer"])
             history = json.loads(ck["history"])
             start = int(ck["epoch"]) + 1
         self.sam.train(False)  # SAM has no dropout/batch-norm; eval keeps it deterministic

@@ -64,6 +64,15 @@ def load_torch(path: PathLike, map_location: Any = "cpu") -> Any:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
 
 
+def load_optimizer_state(opt, state: Any) -> None:
+    """``opt.load_state_dict(state)`` keeping ``opt``'s own ``foreach`` setting: a state
+    saved before the trainers stepped foreach would switch it off (same weights, slower)."""
+    foreach = [g.get("foreach") for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for g, f in zip(opt.param_groups, foreach):
+        g["foreach"] = f
+
+
 def _jsonable(x: Any) -> Any:
     try:
         import numpy as np

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from . import distributed as D
 from .errors import CheckpointError, ConfigError, DatasetError
-from .io import load_torch, save_index_png, save_json, save_torch
+from .io import load_optimizer_state, load_torch, save_index_png, save_json, save_torch
 
 NUM_CLASSES = {"voc": 21, "refuge": 3}
 IGNORE = 255
@@ -620,7 +620,7 @@ def train_student(
         state = load_torch(ckpt_path, map_location=device)
         if state.get("fingerprint") == fingerprint and state.get("format") == STUDENT_FORMAT:
             model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            load_optimizer_state(opt, state["optimizer"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             history = list(state["history"])

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, ConfigError
-from ..io import load_torch, save_json, save_torch
+from ..io import load_optimizer_state, load_torch, save_json, save_torch
 from .build import (EmbeddedConfig, build_embedded, embedded_checkpoint, load_state_strict,
                     model_fingerprint)
 from .forward import PromptableSAM
@@ -407,7 +407,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
             raise CheckpointError(f"{spath}: a pretraining state of another recipe; delete it or "
                                   "use another --out")
         load_state_strict(sam, st["model"], spath, what="embedded SAM")
-        opt.load_state_dict(st["optim"])
+        load_optimizer_state(opt, st["optim"])
         step, total, history = int(st["step"]), int(st["total"]), list(st["history"])
         elapsed = float(st.get("elapsed", 0.0))
         log(f"resuming {spath} at step {step}/{total}")

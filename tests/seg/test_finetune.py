@@ -164,16 +164,18 @@ def test_static_facts_are_built_once_per_image_and_rebuilt_when_their_inputs_cha
     items = t.prepare(Shapes(3))
     logits, _ = t.decode(items)
 
-    def fresh(its):  # what facts() gives with no item seen before
-        for it in its:
-            it.extra.pop("_static_facts", None)
-        return t.facts(its, logits[:len(its)])[0]
+    uncached = tuner(epochs=1, cache_facts=False)
 
-    first = fresh(items)
-    cached = t.facts(items, logits)[0]
-    assert set(first) == set(cached) == t.need
+    def fresh(its):  # rebuilt from the items' inputs, nothing kept
+        return uncached.facts(its, logits[:len(its)])[0]
+
+    first = t.facts(items, logits)[0]   # builds and keeps
+    cached = t.facts(items, logits)[0]  # served from what was kept
+    assert all("_static_facts" in it.extra for it in items)
+    expect = fresh(items)
+    assert set(first) == set(cached) == set(expect) == t.need
     for k in first:
-        assert torch.equal(first[k], cached[k]), k
+        assert torch.equal(first[k], expect[k]) and torch.equal(cached[k], expect[k]), k
     f0 = items[0].extra["_static_facts"][2]
     t.facts(items[:1], logits[:1])
     assert items[0].extra["_static_facts"][2] is f0  # a hit: nothing rebuilt
@@ -183,6 +185,7 @@ def test_static_facts_are_built_once_per_image_and_rebuilt_when_their_inputs_cha
     assert items[0].extra["_static_facts"][2] is not f0
     assert after["zs_fg"][0, items[0].slots].eq(1).all()
     assert torch.equal(after["zs_fg"], fresh(items)["zs_fg"])
+    # (inputs are replaced, never changed in place: prepare and _zero_shot assign new tensors)
     # another tuner (another keep_threshold) on the same items builds its own
     items[1].zs = torch.full_like(items[1].zs, 178)  # 0.7: object at 0.6, not at 0.9
     assert t.facts(items, logits)[0]["zs_fg"][1].eq(0).all()
@@ -207,3 +210,26 @@ def test_foreach_optimizers_step_exactly_as_the_per_tensor_loop(opt):
 
     for a, b in zip(run(False), run(True)):
         assert torch.equal(a, b)
+
+
+def test_training_with_and_without_kept_facts_ends_with_the_same_weights():
+    a, b = tuner(epochs=2), tuner(epochs=2, cache_facts=False)
+    a.fit(Shapes(3))
+    b.fit(Shapes(3))
+    assert all("_static_facts" in it.extra for it in a.items)
+    assert not any("_static_facts" in it.extra for it in b.items)
+    for p, q in zip(a.sam.parameters(), b.sam.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_optimizer_steps_foreach_also_after_resuming_an_older_state():
+    from fuzzylogic_seg.io import load_optimizer_state
+
+    t = tuner(epochs=1)
+    opt = t.optimizer()
+    assert all(g["foreach"] is True for g in opt.param_groups)
+    old = opt.state_dict()
+    for g in old["param_groups"]:
+        g["foreach"] = None  # as written before the trainers stepped foreach
+    load_optimizer_state(opt, old)
+    assert all(g["foreach"] is True for g in opt.param_groups)
