@@ -140,6 +140,7 @@ def _run(args):
                                batch_size=args.batch_size, device=args.device, progress=False,
                                cache_dir=os.path.join(tmp, "cache"),
                                compile_loss=compile_option(args.compile_loss))
+        tuner.time_parts = True  # synchronise CUDA between the parts: each timed on its own
         t0 = time.perf_counter()
         items = tuner.prepare(ds)
         prep = time.perf_counter() - t0

@@ -216,7 +216,7 @@ class _Embeddings:
     def get(self, item: "Item", device) -> torch.Tensor:
         k = self.key(item)
         if self.cache is None:
-            return self.mem[k].to(device)
+            return _to_device(self.mem[k], device)
         hit = self.cache.lookup(k, None, device=device, digest=self.digest[k])
         if hit is None:
             raise CheckpointError(f"embedding cache {self.cache.dir}: entry of {item.id!r} "
@@ -282,6 +282,7 @@ class LogicFineTuner:
         self.cache_dir, self.out_dir = cache_dir, None if out_dir is None else Path(out_dir)
         self.progress = progress
         self.cache_facts = bool(cache_facts)  # not in config(): the same numbers either way
+        self.time_parts = False  # benchmarks: synchronise CUDA between the parts of a step
         self.prompt_options = dict(prompt_options or {})
         self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
         if rules is None:
@@ -433,13 +434,12 @@ class LogicFineTuner:
         as SamAutomaticMaskGenerator)."""
         if emb is None:
             emb = self._embedding_batch(items)
-        dev = self.device
-        idx = torch.cat([torch.full((len(it.prompts),), i, dtype=torch.long)
-                         for i, it in enumerate(items)]).to(dev)
+        idx = self._to_device(torch.cat([torch.full((len(it.prompts),), i, dtype=torch.long)
+                                         for i, it in enumerate(items)]))
         sizes = [it.view.size for it in items]
         with self._autocast():
             if items[0].prompts.kind == "box":
-                boxes = torch.cat([it.prompts.boxes for it in items]).to(dev)
+                boxes = self._to_device(torch.cat([it.prompts.boxes for it in items]))
                 low, iou = self.psam.decode(emb, boxes=boxes, orig_size=sizes, image_index=idx,
                                             multimask=multimask)
             else:
@@ -450,8 +450,8 @@ class LogicFineTuner:
                     pad = k - p.shape[1]
                     pts.append(torch.cat([p, p.new_zeros(len(p), pad, 2)], 1))
                     labs.append(torch.cat([l, l.new_full((len(l), pad), -1)], 1))
-                low, iou = self.psam.decode(emb, points=torch.cat(pts).to(dev),
-                                            point_labels=torch.cat(labs).to(dev),
+                low, iou = self.psam.decode(emb, points=self._to_device(torch.cat(pts)),
+                                            point_labels=self._to_device(torch.cat(labs)),
                                             orig_size=sizes, image_index=idx, multimask=multimask)
         best = iou.argmax(1)
         pick = torch.arange(len(best), device=best.device)
@@ -462,7 +462,7 @@ class LogicFineTuner:
                 align_corners=False, antialias=low.shape[-1] > self.grid_size)[:, 0]
         n = max([it.n_regions for it in items] + [self.region_pad or 0])
         g = low.shape[-1]
-        slots = torch.cat([it.slots for it in items]).to(dev)
+        slots = self._to_device(torch.cat([it.slots for it in items]))
         logits = low.new_zeros(len(items), n, g, g).index_put((idx, slots), low)
         ious = iou.new_zeros(len(items), n).index_put((idx, slots), iou)
         return logits, ious
@@ -523,20 +523,22 @@ class LogicFineTuner:
         missing = [k for k in static if any(k not in f for f in per)]
         if missing:
             raise ConfigError(f"cannot build facts {missing} for weak labels {self.weak!r}")
-        facts = {k: v.to(dev) for k, v in rf.stack_facts(per, static, n).items()}
+        facts = {k: self._to_device(v) for k, v in rf.stack_facts(per, static, n).items()}
         inward = None
         if "mask_inward" in self.need:
-            inward = torch.stack([rf.pad_regions(f["_inward"], ("region",), n) for f in per]).to(dev)
+            inward = self._to_device(torch.stack([rf.pad_regions(f["_inward"], ("region",), n)
+                                                  for f in per]))
         facts.update(rf.model_facts(logits, self.need, inward))
         valid = torch.zeros(len(items), n, dtype=torch.bool)
         for i, it in enumerate(items):
             valid[i, it.slots] = True
+        valid = self._to_device(valid)
         doms = {}
         for c in self.rules:
             d = rf.domains([it.grid for it in items], [n] * len(items), n, c.binding, dev)
             reg = c.binding.sorts.get("region")
             if reg is not None:
-                d[reg] = valid.to(dev)
+                d[reg] = valid
             doms[c.path] = d
         return facts, doms
 
@@ -583,8 +585,13 @@ class LogicFineTuner:
 
     # ------------------------------------------------------------- train
     def _sync(self) -> None:
-        if self.device.type == "cuda":  # so that each part's time is its own
+        # Only to time each part on its own (benchmarks/bench_finetune.py): a sync
+        # per part drains the GPU's queue, so training leaves it out.
+        if self.time_parts and self.device.type == "cuda":
             torch.cuda.synchronize()
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return _to_device(t, self.device)
 
     def loss_and_grad(self, items: Sequence[Item], logits: torch.Tensor, grad: bool = True
                       ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Optional[torch.Tensor]]:
@@ -605,7 +612,10 @@ class LogicFineTuner:
         return loss, rule_loss, g
 
     def _step(self, items: Sequence[Item], opt: Optional[torch.optim.Optimizer]):
-        """One optimisation step; the logic loss's share is timed on its own."""
+        """One optimisation step: the loss and each rule's weighted loss, as tensors
+        on the device (reading them is left to the caller: no host sync here). The
+        parts of the step add their times to ``timing``; on CUDA they are each
+        part's own only with ``time_parts`` (else the host's launch times)."""
         t0 = time.perf_counter()
         logits, _ = self.decode(items)
         self._sync()
@@ -619,25 +629,27 @@ class LogicFineTuner:
         self._sync()
         self.timing["backward_step"] += time.perf_counter() - t1
         self.timing["steps"] += 1
-        return float(loss.detach()), rule_loss
+        return loss.detach(), rule_loss
 
     def _epoch(self, items: List[Item], opt, epoch: int, desc: str) -> Dict:
         g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
         order = torch.randperm(len(items), generator=g).tolist()
-        loss_sum, rule_sum, count = 0.0, defaultdict(float), 0
+        # Sums stay on the device, in float64: the same numbers as Python floats,
+        # read once at the end (on CUDA the bar's loss only every 10th step).
+        loss_sum, rule_sum, count = _f64(0.0, self.device), {}, 0
         t0 = time.perf_counter()
         bar = _bar(list(_chunks([items[i] for i in order], self.batch_size)), desc, self.progress)
-        for batch in bar:
+        for i, batch in enumerate(bar):
             loss, rule_loss = self._step(batch, opt)
-            loss_sum += loss * len(batch)
+            loss_sum = loss_sum + _f64(loss, self.device) * len(batch)
             count += len(batch)
             for k, v in rule_loss.items():
-                rule_sum[k] += float(v) * len(batch)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss:.4g}")
+                rule_sum[k] = rule_sum.get(k, 0.0) + _f64(v, self.device) * len(batch)
+            if hasattr(bar, "set_postfix") and (self.device.type != "cuda" or i % 10 == 0):
+                bar.set_postfix(loss=f"{float(loss):.4g}")
         seconds = time.perf_counter() - t0
-        return {"epoch": epoch, "loss": loss_sum / max(count, 1),
-                "rule_loss": {k: v / max(count, 1) for k, v in rule_sum.items()},
+        return {"epoch": epoch, "loss": float(loss_sum) / max(count, 1),
+                "rule_loss": {k: float(v) / max(count, 1) for k, v in rule_sum.items()},
                 "rules": self.satisfaction(items), "seconds": seconds}
 
     def optimizer(self) -> torch.optim.Optimizer:
@@ -708,6 +720,20 @@ class LogicFineTuner:
 
 
 # ---------------------------------------------------------------- helpers
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to CUDA pinned and non-blocking, as a copy from
+    pageable memory waits for the work queued before it (a host sync per step)."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _f64(v, device) -> torch.Tensor:
+    """A 0-dim float64 tensor on ``device`` (a number or a 0-dim tensor of any float type)."""
+    return torch.as_tensor(v, dtype=torch.float64, device=device)
+
+
 def _chunks(seq, n):
     for i in range(0, len(seq), n):
         yield seq[i:i + n]

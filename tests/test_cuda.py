@@ -168,3 +168,32 @@ def test_fine_tuning_loss_compiled_on_cuda_matches_eager(mode):
         for (le, ge), (lc, gc) in zip(*out):
             assert lc.item() == pytest.approx(le.item(), rel=1e-4)
             torch.testing.assert_close(gc, ge, rtol=1e-3, atol=1e-3 * ge.abs().max().item())
+
+
+def test_a_fine_tuning_step_does_not_wait_for_the_gpu():
+    # After the first call (which validates the facts once), a training step
+    # with box prompts queues its work without a host sync: no blocking copies,
+    # no reads of the loss (the epoch reads its sums once at the end).
+    from fuzzylogic_seg.data.synth_voc import generate_voc
+    from fuzzylogic_seg.data.voc import VOCSegmentation
+    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
+    from fuzzylogic_seg.sam.build import load_sam
+    import tempfile
+
+    if DEV != "cuda":
+        pytest.skip("host syncs are a CUDA matter")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=4, n_val=0, progress=False)
+        ds = VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
+        t = LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
+                           dataset_kind="voc", weak="boxes", device=DEV, progress=False)
+        items = t.prepare(ds)
+        opt = t.optimizer()
+        t._step(items[:2], opt)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            loss, rule_loss = t._step(items[2:4], opt)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert torch.isfinite(loss).item() and len(rule_loss) == 11  # voc_boxes.rules

@@ -114,8 +114,11 @@ class PromptableSAM(nn.Module):
         for oh, ow in orig_sizes:
             nh, nw = self.input_size((oh, ow))
             f.append((nw / ow, nh / oh))
-        f = torch.tensor(f, dtype=torch.float64, device=index.device)
-        return f[index]
+        # built on the host, copied without blocking (a blocking copy would sync)
+        f = torch.tensor(f, dtype=torch.float64)
+        if index.device.type == "cuda":
+            f = f.pin_memory()
+        return f.to(index.device, non_blocking=True)[index]
 
     def decode(self, emb: torch.Tensor, boxes: Optional[torch.Tensor] = None,
                points: Optional[torch.Tensor] = None,
