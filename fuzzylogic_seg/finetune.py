@@ -702,7 +702,9 @@ class LogicFineTuner:
                 save_json(history, self.out_dir / HISTORY)
         for p in self.sam.parameters():
             p.requires_grad_(False)
-        history["timing"] = dict(self.timing)
+        # on CUDA without time_parts the parts' times are the host's (launches)
+        history["timing"] = {**self.timing,
+                             "parts_synchronised": self.time_parts or self.device.type != "cuda"}
         if self.out_dir is not None:
             save_json(history, self.out_dir / HISTORY)
         return history
