@@ -113,6 +113,7 @@ class Theory:
     def __init__(self, program: ast.Program, plans, semantics=None):
         self.program = program
         self._plans = tuple(plans)
+        self._consts: Dict[Tuple, torch.Tensor] = {}
         self.semantics = semantics
         self.sorts = {s.name: s.axes for s in program.sorts}
         self.predicates = {p.name: p for p in program.predicates}
@@ -211,6 +212,18 @@ class Theory:
         ctx = _Context(self, bindings, domains, validate)
         return self._run(ctx, mode, reduction, want_truth)
 
+    def _const(self, values: Tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A small constant vector (rule weights...), made once per (values, dtype,
+        device): made from Python data at every call, it would be a blocking copy to
+        the GPU, a host sync in every loss. (Compiled, it is a graph constant.)"""
+        if _is_compiling():
+            return torch.tensor(values, dtype=dtype, device=device)
+        key = (values, dtype, device)
+        t = self._consts.get(key)
+        if t is None:
+            t = self._consts[key] = torch.tensor(values, dtype=dtype, device=device)
+        return t
+
     def _run(self, ctx, mode, reduction, want_truth) -> Evaluation:
         if not self._plans:
             shape = (ctx.B,) if reduction == "none" else ()
@@ -231,10 +244,10 @@ class Theory:
         elif not any(logs):
             per_b = 1.0 - x
         else:  # -log t for log rules, 1 - t for linear ones
-            per_b = torch.tensor([0.0 if lg else 1.0 for lg in logs], dtype=ctx.dtype,
-                                 device=ctx.device)[:, None] - x
+            per_b = self._const(tuple(0.0 if lg else 1.0 for lg in logs), ctx.dtype,
+                                ctx.device)[:, None] - x
         red = per_b.mean(1) if reduction == "mean" else per_b.sum(1) if reduction == "sum" else per_b
-        w = torch.tensor([p.weight for p in self._plans], dtype=ctx.dtype, device=ctx.device)
+        w = self._const(tuple(p.weight for p in self._plans), ctx.dtype, ctx.device)
         contrib = red * (w if reduction != "none" else w[:, None])
         total = contrib.sum(0)
         per_rule = {p.name: contrib[i] for i, p in enumerate(self._plans)}
@@ -243,7 +256,7 @@ class Theory:
             if any(logs):
                 t = torch.exp(x)  # = p, without a second graph
                 if not all(logs):
-                    t = torch.where(torch.tensor(logs, device=ctx.device)[:, None], t, x)
+                    t = torch.where(self._const(tuple(logs), torch.bool, ctx.device)[:, None], t, x)
             else:
                 t = x
             truth = {p.name: t[i] for i, p in enumerate(self._plans)}

@@ -49,6 +49,7 @@ import torch
 
 from . import rule_facts as rf
 from .errors import CheckpointError, ConfigError
+from .devices import to_device
 from .rulefiles import example_rules
 from .prompts import PROMPT_KINDS, Prompts, View, full_view, prompts_from_weak, roi_view
 
@@ -216,12 +217,12 @@ class _Embeddings:
     def get(self, item: "Item", device) -> torch.Tensor:
         k = self.key(item)
         if self.cache is None:
-            return _to_device(self.mem[k], device)
-        hit = self.cache.lookup(k, None, device=device, digest=self.digest[k])
+            return to_device(self.mem[k], device)
+        hit = self.cache.lookup(k, None, device="cpu", digest=self.digest[k])
         if hit is None:
             raise CheckpointError(f"embedding cache {self.cache.dir}: entry of {item.id!r} "
                                   "vanished or changed during training")
-        return hit.embedding
+        return to_device(hit.embedding, device)
 
 
 def _compile_options(value) -> Optional[Dict]:
@@ -591,7 +592,7 @@ class LogicFineTuner:
             torch.cuda.synchronize()
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        return _to_device(t, self.device)
+        return to_device(t, self.device)
 
     def loss_and_grad(self, items: Sequence[Item], logits: torch.Tensor, grad: bool = True
                       ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Optional[torch.Tensor]]:
@@ -636,7 +637,7 @@ class LogicFineTuner:
         order = torch.randperm(len(items), generator=g).tolist()
         # Sums stay on the device, in float64: the same numbers as Python floats,
         # read once at the end (on CUDA the bar's loss only every 10th step).
-        loss_sum, rule_sum, count = _f64(0.0, self.device), {}, 0
+        loss_sum, rule_sum, count = torch.zeros((), dtype=torch.float64, device=self.device), {}, 0
         t0 = time.perf_counter()
         bar = _bar(list(_chunks([items[i] for i in order], self.batch_size)), desc, self.progress)
         for i, batch in enumerate(bar):
@@ -647,9 +648,10 @@ class LogicFineTuner:
                 rule_sum[k] = rule_sum.get(k, 0.0) + _f64(v, self.device) * len(batch)
             if hasattr(bar, "set_postfix") and (self.device.type != "cuda" or i % 10 == 0):
                 bar.set_postfix(loss=f"{float(loss):.4g}")
+        loss = float(loss_sum) / max(count, 1)  # (waits for the epoch's queued steps)
+        rule_loss = {k: float(v) / max(count, 1) for k, v in rule_sum.items()}
         seconds = time.perf_counter() - t0
-        return {"epoch": epoch, "loss": float(loss_sum) / max(count, 1),
-                "rule_loss": {k: float(v) / max(count, 1) for k, v in rule_sum.items()},
+        return {"epoch": epoch, "loss": loss, "rule_loss": rule_loss,
                 "rules": self.satisfaction(items), "seconds": seconds}
 
     def optimizer(self) -> torch.optim.Optimizer:
@@ -722,18 +724,9 @@ class LogicFineTuner:
 
 
 # ---------------------------------------------------------------- helpers
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on ``device``; to CUDA pinned and non-blocking, as a copy from
-    pageable memory waits for the work queued before it (a host sync per step)."""
-    device = torch.device(device)
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def _f64(v, device) -> torch.Tensor:
-    """A 0-dim float64 tensor on ``device`` (a number or a 0-dim tensor of any float type)."""
-    return torch.as_tensor(v, dtype=torch.float64, device=device)
+def _f64(v: torch.Tensor, device) -> torch.Tensor:
+    """A 0-dim tensor on ``device`` as float64 (exact from float32 / bfloat16)."""
+    return v.to(device=device, dtype=torch.float64)
 
 
 def _chunks(seq, n):

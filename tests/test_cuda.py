@@ -186,7 +186,8 @@ def test_a_fine_tuning_step_does_not_wait_for_the_gpu():
         root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=4, n_val=0, progress=False)
         ds = VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
         t = LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
-                           dataset_kind="voc", weak="boxes", device=DEV, progress=False)
+                           dataset_kind="voc", weak="boxes", device=DEV, progress=False,
+                           cache_dir=os.path.join(tmp, "emb"))  # as the pipeline: on disk
         items = t.prepare(ds)
         opt = t.optimizer()
         t._step(items[:2], opt)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..devices import to_device
 
 Size = Tuple[int, int]
 
@@ -79,7 +80,7 @@ class PromptableSAM(nn.Module):
         if self.sam.image_format != "RGB":
             arr = arr[..., ::-1]
         resized = self.transform.apply_image(arr)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        x = to_device(torch.as_tensor(resized), self.device).permute(2, 0, 1).contiguous()[None]
         return self.sam.preprocess(x), (int(x.shape[-2]), int(x.shape[-1]))
 
     def preprocess_batch(self, images: Sequence) -> Tuple[torch.Tensor, List[Size], List[Size]]:
@@ -115,10 +116,7 @@ class PromptableSAM(nn.Module):
             nh, nw = self.input_size((oh, ow))
             f.append((nw / ow, nh / oh))
         # built on the host, copied without blocking (a blocking copy would sync)
-        f = torch.tensor(f, dtype=torch.float64)
-        if index.device.type == "cuda":
-            f = f.pin_memory()
-        return f.to(index.device, non_blocking=True)[index]
+        return to_device(torch.tensor(f, dtype=torch.float64), index.device)[index]
 
     def decode(self, emb: torch.Tensor, boxes: Optional[torch.Tensor] = None,
                points: Optional[torch.Tensor] = None,
