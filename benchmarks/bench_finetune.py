@@ -46,17 +46,17 @@ PARTS = ("decode", "facts", "logic", "backward_step")
 
 def load_model(args):
     from fuzzylogic_seg.errors import CheckpointError
-    from fuzzylogic_seg.sam.build import build_embedded, load_sam
+    from fuzzylogic_seg.sam.build import SAM_BUILDERS, build_embedded, load_sam
 
     if args.random_weights:
+        if args.sam_type not in SAM_BUILDERS:
+            raise SystemExit(f"--sam-type {args.sam_type}: choose one of {sorted(SAM_BUILDERS)}")
         torch.manual_seed(0)
         if args.sam_type == "embedded":
             sam = build_embedded()
         else:
             from segment_anything import sam_model_registry
 
-            if args.sam_type not in sam_model_registry or args.sam_type == "default":
-                raise SystemExit(f"--sam-type {args.sam_type}: choose embedded, vit_b, vit_l or vit_h")
             sam = sam_model_registry[args.sam_type](checkpoint=None)
             sam.sam_type = args.sam_type
         return sam.to(args.device).eval(), "random weights, --random-weights"

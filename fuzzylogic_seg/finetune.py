@@ -642,10 +642,10 @@ class LogicFineTuner:
         bar = _bar(list(_chunks([items[i] for i in order], self.batch_size)), desc, self.progress)
         for i, batch in enumerate(bar):
             loss, rule_loss = self._step(batch, opt)
-            loss_sum = loss_sum + _f64(loss, self.device) * len(batch)
+            loss_sum = loss_sum + loss.double() * len(batch)  # (exact from float32)
             count += len(batch)
             for k, v in rule_loss.items():
-                rule_sum[k] = rule_sum.get(k, 0.0) + _f64(v, self.device) * len(batch)
+                rule_sum[k] = rule_sum.get(k, 0.0) + v.double() * len(batch)
             if hasattr(bar, "set_postfix") and (self.device.type != "cuda" or i % 10 == 0):
                 bar.set_postfix(loss=f"{float(loss):.4g}")
         loss = float(loss_sum) / max(count, 1)  # (waits for the epoch's queued steps)
@@ -724,11 +724,6 @@ class LogicFineTuner:
 
 
 # ---------------------------------------------------------------- helpers
-def _f64(v: torch.Tensor, device) -> torch.Tensor:
-    """A 0-dim tensor on ``device`` as float64 (exact from float32 / bfloat16)."""
-    return v.to(device=device, dtype=torch.float64)
-
-
 def _chunks(seq, n):
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
