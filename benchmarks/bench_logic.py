@@ -212,7 +212,7 @@ DEVICE = torch.device("cpu")
 
 def _sync():
     if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(DEVICE)
 
 
 def fwd_bwd(fn, leaves):

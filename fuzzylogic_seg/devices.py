@@ -19,3 +19,17 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA, compute capability 8+).
+
+    ``torch.cuda.is_bf16_supported()`` says True on older GPUs too (V100, T4),
+    where bf16 is emulated and slower than fp32: AMP in bf16 is used only where
+    this is True (fine-tuning and pretraining then run in fp32; the student
+    falls back to fp16 with a gradient scaler)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)

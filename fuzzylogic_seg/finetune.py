@@ -49,7 +49,7 @@ import torch
 
 from . import rule_facts as rf
 from .errors import CheckpointError, ConfigError
-from .devices import to_device
+from .devices import native_bf16, to_device
 from .rulefiles import example_rules
 from .prompts import PROMPT_KINDS, Prompts, View, full_view, prompts_from_weak, roi_view
 
@@ -179,13 +179,13 @@ class _Embeddings:
     :class:`fuzzylogic_seg.sam.cache.EmbeddingCache` (read back per batch, so a
     large data set need not fit in memory); without, in memory."""
 
-    def __init__(self, psam, cache_dir, progress: bool = False):
+    def __init__(self, psam, cache_dir, progress: bool = False, compute: str = "fp32"):
         self.psam = psam
         self.cache = None
         if cache_dir is not None:
             from .sam.cache import EmbeddingCache
 
-            self.cache = EmbeddingCache.for_model(cache_dir, psam.sam)
+            self.cache = EmbeddingCache.for_model(cache_dir, psam.sam, compute=compute)
         self.mem: Dict[str, torch.Tensor] = {}
         self.digest: Dict[str, str] = {}
         self.progress = progress
@@ -206,7 +206,8 @@ class _Embeddings:
                 self.digest[self.key(it)] = image_hash(img)
             with autocast():
                 self.cache.get_many(self.psam, [self.key(it) for it, _ in pairs],
-                                    [img for _, img in pairs], device="cpu")
+                                    [img for _, img in pairs], device="cpu",
+                                    batch_size=len(pairs))
             return
         xs = torch.cat([self.psam.preprocess(img)[0] for _, img in pairs])
         with autocast():
@@ -258,7 +259,8 @@ class LogicFineTuner:
                  roi_margin: float = 0.3, semantics=None, amp: Optional[bool] = None,
                  progress: bool = True, prompt_options: Optional[Dict] = None,
                  lora_rank: int = 4, loss_grid: Optional[int] = 64,
-                 compile_loss: Union[bool, str, Dict] = False, cache_facts: bool = True):
+                 compile_loss: Union[bool, str, Dict] = False, cache_facts: bool = True,
+                 encode_batch: Optional[int] = None):
         from .sam.forward import PromptableSAM
 
         if dataset_kind not in DATASET_KINDS:
@@ -284,8 +286,19 @@ class LogicFineTuner:
         self.progress = progress
         self.cache_facts = bool(cache_facts)  # not in config(): the same numbers either way
         self.time_parts = False  # benchmarks: synchronise CUDA between the parts of a step
+        # Images per image-encoder call when embeddings are made: 8 at the embedded
+        # SAM's 256 px, 1 at Meta's 1024 px (ViT-B's forward on one image already
+        # takes ~3.5 GB; eight at once would not fit many GPUs, nor this CPU's RAM).
+        # Not in config(): the embeddings are the same either way.
+        if encode_batch is None:
+            encode_batch = max(1, (8 * 256 ** 2) // self.psam.img_size ** 2)
+        if int(encode_batch) < 1:
+            raise ConfigError(f"encode_batch must be >= 1, got {encode_batch}")
+        self.encode_batch = int(encode_batch)
         self.prompt_options = dict(prompt_options or {})
         self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
+        # bf16 where the GPU has it natively (emulated bf16 is slower than fp32)
+        self.bf16 = self.amp and native_bf16(self.device)
         if rules is None:
             rules = [default_rules(dataset_kind, weak)]
         self.rule_paths = [str(p) for p in rules]  # [] = no rules: prediction only (zero-shot)
@@ -310,6 +323,7 @@ class LogicFineTuner:
         self._validated = False
         self.compile_loss = _compile_options(compile_loss)
         self._compiled = None
+        self._resamplers: Dict[Tuple[int, torch.dtype], torch.Tensor] = {}
         self.region_pad: Optional[int] = None  # set by prepare() when the loss is compiled
 
     # ------------------------------------------------------------ set-up
@@ -345,13 +359,15 @@ class LogicFineTuner:
                 "train": list(self.train_parts), "lr": self.lr, "seed": self.seed,
                 "batch_size": self.batch_size, "weight_decay": self.weight_decay,
                 "keep_threshold": self.keep_threshold, "roi_margin": self.roi_margin,
-                "grid": self.grid_size, "prompt_options": self.prompt_options}
+                "grid": self.grid_size, "prompt_options": self.prompt_options,
+                **({"amp": "bf16"} if self.bf16 else {})}  # (only when on: fp32 configs as before)
 
     # ----------------------------------------------------------- prepare
     def prepare(self, dataset, zero_shot: bool = True) -> List[Item]:
         """Views, prompts, embeddings and zero-shot masks of every image."""
         self._dataset = dataset
-        self.embeddings = _Embeddings(self.psam, self.cache_dir)
+        self.embeddings = _Embeddings(self.psam, self.cache_dir,
+                                      compute="bf16" if self.bf16 else "fp32")
         items: List[Item] = []
         bar = _bar(range(len(dataset)), "prepare", self.progress)
         pending: List[Tuple[Item, torch.Tensor]] = []
@@ -362,7 +378,7 @@ class LogicFineTuner:
             items.append(item)
             if self.cached:
                 pending.append((item, image))
-                if len(pending) >= 8:
+                if len(pending) >= self.encode_batch:
                     self.embeddings.fill(pending, self._autocast)
                     pending = []
         self.embeddings.fill(pending, self._autocast)
@@ -419,13 +435,31 @@ class LogicFineTuner:
                 it.zs = (p * 255).round().to(torch.uint8)
 
     def _autocast(self):
-        if self.amp and self.device.type == "cuda":
+        if self.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         import contextlib
 
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------ forward
+    def _resampler(self, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """[grid, n]: bilinear resampling of SAM's mask grid to the loss grid
+        (antialiased when shrinking, as ``F.interpolate(antialias=True)``), as a
+        matrix applied to rows and columns: interpolate's CUDA backward adds with
+        atomics (nondeterministic), a matrix product's does not. Made once per
+        (size, dtype, device)."""
+        key = (n, dtype)
+        r = self._resamplers.get(key)
+        if r is None:
+            g = self.grid_size
+            # (a 2-row image: interpolate takes another path for a single row)
+            eye = torch.eye(n, dtype=torch.float64).view(n, 1, 1, n).expand(n, 1, 2, n)
+            r = torch.nn.functional.interpolate(eye, size=(2, g), mode="bilinear",
+                                                align_corners=False, antialias=n > g)
+            r = r[:, 0, 0, :].T.contiguous().to(device=self.device, dtype=dtype)
+            self._resamplers[key] = r
+        return r
+
     def decode(self, items: Sequence[Item], emb: Optional[torch.Tensor] = None,
                multimask: bool = False, native: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """Low-res logits [B, N, G, G] on the loss grid (``native``: SAM's own mask
@@ -458,9 +492,8 @@ class LogicFineTuner:
         pick = torch.arange(len(best), device=best.device)
         low, iou = low[pick, best].float(), iou[pick, best].float()
         if not native and low.shape[-1] != self.grid_size:
-            low = torch.nn.functional.interpolate(
-                low[:, None], size=(self.grid_size, self.grid_size), mode="bilinear",
-                align_corners=False, antialias=low.shape[-1] > self.grid_size)[:, 0]
+            r = self._resampler(low.shape[-1], low.dtype)
+            low = torch.matmul(torch.matmul(r, low), r.T)
         n = max([it.n_regions for it in items] + [self.region_pad or 0])
         g = low.shape[-1]
         slots = self._to_device(torch.cat([it.slots for it in items]))
@@ -589,7 +622,7 @@ class LogicFineTuner:
         # Only to time each part on its own (benchmarks/bench_finetune.py): a sync
         # per part drains the GPU's queue, so training leaves it out.
         if self.time_parts and self.device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)  # (the current device may be another)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         return to_device(t, self.device)

@@ -35,6 +35,7 @@ import torch
 
 from . import config as C
 from . import distributed as D
+from .devices import native_bf16
 from .errors import ConfigError
 from .io import load_json, save_json
 
@@ -255,6 +256,8 @@ class Pipeline:
 
                 checkpoint = embedded_weights_path()
             parts += [c["sam"]["type"], self._file_fp(checkpoint and str(checkpoint))]
+            if c["amp"] and native_bf16(self.device):  # (fp32 keeps the fingerprints it had)
+                parts.append("amp-bf16")
         if method == "logic":
             ft = dict(c["finetune"])
             parts += [ft, self._rules_fp(ft.get("rules") or self._default_rules()), c["seed"]]

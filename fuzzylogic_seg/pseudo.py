@@ -172,7 +172,7 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
 
         opts = {k: v for k, v in (tuner_options or {}).items()
                 if k in ("n_per_side", "head_lr", "head_epochs", "max_proposals",
-                         "tag_features")}
+                         "tag_features", "amp")}
         ids, extra = tag_pseudo_labels(method, dataset, sam, threshold=threshold,
                                        dataset_kind=dataset_kind, rules=rules, epochs=epochs,
                                        seed=seed, device=device, progress=progress,

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed as D
+from .devices import native_bf16
 from .errors import CheckpointError, ConfigError, DatasetError
 from .io import load_optimizer_state, load_torch, save_index_png, save_json, save_torch
 
@@ -553,7 +554,7 @@ def per_image_ce(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: fl
 
 def _autocast(device: torch.device, enabled: bool):
     if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        dtype = torch.bfloat16 if native_bf16(device) else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     import contextlib
 
@@ -611,7 +612,7 @@ def train_student(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             foreach=True)
     use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()) \
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not native_bf16(device)) \
         if device.type == "cuda" else None
 
     history: List[Dict[str, Any]] = []

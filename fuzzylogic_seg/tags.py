@@ -72,9 +72,11 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.
     inter = flat @ flat.T
     area = flat.sum(1)
     iou = inter / (area[:, None] + area[None, :] - inter).clamp_min(1)
+    table = iou.tolist()  # one copy to the host, not one per comparison (a sync each on a GPU)
     keep: List[int] = []
-    for i in torch.argsort(scores, descending=True).tolist():
-        if all(float(iou[i, j]) <= thresh for j in keep):
+    # stable: equal scores (bf16 predicted IoUs under AMP tie often) keep index order
+    for i in torch.argsort(scores, descending=True, stable=True).tolist():
+        if all(table[i][j] <= thresh for j in keep):
             keep.append(i)
     return torch.tensor(keep, dtype=torch.long)
 
@@ -332,8 +334,10 @@ def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_ki
                       write: Callable[[torch.Tensor, str], None], cache_dir=None,
                       n_per_side: int = 8, head_lr: float = 1e-2,
                       head_epochs: Optional[int] = None, max_proposals: int = 32,
-                      tag_features: str = "appearance") -> Tuple[List[str], Dict]:
-    """Pseudo-labels from tags (zero-shot or logic); see the module doc."""
+                      tag_features: str = "appearance", amp: Optional[bool] = None
+                      ) -> Tuple[List[str], Dict]:
+    """Pseudo-labels from tags (zero-shot or logic); see the module doc. ``amp``: as
+    :class:`~fuzzylogic_seg.finetune.LogicFineTuner` (None: on CUDA only)."""
     from .finetune import LogicFineTuner, load_rules
 
     if dataset_kind != "voc":
@@ -342,7 +346,7 @@ def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_ki
         raise ConfigError(f"method {method!r} needs a SAM model")
     tuner = LogicFineTuner(sam, rules=[], dataset_kind=dataset_kind, weak="tags", epochs=0,
                            seed=seed, device=device, progress=progress, cache_dir=cache_dir,
-                           prompt_options={"n_per_side": n_per_side})
+                           prompt_options={"n_per_side": n_per_side}, amp=amp)
     items = tuner.prepare(dataset, zero_shot=False)
     props = make_proposals(tuner, items, max_proposals=max_proposals,
                            features_kind=tag_features if method == "logic" else None)

@@ -19,6 +19,26 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(DEV == "cuda" and not torch.cuda.is_available(),
                                  reason="no CUDA device")]
 
+
+
+@pytest.fixture(autouse=True)
+def _global_torch_flags():
+    """Tests here change process-wide switches (deterministic algorithms via
+    `fuzzyseg run`, TF32 off for the SAM comparison): put them back, so each test
+    runs under the kernels it would get alone, whatever ran before it."""
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.utils.deterministic.fill_uninitialized_memory,
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    yield
+    det, warn, fill, cdet, bench, mm_tf32, cudnn_tf32 = saved
+    torch.use_deterministic_algorithms(det, warn_only=warn)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cdet, bench
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = mm_tf32, cudnn_tf32
+
+
 RULES = """
 sort pixel[2]
 sort box

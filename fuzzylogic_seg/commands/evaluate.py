@@ -31,11 +31,15 @@ def prediction_path(pred_dir: Path, image_id: str) -> Optional[Path]:
 def read_prediction(path: Path, dataset: str, num_classes: int) -> torch.Tensor:
     """A predicted label image -> internal labels LongTensor [H, W]."""
     from ..data.base import read_grey, read_index_png
-    from ..data.refuge import refuge_from_disk
+    from ..data.refuge import coding_problem, refuge_from_disk
 
     try:
         if dataset == "refuge":
-            return refuge_from_disk(read_grey(path, "prediction"))
+            arr = read_grey(path, "prediction")
+            why = coding_problem(arr, ground_truth=False)
+            if why is not None:
+                raise DatasetError(why, path)
+            return refuge_from_disk(arr)
         arr = read_index_png(path, "prediction")
     except DatasetError as exc:
         raise PredictionError(str(exc)) from exc

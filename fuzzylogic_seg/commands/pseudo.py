@@ -51,7 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="confidence below which a pixel is marked 255 (0.5: label every pixel)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="image-embedding cache folder")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="image-embedding cache folder (default OUT/cache: on disk, not in memory; "
+                        "Meta's SAM makes 4 MiB per image)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate against masks")
     p.add_argument("--no-progress", action="store_true")
@@ -70,17 +72,34 @@ def dataset_class(kind: str):
 
 def ensure_weak_dir(kind: str, root: Path, split: str, weak: str, out: Path, seed: int) -> Path:
     """Write the split's weak labels (real where the data set has them, else the
-    seeded simulation) to ``out`` once; training then reads only that folder."""
+    seeded simulation) to ``out`` once; training then reads only that folder.
+
+    A folder written for another setting (data set, root, split, kind or seed) is
+    rewritten, not reused: a second run with ``--weak points`` into the same
+    ``--out`` must not train on the first run's boxes."""
+    import shutil
+
+    from ..io import load_json
     from ..weak.store import MANIFEST, save_split
 
     out, root = Path(out), Path(root)
-    if (out / MANIFEST).is_file():
-        return out
     cls = dataset_class(kind)
+    setting = {"dataset": cls.name, "root": str(root.resolve()), "split": split, "seed": seed,
+               "kinds": [weak]}
+    if (out / MANIFEST).is_file():
+        try:
+            old = load_json(out / MANIFEST)
+        except (OSError, ValueError):
+            old = {}
+        if all(old.get(k) == v for k, v in setting.items()):
+            return out
+        was = {k: old.get(k) for k in setting if old.get(k) != setting[k]}
+        print(f"{out}: weak labels of another setting ({was}); writing them anew")
+        shutil.rmtree(out)
     src = cls(root, split, with_gt=False, kinds=(weak,), seed=seed)
     save_split(out, ((src.ids[i], src.weak_labels(i, _size(src, i))) for i in range(len(src))),
                dataset=src.name, split=split, class_names=src.classes,
-               info={"seed": seed, "kinds": [weak]})
+               info={"seed": seed, "kinds": [weak], "root": setting["root"]})
     return out
 
 
@@ -93,11 +112,13 @@ def _size(ds, i):
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..distributed import set_deterministic
     from ..errors import ConfigError
     from ..pseudo import make_pseudo_labels
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    set_deterministic(True)  # as `fuzzyseg run`: the same labels from the same seed, on a GPU too
     if args.epochs is not None and args.epochs < 0:
         raise ConfigError(f"--epochs must be >= 0, got {args.epochs}")
     weak_dir = args.weak_dir or ensure_weak_dir(args.dataset, args.root, args.split, args.weak,
@@ -113,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     summary = make_pseudo_labels(
         args.method, ds, sam=sam, out_dir=args.out, threshold=args.threshold,
         dataset_kind=args.dataset, weak=args.weak, rules=args.rules, epochs=args.epochs,
-        seed=args.seed, device=args.device, cache_dir=args.cache_dir,
+        seed=args.seed, device=args.device, cache_dir=args.cache_dir or args.out / "cache",
         evaluate=not args.no_eval, progress=not args.no_progress,
         tuner_options={"lr": args.lr, "batch_size": args.batch_size, "train": train,
                        "out_dir": args.out / "finetune", "loss_grid": args.loss_grid or None,

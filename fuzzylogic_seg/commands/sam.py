@@ -84,6 +84,11 @@ def _pretrain(args: argparse.Namespace) -> int:
             print(f"{out} already holds this recipe's weights; reusing them (--force to retrain)")
             print(json.dumps(old.get("heldout", {}).get("miou", {}), indent=2))
             return 0
+    # deterministic kernels (cuDNN's convolution gradients are not by default): a
+    # resumed run must end where an uninterrupted one does, on a GPU too
+    from ..distributed import set_deterministic
+
+    set_deterministic(True)
     card = pretrain(out, cfg, device=args.device, minutes=args.minutes,
                     progress=not args.no_progress, init=args.init,
                     workers=args.workers)

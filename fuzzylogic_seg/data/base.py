@@ -49,6 +49,28 @@ def read_image(path: PathLike) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
+def size_mismatch(mask_hw, image_path: PathLike, image_hw) -> str:
+    """The message for a mask whose size is not its image's, with the likely cause
+    when the sides are swapped and the image's EXIF tag says it is shown rotated
+    (pixels are read as stored, EXIF ignored, for images and masks alike)."""
+    image_path = Path(image_path)
+    msg = (f"mask is {mask_hw[1]}x{mask_hw[0]} (WxH) but its image {image_path.name} is "
+           f"{image_hw[1]}x{image_hw[0]}")
+    if tuple(mask_hw) == tuple(image_hw)[::-1]:
+        try:
+            from PIL import Image
+
+            with Image.open(image_path) as img:
+                orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation
+        except Exception:  # (no EXIF to read: the plain message)
+            orientation = 1
+        if orientation in (5, 6, 7, 8):
+            msg += (f"; the image's EXIF orientation tag ({orientation}) rotates it by 90 degrees "
+                    "when displayed, and the mask seems drawn on the displayed image: store the "
+                    "image rotated (e.g. PIL.ImageOps.exif_transpose) or the mask unrotated")
+    return msg
+
+
 def image_size(path: PathLike) -> Tuple[int, int]:
     """(H, W) from the file header, without decoding the pixels."""
     from PIL import Image, UnidentifiedImageError
@@ -180,8 +202,7 @@ class SegDataset(Dataset):
         if size is None:
             size = image_size(item.image)
         if tuple(labels.shape) != tuple(size):
-            raise DatasetError(f"mask is {labels.shape[1]}x{labels.shape[0]} (WxH) but its image "
-                               f"{item.image.name} is {size[1]}x{size[0]}", item.mask)
+            raise DatasetError(size_mismatch(tuple(labels.shape), item.image, size), item.mask)
         return labels
 
     def weak_labels(self, i: int, size: Tuple[int, int], labels: Optional[torch.Tensor] = None,

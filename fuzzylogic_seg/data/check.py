@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import DatasetError
-from .base import Item, read_grey, read_image, read_index_png
+from .base import Item, read_grey, read_image, read_index_png, size_mismatch
 
 
 @dataclass
@@ -108,8 +108,7 @@ def _voc_item(item: Item, scribbles: bool):
             else:
                 pixel_counts += np.bincount(arr.ravel(), minlength=256)
             if size is not None and arr.shape != size:
-                report.add(item.mask, f"mask is {arr.shape[1]}x{arr.shape[0]} but its image "
-                                      f"{item.image.name} is {size[1]}x{size[0]}")
+                report.add(item.mask, size_mismatch(arr.shape, item.image, size))
         except DatasetError as exc:
             report.add(item.mask, _msg(exc, item.mask))
     problems: List[str] = []
@@ -129,6 +128,10 @@ def _voc_item(item: Item, scribbles: bool):
             if size is not None and arr.shape != size:
                 report.add(item.scribble, f"scribble is {arr.shape[1]}x{arr.shape[0]} but the image "
                                           f"is {size[1]}x{size[0]}")
+            bad = (arr >= NUM_CLASSES) & (arr != 255)
+            if bad.any():  # (as the loader refuses them)
+                report.add(item.scribble, f"scribble has values {sorted(np.unique(arr[bad]).tolist())[:5]} "
+                                          f"outside 0..{NUM_CLASSES - 1} and 255")
         except DatasetError as exc:
             report.add(item.scribble, _msg(exc, item.scribble))
     return report.problems, counts, pixel_counts
@@ -165,11 +168,19 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
             continue
         split_counts[split] = len(ids)
         dirs = mask_dirs(voc, split)
+        found_masks = {i: next((d / f"{i}.png" for d in dirs if (d / f"{i}.png").is_file()), None)
+                       for i in ids}
+        # A split none of whose images has a mask is a test split (VOC2012's test.txt,
+        # whose masks are not published): its images and annotations are checked,
+        # missing masks are not errors.
+        unlabelled = bool(ids) and not any(found_masks.values())
+        if unlabelled:
+            report.add(path, f"split {split!r} has no masks (a test split): its images and "
+                             f"annotations are checked, not masks", "warning")
         for image_id in ids:
             if image_id in items:
                 continue
-            mask = next((d / f"{image_id}.png" for d in dirs if (d / f"{image_id}.png").is_file()),
-                        dirs[0] / f"{image_id}.png")
+            mask = None if unlabelled else (found_masks[image_id] or dirs[0] / f"{image_id}.png")
             items[image_id] = Item(
                 id=image_id, image=voc / "JPEGImages" / f"{image_id}.jpg", mask=mask,
                 annotation=voc / "Annotations" / f"{image_id}.xml",
@@ -212,8 +223,13 @@ def _refuge_item(item: Item):
         return report.problems, counts
     counts["masks"] += 1
     if size is not None and arr.shape != size:
-        report.add(item.mask, f"mask is {arr.shape[1]}x{arr.shape[0]} but its image "
-                              f"{item.image.name} is {size[1]}x{size[0]}")
+        report.add(item.mask, size_mismatch(arr.shape, item.image, size))
+    from .refuge import coding_problem
+
+    why = coding_problem(arr)
+    if why is not None:
+        report.add(item.mask, why)
+        return report.problems, counts
     odd = ~np.isin(arr, (0, 128, 255))
     if odd.any():
         report.add(item.mask, f"{int(odd.sum())} pixels with grey levels other than 0/128/255 "

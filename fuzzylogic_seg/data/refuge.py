@@ -158,8 +158,26 @@ def refuge_items(root: PathLike, split: str) -> List[Item]:
     return items
 
 
+def coding_problem(arr: np.ndarray, ground_truth: bool = True) -> Optional[str]:
+    """Why a grey mask is not in REFUGE's coding (0 cup, 128 rim, 255 background),
+    or None. Masks converted to class indices (0/1/2, as some toolkits store them,
+    with cup and disc in either order) would otherwise read as "all cup": caught
+    here rather than guessed. A ground-truth mask of a fundus image also always
+    has background."""
+    hi = int(arr.max()) if arr.size else 255
+    if 1 <= hi <= 2 or (ground_truth and hi < 192):
+        return (f"values {sorted(int(v) for v in np.unique(arr)[:8])} look like class indices, "
+                "not REFUGE's grey levels (0 cup, 128 disc rim, 255 background): convert the "
+                "masks back to that coding")
+    return None
+
+
 def labels_from_mask(path: PathLike) -> torch.Tensor:
-    return refuge_from_disk(read_grey(path))
+    arr = read_grey(path)
+    why = coding_problem(arr)
+    if why is not None:
+        raise DatasetError(why, path)
+    return refuge_from_disk(arr)
 
 
 class REFUGE(SegDataset):

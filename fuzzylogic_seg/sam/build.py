@@ -182,6 +182,20 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
     model.load_state_dict(state, strict=True)  # copies, casting fp16 -> fp32
 
 
+_META_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+
+
+def meta_sam_type(state: Any) -> Optional[str]:
+    """``vit_b``/``vit_l``/``vit_h`` when ``state`` is a state dict of Meta's SAM
+    (told by the image encoder's width), else None."""
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    pos = state.get("image_encoder.pos_embed") if isinstance(state, Mapping) else None
+    if not isinstance(pos, torch.Tensor) or pos.dim() != 4 or pos.shape[1] != 64:
+        return None  # (Meta's models have 64 x 64 tokens; the embedded one 16 x 16)
+    return _META_WIDTHS.get(int(pos.shape[-1]))
+
+
 def _load_embedded(checkpoint: Optional[PathLike]):
     path = Path(checkpoint) if checkpoint is not None else embedded_weights_path()
     if path is None:
@@ -196,6 +210,10 @@ def _load_embedded(checkpoint: Optional[PathLike]):
             raise CheckpointError(f"{path}: bad embedded SAM config ({exc})") from exc
         state = obj.get("state_dict")
     else:  # a bare state dict of the default architecture
+        meta = meta_sam_type(obj)
+        if meta is not None:
+            raise CheckpointError(f"{path}: this is Meta's SAM {meta} checkpoint, not the "
+                                  f"embedded model: pass --sam-type {meta}")
         config, state = EmbeddedConfig(), obj
     sam = build_embedded(config)
     load_state_strict(sam, state, path, what="embedded SAM")
@@ -217,6 +235,10 @@ def _load_registry(sam_type: str, checkpoint: Optional[PathLike]):
     sam = segment_anything.sam_model_registry[sam_type](checkpoint=None)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]  # training checkpoints that wrap the state dict
+    meta = meta_sam_type(state)
+    if meta is not None and meta != sam_type:
+        raise CheckpointError(f"{path}: this is a SAM {meta} checkpoint, not {sam_type}: "
+                              f"pass --sam-type {meta}")
     load_state_strict(sam, state, path, what=f"SAM {sam_type}")
     sam.weights_path = str(path)
     return sam.eval()

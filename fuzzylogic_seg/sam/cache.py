@@ -65,16 +65,22 @@ def _safe_name(image_id: str) -> str:
 class EmbeddingCache:
     """``cache.get(model, image_id, image)`` -> CachedEmbedding, computed at most once."""
 
-    def __init__(self, directory: Union[str, Path], model_fingerprint: str, fp16: bool = False):
+    def __init__(self, directory: Union[str, Path], model_fingerprint: str, fp16: bool = False,
+                 compute: str = "fp32"):
         self.root = Path(directory)
         self.fingerprint = str(model_fingerprint)
         self.fp16 = bool(fp16)
+        # the precision the encoder ran in (fp32, or bf16 under AMP): entries made
+        # in another are recomputed, so results do not depend on which machine
+        # filled a shared cache first (entries without the field were fp32)
+        self.compute = str(compute)
         self.dir = self.root / self.fingerprint[:16]
         self.hits = self.misses = self.stale = 0
 
     @classmethod
-    def for_model(cls, directory, model, fp16: bool = False) -> "EmbeddingCache":
-        return cls(directory, encoder_fingerprint(model), fp16=fp16)
+    def for_model(cls, directory, model, fp16: bool = False, compute: str = "fp32"
+                  ) -> "EmbeddingCache":
+        return cls(directory, encoder_fingerprint(model), fp16=fp16, compute=compute)
 
     def path(self, image_id: str) -> Path:
         return self.dir / _safe_name(image_id)
@@ -95,7 +101,8 @@ class EmbeddingCache:
             return None
         digest = digest or image_hash(image)
         if (not isinstance(entry, dict) or entry.get("fingerprint") != self.fingerprint
-                or entry.get("image_hash") != digest or entry.get("fp16") != self.fp16):
+                or entry.get("image_hash") != digest or entry.get("fp16") != self.fp16
+                or entry.get("compute", "fp32") != self.compute):
             self.stale += 1
             return None
         self.hits += 1
@@ -106,7 +113,7 @@ class EmbeddingCache:
               orig_size: Size) -> None:
         emb = embedding.detach().to("cpu", torch.float16 if self.fp16 else torch.float32)
         save_torch({"fingerprint": self.fingerprint, "image_hash": digest,
-                    "image_id": str(image_id), "fp16": self.fp16,
+                    "image_id": str(image_id), "fp16": self.fp16, "compute": self.compute,
                     "embedding": emb.contiguous().clone(),
                     "input_size": [int(s) for s in input_size],
                     "orig_size": [int(s) for s in orig_size]}, self.path(image_id))

@@ -166,10 +166,16 @@ class PromptableSAM(nn.Module):
                 boxes = (boxes.double().reshape(-1, 2, 2) * scale[:, None, :]).float().reshape(-1, 4)
             else:
                 boxes = boxes.float()
-        sparse, dense = pe(points=None if coords is None else (coords, labels), boxes=boxes,
-                           masks=mask_input)
+        # The prompt encoder outside autocast: its random Fourier features multiply
+        # pixel coordinates by a Gaussian matrix before sin/cos, and half-precision
+        # phases would move every positional encoding (the reason the matrix is
+        # stored fp32 in the embedded weights).
+        with torch.autocast(dev.type, enabled=False):
+            sparse, dense = pe(points=None if coords is None else (coords, labels), boxes=boxes,
+                               masks=None if mask_input is None else mask_input.float())
+            dense_pe = pe.get_dense_pe()
         low_res, iou = predict_masks(self.sam.mask_decoder, emb[image_index] + dense,
-                                     pe.get_dense_pe().expand(n_prompts, -1, -1, -1), sparse)
+                                     dense_pe.expand(n_prompts, -1, -1, -1), sparse)
         sl = slice(1, None) if multimask else slice(0, 1)
         return low_res[:, sl], iou[:, sl]
 

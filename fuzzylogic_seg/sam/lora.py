@@ -42,11 +42,13 @@ class LoRALinear(nn.Module):
         self.rank = int(rank)
         self.alpha = float(alpha if alpha is not None else rank)
         self.scaling = self.alpha / self.rank
-        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, device=base.weight.device,
-                                               dtype=base.weight.dtype))
+        # drawn on the CPU whatever the device: the same seed gives the same adapters
+        # on a GPU (whose generator would draw other numbers)
+        a = torch.empty(rank, self.in_features, dtype=base.weight.dtype)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as the reference LoRA code
+        self.lora_A = nn.Parameter(a.to(base.weight.device))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=base.weight.device,
                                                dtype=base.weight.dtype))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as the reference LoRA code
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias) + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scaling

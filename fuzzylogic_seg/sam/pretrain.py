@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import native_bf16
 from ..errors import CheckpointError, ConfigError
 from ..io import load_optimizer_state, load_torch, save_json, save_torch
 from .build import (EmbeddedConfig, build_embedded, embedded_checkpoint, load_state_strict,
@@ -257,8 +258,8 @@ def _correction_points(rng: np.random.Generator, logits: torch.Tensor, target: t
 def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, PromptGroup],
               cfg: PretrainConfig, rng: np.random.Generator) -> Tuple[torch.Tensor, Dict[str, float]]:
     dev = model.device
-    # bf16 autocast on CUDA for the encoder and decoder; losses are computed in fp32.
-    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    # bf16 autocast on CUDA (where native) for the encoder and decoder; losses in fp32.
+    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=native_bf16(dev))
     x = torch.cat([model.preprocess(im)[0] for im in images], 0)
     with amp:
         emb = model.embed(x)

@@ -63,6 +63,25 @@ def test_check_lists_every_problem_by_file(copy, capsys, tmp_path):
     assert data["errors"] == 4 and not data["ok"]
 
 
+def test_a_test_split_without_masks_is_checked_without_failing(copy, capsys):
+    """VOC2012 trainval + test installed together: test.txt lists images whose masks
+    are not published. `data check` checks their images and notes the split, but a
+    mask missing in a split that has masks is still an error."""
+    voc = copy("voc")
+    d = voc / "VOCdevkit" / "VOC2012"
+    ids = (d / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    for i in ids:
+        (d / "SegmentationClass" / f"{i}.png").unlink()
+    (d / "ImageSets" / "Segmentation" / "val.txt").rename(d / "ImageSets" / "Segmentation" / "test.txt")
+    assert main(["data", "check", "voc", str(voc)]) == 0
+    out = capsys.readouterr().out
+    assert "has no masks (a test split)" in out and "0 errors" in out
+    train = (d / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    (d / "SegmentationClass" / f"{train[0]}.png").unlink()
+    assert main(["data", "check", "voc", str(voc)]) == 1
+    assert "missing" in capsys.readouterr().out
+
+
 def test_check_refuge_problem(copy, capsys):
     ref = copy("ref")
     m = sorted((ref / "val" / "mask").iterdir())[0]

@@ -233,3 +233,20 @@ def test_optimizer_steps_foreach_also_after_resuming_an_older_state():
         g["foreach"] = None  # as written before the trainers stepped foreach
     load_optimizer_state(opt, old)
     assert all(g["foreach"] is True for g in opt.param_groups)
+
+
+@pytest.mark.parametrize("grid", [8, 24])
+def test_logits_reach_another_loss_grid_as_by_interpolate(grid):
+    """SAM's mask grid resampled to the loss grid by a matrix product (deterministic
+    on CUDA, unlike interpolate's backward) equals F.interpolate: antialiased
+    bilinear when shrinking, bilinear when growing."""
+    t = tuner(epochs=0, loss_grid=grid)
+    items = t.prepare(Shapes(2))
+    native, _ = t.decode(items, native=True)
+    got, _ = t.decode(items)
+    n = native.shape[-1]
+    assert n == t.native_grid and n != grid
+    want = torch.nn.functional.interpolate(native, size=(grid, grid), mode="bilinear",
+                                           align_corners=False, antialias=n > grid)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)

@@ -187,6 +187,31 @@ def test_cli_weak_mask_writes_one_label_per_image_and_a_summary(synth_voc, tmp_p
     assert (tmp_path / "weak" / "weak.json").is_file()  # the only supervision read
 
 
+def test_a_second_run_with_another_weak_kind_does_not_reuse_the_first_ones_labels(
+        synth_voc, tmp_path):
+    from fuzzylogic_seg.weak.store import WeakStore
+
+    def run(weak, seed=0):
+        assert _run("pseudo-label", "--dataset", "voc", "--root", synth_voc, "--weak", weak,
+                    "--method", "weak-mask", "--out", tmp_path, "--weak-seed", seed,
+                    "--no-progress") == 0
+        store = WeakStore(tmp_path / "weak")
+        return store, json.loads((tmp_path / "summary.json").read_text())
+
+    boxes, first = run("boxes")
+    stamp = (tmp_path / "weak" / "weak.json").stat().st_mtime_ns
+    again, second = run("boxes")  # the same setting: reused as it is
+    assert (tmp_path / "weak" / "weak.json").stat().st_mtime_ns == stamp
+    assert second["miou"] == first["miou"]
+    points, third = run("points")
+    assert points.manifest["kinds"] == ["points"]
+    w = points.load(points.ids[0])
+    assert w.points is not None and len(w.boxes) == 0
+    assert third["coverage"] > 0 and third["miou"] > 0
+    reseeded, _ = run("points", seed=3)
+    assert reseeded.manifest["seed"] == 3
+
+
 def test_cli_logic_end_to_end_with_a_tiny_sam(synth_voc, tiny_checkpoint, tmp_path):
     rc = _run("pseudo-label", "--dataset", "voc", "--root", synth_voc, "--weak", "boxes",
               "--method", "logic", "--out", tmp_path, "--sam-checkpoint", tiny_checkpoint,

@@ -131,12 +131,44 @@ def test_mask_size_differs(ref):
     names(e, m)
 
 
+def test_a_mask_drawn_on_the_exif_rotated_image_gets_the_cause_named(ref):
+    img_path = sorted((ref / "val" / "images").iterdir())[0]
+    mask_path = sorted((ref / "val" / "mask").iterdir())[0]
+    img = Image.open(img_path).convert("RGB")
+    w, h = img.size
+    box = (0, 0, w, h * 3 // 4)  # not square
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    img.crop(box).save(img_path, exif=exif.tobytes())
+    Image.open(mask_path).crop(box).transpose(Image.Transpose.ROTATE_270).save(mask_path)
+    with pytest.raises(DatasetError, match="EXIF orientation tag \\(6\\)") as e:
+        REFUGE(ref, "val", with_gt=True)[0]
+    names(e, mask_path)
+
+
 def test_unreadable_mask(ref):
     m = sorted((ref / "val" / "mask").iterdir())[0]
     m.write_bytes(b"BM garbage")
     with pytest.raises(DatasetError, match="cannot read mask") as e:
         REFUGE(ref, "val", with_gt=True)[0]
     names(e, m)
+
+
+def test_masks_stored_as_class_indices_are_refused_not_read_as_all_cup(ref):
+    """0/1/2 index maps (some toolkits convert REFUGE masks so) would read as "every
+    pixel is cup" under the grey coding: the loader and `data check` name the file."""
+    from fuzzylogic_seg.data.check import check_refuge
+
+    m = sorted((ref / "train" / "mask").iterdir())[0]
+    grey = np.asarray(Image.open(m).convert("L"))
+    idx = np.where(grey == 255, 0, np.where(grey == 128, 1, 2)).astype(np.uint8)
+    Image.fromarray(idx).save(m)
+    with pytest.raises(DatasetError, match="class indices") as e:
+        REFUGE(ref, "train", with_gt=True)[0]
+    names(e, m)
+    report = check_refuge(ref, ["train"])
+    assert [p.path for p in report.errors] == [str(m)]
+    assert "class indices" in report.errors[0].message
 
 
 def test_missing_or_empty_split(ref, tmp_path):

@@ -163,6 +163,19 @@ def test_mismatched_checkpoint_names_file_and_keys(tmp_path, small_registry):
         load_sam("vit_b", checkpoint=path)
 
 
+def test_a_meta_checkpoint_of_another_type_says_which_type_it_is(tmp_path, small_registry):
+    """Meta's files tell their type by the image encoder's width (768 / 1024 / 1280):
+    loading one as the embedded model, or as another ViT, names the right --sam-type."""
+    path = tmp_path / "sam_vit_b_01ec64.pth"
+    torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, 768),
+                "mask_decoder.iou_token.weight": torch.zeros(1, 256)}, path)
+    with pytest.raises(CheckpointError, match="Meta's SAM vit_b checkpoint.*--sam-type vit_b") as e:
+        load_sam("embedded", checkpoint=path)
+    assert str(path) in str(e.value)
+    with pytest.raises(CheckpointError, match="SAM vit_b checkpoint, not vit_l.*--sam-type vit_b"):
+        load_sam("vit_l", checkpoint=path)
+
+
 class _Evil:
     def __reduce__(self):
         return (Path.touch, (Path(_Evil.target),))

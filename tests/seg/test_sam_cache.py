@@ -95,6 +95,30 @@ def test_fp16_entries_are_rounded_and_half_the_size(tmp_path):
     assert torch.equal(c32b.get(model, "x", img).embedding, e32) and c32b.stale == 1
 
 
+def test_entries_made_in_another_compute_precision_are_recomputed(tmp_path):
+    """An entry records the precision the encoder ran in (bf16 under AMP on a GPU):
+    a run in another precision recomputes instead of reusing it, and entries made
+    before the field existed count as fp32."""
+    from fuzzylogic_seg.io import load_torch, save_torch
+
+    model = _model()
+    img = _img(64, 64, 3)
+    c32 = EmbeddingCache.for_model(tmp_path, model)
+    e32 = c32.get(model, "x", img).embedding
+    assert load_torch(c32.path("x"))["compute"] == "fp32"
+    bf = EmbeddingCache.for_model(tmp_path, model, compute="bf16")
+    bf.get(model, "x", img)
+    assert bf.stale == 1 and bf.hits == 0
+    assert load_torch(bf.path("x"))["compute"] == "bf16"
+    again = EmbeddingCache.for_model(tmp_path, model)
+    assert torch.equal(again.get(model, "x", img).embedding, e32) and again.stale == 1
+    entry = load_torch(again.path("x"))
+    del entry["compute"]  # as written by an older version
+    save_torch(entry, again.path("x"))
+    old = EmbeddingCache.for_model(tmp_path, model)
+    assert torch.equal(old.get(model, "x", img).embedding, e32) and old.hits == 1
+
+
 def test_other_model_and_changed_image_are_recomputed(tmp_path):
     a, b = _model(0), _model(1)
     img = _img(50, 50, 2)

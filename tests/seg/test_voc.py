@@ -123,6 +123,23 @@ def test_real_scribbles_are_read(voc, tmp_path):
     assert torch.equal(ds[0]["weak"].scribble, torch.from_numpy(scr.astype(np.int64)))
 
 
+def test_scribbles_with_values_outside_the_classes_fail_the_check_as_the_loader(voc, tmp_path):
+    from fuzzylogic_seg.data.check import check_voc
+
+    ds = VOCSegmentation(voc, "train", kinds=())
+    s0 = ds[0]
+    h, w = s0["image"].shape[1:]
+    scr = np.full((h, w), 255, np.uint8)
+    scr[2:4, 3:9] = 50
+    path = tmp_path / "scr" / f"{s0['id']}.png"
+    save_index_png(scr, path)
+    report = check_voc(voc, ["train"], scribble_dir=tmp_path / "scr")
+    mine = [p.message for p in report.errors if p.path == str(path)]  # (others: no scribble)
+    assert len(mine) == 1 and "[50]" in mine[0]
+    with pytest.raises(DatasetError, match="outside"):
+        VOCSegmentation(voc, "train", scribble_dir=tmp_path / "scr", kinds=("scribbles",))[0]
+
+
 # ------------------------------------------------------------- bad data
 def first_id(voc):
     return read_split_list(vocdir(voc) / "ImageSets" / "Segmentation" / "train.txt")[0]
