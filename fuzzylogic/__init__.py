@@ -7,7 +7,7 @@
 See README.md ("The Python API") and ../shared/SEMANTICS.md for the operators.
 """
 from .errors import (CheckError, FactError, FuzzyLogicError, IncludeError, ParseError,
-                     SemanticsError, SourceError)
+                     RuleSemanticsError, SemanticsError, SourceError)
 from .operators import TruthValue, available_operators, register_operator
 from .semantics import Semantics, available_presets, register_preset
 from .theory import Evaluation, Report, Theory
@@ -23,5 +23,5 @@ __all__ = [
     "compile", "load", "parse", "check", "Semantics", "register_operator", "register_preset",
     "available_operators", "available_presets", "Theory", "Evaluation", "Report", "TruthValue",
     "LogicLoss", "FuzzyLogicError", "SourceError", "ParseError", "CheckError", "IncludeError",
-    "SemanticsError", "FactError",
+    "SemanticsError", "RuleSemanticsError", "FactError",
 ]

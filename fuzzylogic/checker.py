@@ -28,6 +28,10 @@ RESERVED_NAMES = frozenset({"domains", "validate", "mode", "reduction", "self"})
 
 INPUT_KINDS = ("prob", "logits", "softmax")
 
+# axes one sort may span: torch tensors have at most 64, and a fact holds the batch
+# axis and its arguments' axes; more than a few is a size written as an axis count
+MAX_AXES = 8
+
 
 def check(program: ast.Program) -> ast.Program:
     """Check `program`; return it with quantifier sorts filled and guards expanded."""
@@ -110,6 +114,11 @@ class _Checker:
             if not isinstance(s.axes, int) or s.axes < 1:
                 raise self.error(f"sort '{s.name}' must span at least 1 tensor axis, got {s.axes}",
                                  s.pos, hint=f"write 'sort {s.name}' or 'sort {s.name}[2]'")
+            if s.axes > MAX_AXES:
+                # (a size mistaken for an axis count: `pixel[512]` for a 512-pixel image)
+                raise self.error(f"sort '{s.name}' spans {s.axes} tensor axes; at most {MAX_AXES}",
+                                 s.pos, hint=f"[k] counts the axes of one element, not its size: "
+                                             f"'sort {s.name}[2]' for an image's pixels")
 
         self.preds = self._declare("predicate", p.predicates)
         for d in p.predicates:

@@ -10,8 +10,10 @@ copies); connectives broadcast; a quantifier reduces the trailing axes of its
 own variables. Nothing in a plan depends on tensor sizes, so one plan serves
 every batch and image size.
 
-``compile`` is cached on (text, source, semantics): compiling the same rule
-text again returns the same :class:`Theory` object.
+``compile`` is cached on (text, source, semantics, the folder includes resolve
+in): compiling the same rule text again returns the same :class:`Theory`
+object, unless a file it includes has changed since (then it is compiled
+again).
 
 Sparse guards (CPU, eager): see :mod:`fuzzylogic.sparse`.
 """
@@ -27,7 +29,8 @@ import torch
 from . import ast
 from . import operators as ops
 from . import sparse as _sparse
-from .errors import CheckError, FuzzyLogicError, IncludeError, SemanticsError
+from .errors import (CheckError, FuzzyLogicError, IncludeError, RuleSemanticsError,
+                     SemanticsError, SourceError)
 from .operators import TruthValue, get_operator
 from .semantics import Semantics, resolve
 from .sparse import sparse_guards
@@ -536,14 +539,50 @@ def compile_program(program: ast.Program, semantics=None):
         program = check(program)
     plans = []
     for rule in program.rules:
-        sem = resolve(semantics, program.semantics, rule.options)
-        b = _Builder(program, sem)
-        root = b.build(rule.formula, ())
-        report = b.report_plan(rule.formula, ())
+        try:
+            sem = resolve(semantics, program.semantics, rule.options)
+            b = _Builder(program, sem)
+            root = b.build(rule.formula, ())
+            report = b.report_plan(rule.formula, ())
+        except SemanticsError as exc:
+            if isinstance(exc, SourceError):
+                raise
+            raise _placed(exc, rule, program, semantics) from None
         weight = float(dict(rule.options).get("weight", rule.weight))
         plans.append(RulePlan(rule.name, weight, sem.loss, sem, root, report, rule.pos,
                               tuple(b.used_preds), tuple(b.used_consts), tuple(b.used_sorts)))
     return Theory(program, plans, semantics)
+
+
+def _placed(exc: SemanticsError, rule, program: ast.Program, call_semantics) -> SemanticsError:
+    """``exc`` at the place in the rule file that caused it: the file's ``semantics``
+    line when that names the unknown preset (and no call-time semantics overrides
+    it), else the rule (whose options name the operator)."""
+    import re
+
+    msg = str(exc)
+    pos = rule.pos
+    source, line, column = (pos.source or program.source), pos.line, pos.column
+    if program.semantics and call_semantics is None and repr(program.semantics) in msg:
+        pat = re.compile(r"^([ \t]*)semantics[ \t]+" + re.escape(program.semantics) + r"\b", re.M)
+        for name, text in program.texts:
+            m = pat.search(text)
+            if m:
+                source, line = name, text.count("\n", 0, m.start()) + 1
+                column = len(m.group(1)) + 1
+                break
+    in_rule = source == (pos.source or program.source) and line == pos.line
+    text = program.text_of(source)
+    if in_rule and text:
+        # the caret under the misspelt operator's name where the rule's line shows it
+        named = re.search(r"operator '([^']+)'", msg)
+        lines = text.split("\n")
+        if named and 0 < line <= len(lines):
+            at = lines[line - 1].find(named.group(1), max(column - 1, 0))
+            if at >= 0:
+                column = at + 1
+    return RuleSemanticsError(f"rule '{rule.name}': {msg}" if in_rule else msg, source=source,
+                              line=line, column=column, text=text)
 
 
 def _unchecked(f) -> bool:
@@ -565,12 +604,30 @@ def _semantics_key(semantics):
 
 
 @lru_cache(maxsize=128)
-def _compile_text(text: str, source: str, semantics, base_dir: Optional[str], version):
+def _compile_text(text: str, source: str, semantics, base_dir: Optional[str], version,
+                  where: str, generation: int):
     from .checker import check
     from .parser import parse
 
     program = check(parse(text, source, base_dir=base_dir))
-    return compile_program(program, semantics)
+    theory = compile_program(program, semantics)
+    # The included files as read (absolute path, text): the cache key holds the main
+    # text only, so a hit is checked against them (an edited include recompiles).
+    theory._includes = tuple((os.path.abspath(name), t) for name, t in program.texts[1:])
+    return theory
+
+
+_GENERATIONS: Dict[tuple, int] = {}  # key -> how often its includes changed under it
+
+
+def _includes_current(theory) -> bool:
+    for path, text in getattr(theory, "_includes", ()):
+        try:
+            if Path(path).read_text(encoding="utf-8") != text:
+                return False
+        except (OSError, UnicodeDecodeError):
+            return False  # (recompiling reports the problem with its place)
+    return True
 
 
 @lru_cache(maxsize=128)
@@ -591,7 +648,8 @@ def compile(text_or_program: Union[str, ast.Program], semantics=None, source: st
     ``semantics`` line, else ``product``). ``source`` names the text in
     errors; includes resolve relative to ``base_dir`` (default: the
     directory of ``source`` when it is a path). Cached: the same (text,
-    source, semantics) returns the same Theory.
+    source, semantics) returns the same Theory while the files it includes
+    are unchanged.
     """
     key = _semantics_key(semantics)
     if isinstance(text_or_program, ast.Program):
@@ -600,7 +658,20 @@ def compile(text_or_program: Union[str, ast.Program], semantics=None, source: st
         raise FuzzyLogicError(f"compile needs rule text or an ast.Program, "
                               f"got {type(text_or_program).__name__}")
     bd = None if base_dir is None else str(base_dir)
-    return _compile_text(text_or_program, str(source), key, bd, _registry_version())
+    # where includes resolve (parse's default: the source's folder, else the current
+    # one), absolute: the same text compiled from another folder may include others
+    if bd is not None:
+        where = os.path.abspath(bd)
+    else:
+        src = str(source)
+        is_path = not (src.startswith("<") and src.endswith(">"))
+        where = os.path.abspath(os.path.dirname(src) if is_path else ".")
+    args = (text_or_program, str(source), key, bd, _registry_version(), where)
+    theory = _compile_text(*args, _GENERATIONS.get(args, 0))
+    if not _includes_current(theory):
+        _GENERATIONS[args] = _GENERATIONS.get(args, 0) + 1
+        theory = _compile_text(*args, _GENERATIONS[args])
+    return theory
 
 
 def load(path: Union[str, os.PathLike], semantics=None):
@@ -621,3 +692,4 @@ def cache_info():
 def cache_clear():
     _compile_text.cache_clear()
     _compile_ast.cache_clear()
+    _GENERATIONS.clear()

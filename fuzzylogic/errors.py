@@ -74,5 +74,10 @@ class SemanticsError(FuzzyLogicError):
     """An unknown or badly configured operator or semantics."""
 
 
+class RuleSemanticsError(SemanticsError, SourceError):
+    """A :class:`SemanticsError` from a rule file, at the place that names the
+    operator or semantics (a misspelt ``[forall = pmeen]`` or ``semantics prodcut``)."""
+
+
 class FactError(FuzzyLogicError):
     """A fact bound to a theory is missing, extra, mis-shaped or out of range."""

@@ -542,6 +542,8 @@ class _Loader:
         self.items: list = []
 
     def load(self, text: str, source: str, base_dir: Path, real: Optional[str]):
+        if text.startswith("\ufeff"):  # a byte-order mark (some Windows editors write one)
+            text = text[1:]
         self.texts.append((source, text))
         if real is not None:
             self.stack.append((real, source))

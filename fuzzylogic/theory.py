@@ -134,6 +134,14 @@ class Theory:
             qs += [n for n in p.sorts if n not in qs]
         self.quantified_sorts = tuple(qs)
         self._labels = _axis_labels(program)
+        self._fixed_constants = tuple(c for c in program.constants if c.index is not None)
+
+    def __reduce__(self):
+        # Pickled as its program and semantics, compiled again when loaded: the
+        # compiled plan holds operator functions (lambdas among them) that pickle
+        # cannot store. A model holding a LogicLoss can then be torch.save'd whole;
+        # operators a user registered must be registered again before loading.
+        return (_compiled, (self.program, self.semantics))
 
     def __repr__(self):
         return (f"Theory({self.program.source!r}, rules={list(self.rules)}, "
@@ -261,6 +269,12 @@ class Theory:
                 t = x
             truth = {p.name: t[i] for i, p in enumerate(self._plans)}
         return Evaluation(truth, total, per_rule)
+
+
+def _compiled(program: ast.Program, semantics) -> "Theory":
+    from .compiler import compile as compile_theory
+
+    return compile_theory(program, semantics)
 
 
 def _implication_shares(plan, ctx):
@@ -470,17 +484,42 @@ class _Context:
                 k = th.sorts[s]
                 got = tuple(shape[d:d + k])
                 if s in self.sizes and self.sizes[s] != got:
-                    exp = self.sizes[s]
                     lab = ", ".join(labels[s])
+                    if _is_compiling():
+                        # (dynamo cannot format symbolic sizes: a message without them)
+                        raise FactError(f"{what} '{name}': its {lab} (sort {s}) differ from "
+                                        f"those of {origin[s]}; run the loss eagerly to see "
+                                        "the sizes")
+                    exp = [int(v) for v in self.sizes[s]]
                     raise FactError(
                         f"{what} '{name}': expected shape [{axes_desc(sort_list)}] with {lab} = "
-                        f"{', '.join(map(str, exp))} (sort {s}, from {origin[s]}), got {shape}")
+                        f"{', '.join(map(str, exp))} (sort {s}, from {origin[s]}), "
+                        f"got {[int(v) for v in shape]}")
                 if s not in self.sizes:
                     self.sizes[s] = got
                     origin[s] = f"fact '{name}'" if what == "fact" else f"{what} '{name}'"
                 d += k
             tensors.append((what, name, t))
 
+        # A sort's size is the one most facts agree on (ties: the first bound), so
+        # that with three facts the odd one out is named, whatever the order.
+        votes: Dict[str, Dict[Tuple[int, ...], List[str]]] = {}
+        sources = [("fact", n, t, preds[n].args) for n, t in bindings.items() if n in preds]
+        sources += [("domain", s, m, [s]) for s, m in domains.items()]
+        for what, name, t, sort_list in sources:
+            if not isinstance(t, torch.Tensor) or t.dim() != 1 + sum(th.sorts[x] for x in sort_list):
+                continue  # (check_shape names that problem)
+            d = 1
+            for x in sort_list:
+                k = th.sorts[x]
+                votes.setdefault(x, {}).setdefault(tuple(t.shape[d:d + k]), []).append(
+                    f"{what} '{name}'")
+                d += k
+        for x, by_size in votes.items():
+            if len(by_size) > 1:
+                size, names = max(by_size.items(), key=lambda kv: len(kv[1]))  # first of the most
+                self.sizes[x] = size
+                origin[x] = names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
         for name, t in bindings.items():
             if name in preds:
                 decl = preds[name]
@@ -516,6 +555,13 @@ class _Context:
             if (name in consts and name not in th.runtime_constants and isinstance(v, torch.Tensor)
                     and v.dim() == 1 and v.shape[0] > 1 and self.B == 1):
                 self.B = v.shape[0]
+
+        # constants with an index fixed in the rule text, against the sort's size
+        for c in th._fixed_constants:
+            n = self.sizes.get(c.sort, (None,))[0]
+            if n is not None and not 0 <= c.index < n:
+                raise FactError(f"constant '{c.name}' has the index {c.index} in the rules, "
+                                f"but sort {c.sort} has {n} elements here (from {origin[c.sort]})")
 
         # call-time constants
         checks = []  # (message builder, tensor of [min, max])

@@ -74,6 +74,24 @@ def _merge(base: Dict[str, Any], over: Dict[str, Any], where: str = "") -> Dict[
     return out
 
 
+def _yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``3e-4`` as a float (YAML 1.1, which
+    PyYAML follows, needs ``3.0e-4``; a learning rate written the usual way would
+    otherwise arrive as the string "3e-4")."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+    return yaml.load(text, Loader=Loader)
+
+
 def load_file(path) -> Dict[str, Any]:
     """A YAML or JSON config file -> dict (JSON is YAML, so one reader does both)."""
     import yaml
@@ -82,7 +100,7 @@ def load_file(path) -> Dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _yaml_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -104,7 +122,7 @@ def parse_set(items: Iterable[str]) -> Dict[str, Any]:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. student.epochs=10")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: cannot parse the value ({exc})") from exc
         node = out
@@ -157,10 +175,46 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     main = cfg.get("main_student")
     need(main in students, f"main_student {main!r} is not among the students {students}")
     StudentConfig.from_dict(cfg["student"])  # raises on bad student options
+    _need_numbers("student", cfg["student"], StudentConfig().to_dict())
+    _need_numbers("finetune", cfg["finetune"], NUMERIC_FINETUNE)
     need(isinstance(cfg.get("seed"), int), f"seed must be an integer, got {cfg.get('seed')!r}")
+    # Paths absolute, so that `fuzzyseg run --config OUT/config.yaml` repeats the run
+    # from any folder (rule files given by a name the package resolves stay names).
     for k in ("root", "out"):
-        cfg[k] = str(cfg[k])
+        cfg[k] = str(Path(cfg[k]).expanduser().resolve())
+    if cfg.get("weak_dir"):
+        cfg["weak_dir"] = str(Path(cfg["weak_dir"]).expanduser().resolve())
+    if cfg["sam"].get("checkpoint"):
+        cfg["sam"]["checkpoint"] = _existing_abs(cfg["sam"]["checkpoint"])
+    if cfg["finetune"].get("rules"):
+        rules = cfg["finetune"]["rules"]
+        cfg["finetune"]["rules"] = ([_existing_abs(r) for r in rules] if isinstance(rules, list)
+                                    else _existing_abs(rules))
+    if cfg["student"].get("logic_rules"):
+        cfg["student"]["logic_rules"] = _existing_abs(cfg["student"]["logic_rules"])
     return cfg
+
+
+# finetune options that must be numbers (a string such as "1e-4" from an old YAML
+# reader fails only deep inside the optimizer, after the earlier stages ran)
+NUMERIC_FINETUNE = {"epochs": 0, "lr": 0.0, "batch_size": 0, "weight_decay": 0.0,
+                    "keep_threshold": 0.0, "roi_margin": 0.0, "lora_rank": 0, "loss_grid": 0}
+
+
+def _need_numbers(section: str, values: Dict[str, Any], kinds: Dict[str, Any]) -> None:
+    for k, default in kinds.items():
+        v = values.get(k)
+        if v is None or isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        ok = isinstance(v, int) if isinstance(default, int) else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok:
+            want = "an integer" if isinstance(default, int) else "a number"
+            raise ConfigError(f"{section}.{k} must be {want}, got {v!r}")
+
+
+def _existing_abs(path: Any) -> Any:
+    p = Path(str(path)).expanduser()
+    return str(p.resolve()) if p.exists() else path
 
 
 def student_config(cfg: Dict[str, Any], variant: str) -> StudentConfig:

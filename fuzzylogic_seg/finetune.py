@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -710,17 +711,29 @@ class LogicFineTuner:
         history = {"config": self.config(), "epochs": [], "initial": None}
         start = 0
         ckpt_path = None if self.out_dir is None else self.out_dir / CHECKPOINT
+        key = self.run_key(items) if ckpt_path is not None else None
         if ckpt_path is not None and ckpt_path.is_file():
             ck = load_torch(ckpt_path)
+            why = None
             if ck.get("config") != json.loads(json.dumps(self.config())):
-                raise CheckpointError(f"{ckpt_path}: a checkpoint of different settings; "
-                                      "use another output folder or delete it")
-            missing = self.sam.load_state_dict(ck["trainable"], strict=False)
-            if missing.unexpected_keys:
-                raise CheckpointError(f"{ckpt_path}: unexpected weights {missing.unexpected_keys[:3]}")
-            load_optimizer_state(opt, ck["optimizer"])
-            history = json.loads(ck["history"])
-            start = int(ck["epoch"]) + 1
+                why = "other settings"
+            elif ck.get("run_key") != key:
+                why = "other images, weak labels or starting weights"
+            elif int(ck["epoch"]) + 1 > self.epochs:
+                why = f"{int(ck['epoch']) + 1} epochs, more than the {self.epochs} asked for"
+            if why is None:
+                missing = self.sam.load_state_dict(ck["trainable"], strict=False)
+                if missing.unexpected_keys:
+                    raise CheckpointError(f"{ckpt_path}: unexpected weights "
+                                          f"{missing.unexpected_keys[:3]}")
+                load_optimizer_state(opt, ck["optimizer"])
+                history = json.loads(ck["history"])
+                start = int(ck["epoch"]) + 1
+            else:
+                # A rerun with changed settings or data starts over (and replaces the
+                # checkpoint at its first epoch): resuming would train on from weights
+                # that belong to another run.
+                warnings.warn(f"{ckpt_path}: a checkpoint of {why}; training from the start")
         self.sam.train(False)  # SAM has no dropout/batch-norm; eval keeps it deterministic
         if history["initial"] is None:
             history["initial"] = {"epoch": -1, "rules": self.satisfaction(items)}
@@ -730,7 +743,7 @@ class LogicFineTuner:
             history["epochs"].append(rec)
             _log_epoch(rec, self.progress)
             if self.out_dir is not None:
-                save_torch({"config": self.config(), "epoch": epoch,
+                save_torch({"config": self.config(), "run_key": key, "epoch": epoch,
                             "trainable": self._trainable_state(),
                             "optimizer": opt.state_dict(), "history": json.dumps(history)},
                            ckpt_path)
@@ -743,6 +756,34 @@ class LogicFineTuner:
         if self.out_dir is not None:
             save_json(history, self.out_dir / HISTORY)
         return history
+
+    def run_key(self, items: Sequence[Item]) -> str:
+        """A hash of what a run trains on beyond :meth:`config`: the starting
+        weights (every parameter and buffer of SAM) and each image's id, view,
+        prompts, scribble/point facts and appearance grid. A checkpoint resumes
+        only a run with the same key."""
+        from .sam.build import model_fingerprint
+
+        h = hashlib.blake2b(digest_size=16)
+        h.update(model_fingerprint(self.sam).encode())
+
+        def add(t: Optional[torch.Tensor]) -> None:
+            if t is None:
+                h.update(b"-")
+                return
+            t = t.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+        for it in items:
+            h.update(f"|{it.id}|{it.view.key()}|{it.prompts.kind}|".encode())
+            for t in (it.prompts.labels, it.prompts.boxes, it.prompts.points,
+                      it.prompts.point_labels, it.slots, it.image_grid):
+                add(t)
+            for k in sorted(it.scribble or {}):
+                h.update(k.encode())
+                add(it.scribble[k])
+        return h.hexdigest()
 
     # ----------------------------------------------------------- predict
     @torch.no_grad()

@@ -15,6 +15,14 @@ from typing import Any, Iterator, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _file_mode() -> int:
+    """What a plain ``open(path, "w")`` would give (0o666 less the umask): mkstemp
+    makes its files 0o600, which would leave every output private to its writer."""
+    mask = os.umask(0)  # (the only portable way to read the umask)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` on success."""
@@ -25,6 +33,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

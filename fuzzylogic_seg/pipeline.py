@@ -25,6 +25,7 @@ every rank; the other stages run on rank 0 while the rest wait.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -161,6 +162,10 @@ class Pipeline:
             log.info(f"[{name}] " + (f"output {missing[0]} is missing" if missing else
                                      "configuration changed since the last run") + ": running it again")
         result: Dict[str, Any] = {}
+        if self.ctx.is_main:
+            # The old marker goes first: the stage rewrites its outputs in place, and
+            # an interrupted rewrite must not pass for the old, finished stage.
+            marker.unlink(missing_ok=True)
         if everywhere or self.ctx.is_main:
             t0 = time.time()
             log.info(f"[{name}] running")
@@ -212,18 +217,44 @@ class Pipeline:
         return f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}"
 
     def _rules_fp(self, paths) -> List[str]:
+        """The rule files as parsed, their includes inlined: editing an included
+        file changes the fingerprint too."""
+        from fuzzylogic.parser import parse
+
         out = []
         for p in paths or []:
-            if not Path(p).is_file():
+            p = Path(p)
+            if not p.is_file():
                 raise ConfigError(f"{p}: no such rule file")
-            out.append(C.fingerprint(Path(p).read_text()))
+            out.append(C.fingerprint(repr(parse(p.read_text(), source=str(p), base_dir=p.parent))))
         return out
+
+    @staticmethod
+    def _folder_fp(folder: Path) -> str:
+        """A hash of a weak-label folder's contents (manifest, labels, scribbles):
+        a folder rewritten in place (`fuzzyseg data weak --out` again) reruns what
+        was trained on it."""
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=16)
+        files = [folder / "weak.json"] + sorted((folder / "labels").glob("*.json")) \
+            + sorted((folder / "scribbles").glob("*.png"))
+        for f in files:
+            if f.is_file():
+                h.update(f"{f.relative_to(folder)}|".encode())
+                h.update(f.read_bytes())
+        return h.hexdigest()
 
     # ------------------------------------------------------------------ weak
     def fp_weak(self) -> str:
         c = self.cfg
+        given = None
+        if c.get("weak_dir"):  # (read once a run: a user's folder does not change during it)
+            given = self.__dict__.get("_given_weak_fp")
+            if given is None:
+                given = self._given_weak_fp = self._folder_fp(Path(c["weak_dir"]))
         return C.fingerprint("weak", self.kind, c["root"], c["splits"]["train"], self.ids("train"), c["weak"],
-                             c.get("weak_seed", 0), c.get("weak_dir"))
+                             c.get("weak_seed", 0), c.get("weak_dir"), given)
 
     def run_weak(self) -> Dict[str, Any]:
         if self.cfg.get("weak_dir"):
@@ -289,7 +320,10 @@ class Pipeline:
             kw["tuner_options"] = ft
         elif method == "zero-shot":
             kw["tuner_options"] = {"amp": self.cfg["amp"] and self.device.type == "cuda"}
-        sam = self.sam() if method != "weak-mask" else None
+        # logic fine-tunes its SAM in place: a copy, so that a zero-shot stage run
+        # after it (another method order, a rerun) still gets the frozen model
+        sam = None if method == "weak-mask" else (
+            copy.deepcopy(self.sam()) if method == "logic" else self.sam())
         out = self.pseudo_dir(method)
         summary = make_pseudo_labels(method, self.train_dataset(), sam=sam, out_dir=out, **kw, **opts)
         quality = self.score("train", out, f"{method} pseudo-labels")

@@ -50,9 +50,20 @@ METHODS = ("weak-mask", "zero-shot", "logic")
 
 
 # ------------------------------------------------------------ weak-mask
+def labelled_otherwise(weak, kind: str) -> bool:
+    """Whether an image lacks weak labels of ``kind`` but has others (a mixed
+    weak-label folder, ``fuzzyseg data weak --mix``): then it says nothing about
+    ``kind``, where an image with no label at all under boxes means "no object"."""
+    have = weak.kinds()
+    return kind not in have and bool(have)
+
+
 def weak_mask(weak, size, kind: str, dataset_kind: str = "voc") -> torch.Tensor:
-    """The weak label painted as a label map [H, W] (module doc)."""
+    """The weak label painted as a label map [H, W] (module doc). An image labelled
+    with other kinds only (a mixed folder) is all uncertain (255)."""
     h, w = size
+    if labelled_otherwise(weak, kind):
+        return torch.full((h, w), IGNORE, dtype=torch.long)
     if kind == "boxes":
         return paint_boxes(weak.boxes, weak.box_labels, h, w)
     if kind == "scribbles":
@@ -111,8 +122,11 @@ def _write_label(labels: torch.Tensor, out_dir: Path, image_id: str, dataset_kin
         best = labels.clone()
         best[unsure] = 0  # the grey format has no "unknown": written as background...
         save_image(refuge_to_disk(best), out_dir / f"{image_id}.png")
+        side = out_dir / "uncertain" / f"{image_id}.png"
         if bool(unsure.any()):  # ... and listed here
-            save_image(unsure.to(torch.uint8).numpy() * 255, out_dir / "uncertain" / f"{image_id}.png")
+            save_image(unsure.to(torch.uint8).numpy() * 255, side)
+        else:  # (a list from an earlier run into the same folder must not stay)
+            side.unlink(missing_ok=True)
     else:
         save_index_png(labels, out_dir / f"{image_id}.png")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import fuzzylogic as fl
 from fuzzylogic import ast
 from fuzzylogic.ast import Atom, Implies, Quantified, Term
 from fuzzylogic.checker import RESERVED_NAMES, check
@@ -298,3 +299,32 @@ def test_rules_check_command(tmp_path, capsys):
     first, second = summary["files"]
     assert (first["ok"], first["kind"], first["line"], first["column"]) == (False, "CheckError", 10, 29)
     assert second["ok"] and second["rules"] == ["r"]
+
+
+def test_misspelt_operators_and_presets_are_placed_and_fail_the_check_command(tmp_path, capsys):
+    """Operator and preset names resolve when compiling: their errors still carry
+    file, line, column and caret, and `fuzzyseg rules check` reports them."""
+    from fuzzylogic_seg.cli import main
+
+    op = tmp_path / "op.rules"
+    op.write_text("sort s\npredicate a(s)\nrule r [forall = pmeen(2)]: forall x: a(x)\n")
+    with pytest.raises(fl.RuleSemanticsError) as e:
+        fl.load(op)
+    assert isinstance(e.value, fl.SemanticsError)  # still caught as before
+    assert (e.value.source, e.value.line, e.value.column) == (str(op), 3, 18)
+    assert "unknown forall operator 'pmeen'" in str(e.value) and "^" in str(e.value)
+    preset = tmp_path / "preset.rules"
+    preset.write_text("sort s\n  semantics prodcut\npredicate a(s)\nrule r: forall x: a(x)\n")
+    with pytest.raises(fl.RuleSemanticsError, match=r"preset.rules:2:3: unknown semantics 'prodcut'"):
+        fl.load(preset)
+    assert main(["rules", "check", str(op), str(preset)]) == 1
+    err = capsys.readouterr().err
+    assert f"{op}:3:18:" in err and f"{preset}:2:3:" in err
+
+
+@pytest.mark.parametrize("axes", [9, 512, 10 ** 9])
+def test_an_image_size_written_as_an_axis_count_is_refused_at_its_place(axes):
+    text = f"sort pixel[{axes}]\npredicate a(pixel)\nrule r: forall p: a(p)\n"
+    with pytest.raises(CheckError, match=rf"sort 'pixel' spans {axes} tensor axes; at most 8") as e:
+        check(parse(text, "x.rules"))
+    assert (e.value.line, e.value.column) == (1, 6) and "sort pixel[2]" in e.value.hint

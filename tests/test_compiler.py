@@ -207,6 +207,29 @@ def test_compile_is_cached_on_text_source_and_semantics():
     assert fl.compile(text, "godel", source="other.rules") is not t1
 
 
+def test_an_edited_include_is_compiled_again_not_served_from_the_cache(tmp_path, monkeypatch):
+    (tmp_path / "common.rules").write_text("sort s\npredicate a(s)\nrule inc: forall x: a(x)\n")
+    (tmp_path / "main.rules").write_text('include "common.rules"\nrule main: exists x: a(x)\n')
+    a = torch.tensor([[1.0, 1.0]])
+    th = fl.load(tmp_path / "main.rules")
+    assert fl.load(tmp_path / "main.rules") is th  # unchanged: the cached theory
+    (tmp_path / "common.rules").write_text(
+        "sort s\npredicate a(s)\nrule inc [weight = 5]: exists x: not a(x)\n")
+    th2 = fl.load(tmp_path / "main.rules")
+    assert th2 is not th and th2.weights["inc"] == 5.0
+    assert th2.truth(a=a)["inc"].item() == 0.0
+    # the same text compiled from another folder includes that folder's file
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "common.rules").write_text("sort s\npredicate a(s)\nrule inc: forall x: not a(x)\n")
+    text = 'include "common.rules"\nrule main: exists x: a(x)\n'
+    monkeypatch.chdir(tmp_path)
+    here = fl.compile(text)
+    monkeypatch.chdir(other)
+    there = fl.compile(text)
+    assert here.weights["inc"] == 5.0 and there.weights["inc"] == 1.0
+
+
 def test_load_reads_a_file_with_includes(tmp_path):
     (tmp_path / "common.rules").write_text("sort s\npredicate a(s)\n")
     (tmp_path / "main.rules").write_text('include "common.rules"\nrule r: forall x: a(x)\n')

@@ -218,3 +218,31 @@ def test_a_fine_tuning_step_does_not_wait_for_the_gpu():
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert torch.isfinite(loss).item() and len(rule_loss) == 11  # voc_boxes.rules
+
+
+def test_fine_tuning_on_another_loss_grid_is_deterministic_under_amp():
+    # ViT-B/L/H's masks (256 x 256) reach the 64 x 64 loss grid by a resampling
+    # matrix, whose backward (a matrix product) is deterministic on CUDA, where
+    # interpolate's (atomic adds) was not: two runs of two epochs, same weights.
+    # The embedded SAM stands in with a loss grid of 48 (its own is 64); AMP on.
+    from fuzzylogic_seg.data.synth_voc import generate_voc
+    from fuzzylogic_seg.data.voc import VOCSegmentation
+    from fuzzylogic_seg.distributed import set_deterministic
+    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
+    from fuzzylogic_seg.sam.build import load_sam
+    import tempfile
+
+    set_deterministic(True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=6, n_val=0, progress=False)
+        ds = VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
+        states = []
+        for run in range(2):
+            t = LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
+                               dataset_kind="voc", weak="boxes", device=DEV, progress=False,
+                               epochs=2, loss_grid=48, amp=True,
+                               cache_dir=os.path.join(tmp, f"emb{run}"))
+            hist = t.fit(ds)
+            assert all(np.isfinite(e["loss"]) for e in hist["epochs"])
+            states.append({k: v.detach().cpu() for k, v in t.sam.mask_decoder.state_dict().items()})
+        assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -94,3 +94,21 @@ def test_a_few_steps_of_training_reduce_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_model_holding_a_logic_loss_saves_and_loads_whole():
+    """torch.save(model) pickles a Theory as its program and semantics (the compiled
+    plan holds operator lambdas that pickle cannot store); loading compiles it again."""
+    import io
+
+    text = ("sort pixel[2]\npredicate cup(pixel) logits\npredicate disc(pixel) logits\n"
+            "rule r [forall = pmean_error(2)]: forall p: cup(p) -> disc(p)\n"
+            "rule n: forall p: not cup(p)\n")
+    model = torch.nn.ModuleDict({"crit": LogicLoss(text, semantics="log_product", mode="log")})
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    again = torch.load(buf, weights_only=False)
+    x, y = torch.randn(2, 4, 4), torch.randn(2, 4, 4)
+    assert again["crit"].mode == "log"
+    assert torch.equal(again["crit"](cup=x, disc=y), model["crit"](cup=x, disc=y))

@@ -480,3 +480,16 @@ def test_only_fuzzylogic_errors_escape():
     for text in ["rule r: (", "rule r [", "sort a[", "include", ")", "rule r: a(x,)", "rule r: a(,x)"]:
         with pytest.raises(FuzzyLogicError):
             parse(text)
+
+
+def test_a_byte_order_mark_at_the_start_is_ignored(tmp_path):
+    import fuzzylogic as fl
+
+    (tmp_path / "inc.rules").write_text("\ufeffsort s\n", encoding="utf-8")
+    (tmp_path / "main.rules").write_text('\ufeffinclude "inc.rules"\npredicate a(s)\n'
+                                         "rule r: forall x: a(x)\n", encoding="utf-8")
+    th = fl.load(tmp_path / "main.rules")
+    assert th.rules == ("r",)
+    with pytest.raises(fl.CheckError) as e:
+        fl.compile("\ufeffsort s\npredicate a(s)\nrule r: forall x: b(x)\n")
+    assert (e.value.line, e.value.column) == (3, 19)

@@ -289,3 +289,37 @@ def test_mixed_log_and_linear_rules_reduce_per_rule_and_in_total():
         assert torch.allclose(ev.loss, sum(want.values()))
     (g_a,) = torch.autograd.grad(th.loss(a=a, b=b), a)
     assert torch.isfinite(g_a).all() and g_a.abs().sum() > 0
+
+
+def test_the_odd_fact_out_is_named_whatever_the_binding_order():
+    th = fl.compile("sort pixel[2]\npredicate cup(pixel) logits\npredicate disc(pixel) logits\n"
+                    "predicate rim(pixel) logits\nrule r: forall p: cup(p) -> disc(p)\n"
+                    "rule q: forall p: rim(p) -> disc(p)\n")
+    good, bad = torch.randn(2, 8, 8), torch.randn(2, 8, 7)
+    for order in (("cup", "disc", "rim"), ("disc", "cup", "rim"), ("rim", "disc", "cup")):
+        facts = {n: (bad if n == "cup" else good) for n in order}
+        with pytest.raises(fl.FactError, match=r"fact 'cup': expected shape \[B, H, W\] with "
+                                               r"H, W = 8, 8 .*got \[2, 8, 7\]"):
+            th.loss(**facts)
+
+
+def test_a_shape_error_under_torch_compile_with_dynamic_sizes_still_names_the_fact():
+    from fuzzylogic.nn import LogicLoss
+
+    crit = LogicLoss("sort pixel[2]\npredicate cup(pixel) logits\npredicate disc(pixel) logits\n"
+                     "rule r: forall p: cup(p) -> disc(p)\n")
+    f = torch.compile(lambda **kw: crit(**kw), backend="eager", fullgraph=True)
+    f(cup=torch.randn(2, 8, 8), disc=torch.randn(2, 8, 8))
+    f(cup=torch.randn(2, 10, 10), disc=torch.randn(2, 10, 10))  # sizes now dynamic
+    with pytest.raises(Exception, match=r"fact 'disc': its H, W \(sort pixel\) differ"):
+        f(cup=torch.randn(2, 8, 8), disc=torch.randn(2, 8, 7))
+
+
+@pytest.mark.parametrize("index", [3, 99999999999999999999999])
+def test_a_fixed_constant_index_past_its_sort_is_a_fact_error(index):
+    th = fl.compile(f"sort a\npredicate p(a)\nconstant c: a = {index}\nrule r: p(c)\n")
+    with pytest.raises(fl.FactError, match=rf"constant 'c' has the index {index} in the rules, "
+                                           r"but sort a has 3 elements here \(from fact 'p'\)"):
+        th.truth(p=torch.rand(2, 3))
+    if index == 3:
+        assert th.truth(p=torch.rand(2, 5))["r"].shape == (2,)

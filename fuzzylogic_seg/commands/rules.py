@@ -43,6 +43,7 @@ def _summary(program) -> str:
 
 def run_check(args: argparse.Namespace) -> int:
     from fuzzylogic.checker import check
+    from fuzzylogic.compiler import compile_program
     from fuzzylogic.errors import FuzzyLogicError, SourceError
     from fuzzylogic.parser import parse_file
 
@@ -51,6 +52,7 @@ def run_check(args: argparse.Namespace) -> int:
         entry = {"file": path, "ok": False}
         try:
             program = check(parse_file(path))
+            compile_program(program)  # operator and semantics names resolve at compile time
         except FuzzyLogicError as exc:
             entry["error"] = str(exc)
             entry["kind"] = type(exc).__name__

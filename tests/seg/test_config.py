@@ -90,3 +90,27 @@ def test_variant_student_config_and_fingerprint():
     assert C.student_config(cfg, "logic+rules").logic_rules == "s.rules"
     assert C.fingerprint({"a": 1, "b": 2}) == C.fingerprint({"b": 2, "a": 1})
     assert C.fingerprint({"a": 1}) != C.fingerprint({"a": 2})
+
+
+def test_exponent_floats_are_numbers_and_strings_where_numbers_belong_are_refused(tmp_path):
+    """`--set student.lr=3e-4` (as the README writes it) is a float, not the string
+    YAML 1.1 makes of it; a value that is no number fails here, before any stage."""
+    cfg = C.build(None, BASE, ["student.lr=3e-4", "finetune.lr=1E-4", "finetune.epochs=2"])
+    assert cfg["student"]["lr"] == 3e-4 and cfg["finetune"]["lr"] == 1e-4
+    f = tmp_path / "c.yaml"
+    f.write_text("dataset: voc\nroot: /voc\nout: /o\nstudent:\n  lr: 5e-4\n")
+    assert C.build(str(f))["student"]["lr"] == 5e-4
+    with pytest.raises(ConfigError, match="finetune.lr must be a number, got 'fast'"):
+        C.build(None, BASE, ["finetune.lr=fast"])
+    with pytest.raises(ConfigError, match="student.epochs must be an integer"):
+        C.build(None, BASE, ["student.epochs=2.5"])
+
+
+def test_paths_are_stored_absolute_so_the_written_config_runs_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.rules").write_text("")
+    cfg = C.build(None, {"dataset": "voc", "root": "data/voc", "out": "runs/a",
+                         "finetune": {"rules": ["my.rules", "voc_boxes"]}})
+    assert cfg["root"] == str(tmp_path / "data" / "voc") and cfg["out"] == str(tmp_path / "runs" / "a")
+    # an existing file becomes absolute; a name the package resolves stays a name
+    assert cfg["finetune"]["rules"] == [str(tmp_path / "my.rules"), "voc_boxes"]

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from fuzzylogic_seg.errors import CheckpointError, ConfigError
+from fuzzylogic_seg.errors import ConfigError
 from fuzzylogic_seg.finetune import LogicFineTuner
 from fuzzylogic_seg.sam.build import TINY_CONFIG, build_embedded
 from fuzzylogic_seg.weak.types import WeakLabels
@@ -81,8 +81,37 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     assert [e["epoch"] for e in hist["epochs"]] == [0, 1]
     for p, q in zip(straight.sam.parameters(), resumed.sam.parameters()):
         assert torch.equal(p, q)
-    with pytest.raises(CheckpointError, match="different settings"):
-        tuner(tmp_path / "b", epochs=2, seed=1).fit(Shapes(2))
+
+
+@pytest.mark.parametrize("change", ["seed", "images", "weights", "fewer_epochs"])
+def test_a_checkpoint_of_another_run_is_not_resumed_but_trained_over(tmp_path, change):
+    """Other settings, other images or weak labels, other starting weights, or a
+    checkpoint past the epochs asked for: the run trains from the start (as a run
+    in a fresh folder does) instead of going on from another run's weights."""
+    tuner(tmp_path / "b", epochs=2).fit(Shapes(2))
+    kw = {"seed": {"seed": 1}, "fewer_epochs": {"epochs": 1}}.get(change, {})
+    data = Shapes(3) if change == "images" else Shapes(2)
+
+    def make(out):
+        t = tuner(out, **{"epochs": 2, **kw})
+        if change == "weights":
+            with torch.no_grad():
+                t.sam.mask_decoder.iou_token.weight.add_(0.01)
+        return t
+
+    with pytest.warns(UserWarning, match="training from the start"):
+        hist = (rerun := make(tmp_path / "b")).fit(data)
+    fresh = make(tmp_path / "fresh")
+    want = fresh.fit(data)
+    assert [e["epoch"] for e in hist["epochs"]] == [e["epoch"] for e in want["epochs"]]
+    for p, q in zip(rerun.sam.parameters(), fresh.sam.parameters()):
+        assert torch.equal(p, q)
+    # and the replaced checkpoint now resumes its own run
+    again = make(tmp_path / "b")
+    import warnings as w
+    with w.catch_warnings():
+        w.simplefilter("error")
+        again.fit(data)
 
 
 def test_training_sees_weak_labels_only():

@@ -86,6 +86,19 @@ def test_weak_mask_of_other_kinds():
     assert (weak_mask(w2, (4, 5), "tags") == 255).all()
 
 
+def test_in_a_mixed_folder_an_image_without_the_kind_is_uncertain_not_background():
+    """`data weak --mix boxes:0.5,scribbles+tags:0.5`: under boxes, an image that
+    carries scribbles and tags but no box says nothing about boxes (255), while an
+    image with no weak label at all has no object (background)."""
+    scr = torch.full((4, 5), 255)
+    scr[1, 1:3] = 6
+    other = WeakLabels(scribble=scr, tags=torch.tensor([False, True]), size=(4, 5))
+    assert (weak_mask(other, (4, 5), "boxes") == 255).all()
+    assert (weak_mask(WeakLabels(size=(4, 5)), (4, 5), "boxes") == 0).all()
+    boxed = WeakLabels(boxes=[[1, 1, 3, 3]], box_labels=[4], size=(4, 5))
+    assert (weak_mask(boxed, (4, 5), "scribbles") == 255).all()
+
+
 # ------------------------------------------------- end to end (no SAM)
 class _Tiny:
     """A two-image data set in memory: weak labels for training, masks for the summary."""
@@ -323,3 +336,17 @@ def test_scrambled_masks_change_no_pseudo_label(synth_voc, tiny_checkpoint, tmp_
     a = json.loads((outs[0] / "summary.json").read_text())
     b = json.loads((outs[1] / "summary.json").read_text())
     assert a["miou"] != b["miou"]  # the evaluation did see the (scrambled) masks
+
+
+def test_a_refuge_label_rewritten_without_uncertain_pixels_drops_its_old_list(tmp_path):
+    from fuzzylogic_seg.pseudo import _write_label
+
+    lab = torch.zeros(6, 7, dtype=torch.long)
+    lab[2:4, 2:5] = 1
+    unsure = lab.clone()
+    unsure[0, 0] = IGNORE
+    _write_label(unsure, tmp_path, "V1", "refuge")
+    assert (read_label(tmp_path / "V1.png", "refuge")[0, 0]) == IGNORE
+    _write_label(lab, tmp_path, "V1", "refuge")  # a rerun at another threshold
+    assert not (tmp_path / "uncertain" / "V1.png").exists()
+    assert torch.equal(read_label(tmp_path / "V1.png", "refuge"), lab)
