@@ -174,11 +174,15 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 def make_sampler(dataset, ctx: DistContext, seed: int, shuffle: bool = True):
     """The same sampler for one process and for many: DistributedSampler over
     ``ctx.world_size`` replicas (1 in a single process), so a single process
-    visits exactly the union of what the ranks visit, batch by batch."""
+    visits exactly the union of what the ranks visit, batch by batch. The tail
+    that does not fill every rank is dropped, not padded with repeated images:
+    with the loader's drop_last, W ranks then take floor(n / B) steps of the
+    same global batches as one process (padding added a step, and an image
+    seen twice, whenever W did not divide n)."""
     from torch.utils.data import DistributedSampler
 
     return DistributedSampler(
-        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed, drop_last=False
+        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed, drop_last=True
     )
 
 

@@ -16,7 +16,6 @@ process or under torchrun (see :mod:`fuzzylogic_seg.distributed`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -631,7 +630,7 @@ def train_student(
             log(f"student: ignoring {ckpt_path} (made by a different configuration)")
 
     per_rank = D.per_rank_batch(cfg.batch_size, ctx)
-    n_rank = math.ceil(len(dataset) / ctx.world_size)
+    n_rank = len(dataset) // ctx.world_size  # (the sampler drops the tail, see make_sampler)
     if n_rank < per_rank:
         raise ConfigError(f"student batch size {cfg.batch_size} is larger than the {len(dataset)} training images")
     sampler = D.make_sampler(dataset, ctx, seed=D.derive_seed(seed, 3) % (2 ** 31), shuffle=True)
@@ -733,6 +732,9 @@ class Student:
         state = load_torch(path)
         if not isinstance(state, dict) or state.get("format") != STUDENT_FORMAT:
             raise CheckpointError(f"{path}: not a fuzzyseg student (expected format {STUDENT_FORMAT})")
+        if "config" not in state or "state_dict" not in state:
+            raise CheckpointError(f"{path}: a training checkpoint (for resuming), not a trained "
+                                  "student: use the model.pt beside it")
         cfg = StudentConfig.from_dict(state["config"])
         kind = state["dataset"]
         model = build_model(cfg, int(state["classes"]), weights=False)
@@ -743,8 +745,8 @@ class Student:
         return cls(model, cfg, kind, device)
 
     @torch.no_grad()
-    def predict_logits(self, image_u8: torch.Tensor) -> torch.Tensor:
-        """uint8 [3, H, W] -> class logits [C, H, W] at the image's own size."""
+    def _low_logits(self, image_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 [3, H, W] -> class logits [1, C, nh, nw] at the student's scale."""
         image_u8 = torch.as_tensor(image_u8)
         if image_u8.ndim != 3 or image_u8.shape[0] != 3:
             raise DatasetError(f"expected an RGB image [3, H, W], got shape {tuple(image_u8.shape)}")
@@ -754,12 +756,40 @@ class Student:
         x = normalize(img.to(self.device))[None]
         with _autocast(self.device, self.cfg.amp):
             logits = self.model(x)
-        logits = logits.float()[:, :, :nh, :nw]
-        return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
+        return logits.float()[:, :, :nh, :nw]
 
+    @torch.no_grad()
+    def predict_logits(self, image_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 [3, H, W] -> class logits [C, H, W] at the image's own size."""
+        h, w = torch.as_tensor(image_u8).shape[-2:]
+        return F.interpolate(self._low_logits(image_u8), size=(int(h), int(w)), mode="bilinear",
+                             align_corners=False)[0]
+
+    @torch.no_grad()
     def predict(self, image_u8: torch.Tensor) -> torch.Tensor:
         """uint8 [3, H, W] -> LongTensor [H, W] of classes."""
-        return self.predict_logits(image_u8).argmax(0).cpu()
+        h, w = (int(v) for v in torch.as_tensor(image_u8).shape[-2:])
+        low = self._low_logits(image_u8)
+        if low.shape[1] * h * w <= _FULL_LOGITS:
+            return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0] \
+                .argmax(0).cpu()
+        # A large photo: all classes' logits at full size would take C x 4 bytes a
+        # pixel (6 GB for 50 MP and 21 classes); one class at a time, keeping the
+        # running best (">": ties keep the lower class, as argmax does).
+        best = label = None
+        for c in range(low.shape[1]):
+            up = F.interpolate(low[:, c:c + 1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            if best is None:
+                best, label = up, torch.zeros(h, w, dtype=torch.long, device=up.device)
+            else:
+                better = up > best
+                best = torch.where(better, up, best)
+                label[better] = c
+        return label.cpu()
+
+
+# class logits at full image size above which predict() upsamples one class at a time
+_FULL_LOGITS = 1 << 26  # (256 MB of float32)
 
 
 def predict_dataset(student: Student, dataset, out_dir, progress: bool = True,

@@ -4,6 +4,9 @@ RUN is a run folder of `fuzzyseg run` (its main student, or --variant) or a
 student file (``model.pt``). Every image in DIR (jpg, png, bmp, tif) gets
 ``OUT/NAME.png`` in the data set's label format (VOC palette PNG of class
 indices; REFUGE grey 0 cup / 128 rim / 255 background) and OUT/summary.json.
+Images are read as they are displayed (EXIF orientation applied: a phone's
+photo is not segmented sideways), so each label has its image's displayed size.
+OUT may not be DIR when that would overwrite input images.
 """
 from __future__ import annotations
 
@@ -54,7 +57,10 @@ class ImageFolder:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DatasetError("no such image folder", self.folder)
-        self.paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = [p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        self.paths = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.skipped = sorted(p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES
+                              and p.name != "summary.json")
         if not self.paths:
             raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder", self.folder)
         stems = [p.stem for p in self.paths]
@@ -69,16 +75,27 @@ class ImageFolder:
     def __getitem__(self, i: int):
         from ..data.base import read_image
 
-        return {"id": self.paths[i].stem, "image": read_image(self.paths[i])}
+        return {"id": self.paths[i].stem, "image": read_image(self.paths[i], exif_transpose=True)}
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..data.base import IMAGE_SUFFIXES
     from ..distributed import resolve_device
+    from ..errors import ConfigError
     from ..student import Student, predict_dataset
 
     path = resolve_model(args.model, args.variant)
     student = Student.load(path, resolve_device(args.device))
     images = ImageFolder(args.images)
+    out = Path(args.out).resolve()
+    clash = [p.name for p in images.paths if (out / f"{p.stem}.png") == p.resolve()]
+    if clash:
+        raise ConfigError(f"--out {args.out} would overwrite input images ({', '.join(clash[:3])}"
+                          f"{'...' if len(clash) > 3 else ''}): choose another output folder")
+    if images.skipped:
+        print(f"skipped {len(images.skipped)} file(s) that are not images of a known type "
+              f"({', '.join(IMAGE_SUFFIXES)}): {', '.join(images.skipped[:5])}"
+              f"{'...' if len(images.skipped) > 5 else ''}")
     ids = predict_dataset(student, images, args.out, progress=not args.quiet, model=str(path))
     print(f"{len(ids)} label images ({student.kind} format) written to {args.out} by {path}")
     return 0

@@ -38,13 +38,46 @@ def _open(path: PathLike, what: str):
         img = Image.open(path)
         img.load()
         return img
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(f"cannot read {what}: {exc} (if the file is trusted, raise "
+                           "PIL.Image.MAX_IMAGE_PIXELS)", path) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot read {what} ({exc})", path) from exc
 
 
-def read_image(path: PathLike) -> torch.Tensor:
-    """An image file -> uint8 [3, H, W] RGB (EXIF orientation ignored, as masks are)."""
+def _eight_bit(img):
+    """A 16-bit, 32-bit integer or float greyscale image as 8-bit grey: Pillow's
+    convert("RGB") clips such values at 255 (a 16-bit PNG reads almost all white).
+    16 bits scale by 257 (65535 -> 255); int32 and float by their own range
+    (values within 0..255, or 0..1 for float, are kept as they are)."""
+    from PIL import Image
+
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        out = (arr.astype(np.float64) / 257.0).round()
+    else:
+        a = arr.astype(np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if img.mode == "F" and lo >= 0 and hi <= 1:
+            out = (a * 255).round()
+        elif lo >= 0 and hi <= 255:
+            out = a.round()
+        else:
+            out = ((a - lo) / max(hi - lo, 1e-12) * 255).round()
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8), "L")
+
+
+def read_image(path: PathLike, exif_transpose: bool = False) -> torch.Tensor:
+    """An image file -> uint8 [3, H, W] RGB. EXIF orientation is ignored (as for
+    masks, which are drawn on the stored pixels) unless ``exif_transpose``: then
+    the image is turned as it is displayed (new photos, `fuzzyseg predict`)."""
     img = _open(path, "image")
+    if exif_transpose:
+        from PIL import ImageOps
+
+        img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _eight_bit(img)
     arr = np.array(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
@@ -81,7 +114,8 @@ def image_size(path: PathLike) -> Tuple[int, int]:
     try:
         with Image.open(path) as img:
             w, h = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
         raise DatasetError(f"cannot read image ({exc})", path) from exc
     return h, w
 

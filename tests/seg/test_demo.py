@@ -76,3 +76,39 @@ def test_predict_errors_name_the_problem(demo_run, tmp_path, capsys):
     assert main(["predict", "--model", str(out / "refuge"), "--images", str(tmp_path),
                  "--out", str(tmp_path / "p")]) == 1
     assert "no images" in capsys.readouterr().err
+
+
+def test_predict_guards_the_inputs_and_names_a_training_checkpoint(demo_run, tmp_path, capsys):
+    import shutil
+
+    out, _, _ = demo_run
+    images = tmp_path / "imgs"
+    shutil.copytree(out / "data" / "refuge" / "val" / "images", images)
+    png = images / "mine.png"
+    Image.open(next(images.glob("*.jpg"))).save(png)
+    (images / "notes.txt").write_text("x")
+    before = png.read_bytes()
+    # --out the images folder itself: the PNG input would become its own label
+    assert main(["predict", "--model", str(out / "refuge"), "--images", str(images),
+                 "--out", str(images), "--quiet"]) == 1
+    assert "would overwrite input images (mine.png)" in capsys.readouterr().err
+    assert png.read_bytes() == before
+    assert main(["predict", "--model", str(out / "refuge"), "--images", str(images),
+                 "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert "skipped 1 file(s)" in capsys.readouterr().out
+    ckpt = next((out / "refuge" / "students").glob("*/checkpoint.pt"))  # kept after training
+    assert main(["predict", "--model", str(ckpt), "--images", str(images),
+                 "--out", str(tmp_path / "q"), "--quiet"]) == 1
+    assert "a training checkpoint" in capsys.readouterr().err
+
+
+def test_a_large_photo_is_labelled_one_class_at_a_time_as_all_at_once(demo_run, monkeypatch):
+    import fuzzylogic_seg.student as S
+
+    out, _, _ = demo_run
+    student = S.Student.load(out / "voc" / "students" / "logic" / "model.pt")
+    img = torch.randint(0, 256, (3, 97, 131), dtype=torch.uint8)
+    whole = student.predict(img)
+    monkeypatch.setattr(S, "_FULL_LOGITS", 1)  # as if the image were huge
+    assert torch.equal(student.predict(img), whole)
+    assert torch.equal(whole, student.predict_logits(img).argmax(0))

@@ -52,6 +52,18 @@ def test_sampler_shards_union_to_the_single_process_order():
         assert sorted(shards[0][2 * k: 2 * k + 2] + shards[1][2 * k: 2 * k + 2]) == sorted(glob)
 
 
+
+def test_an_odd_image_count_gives_the_same_steps_on_two_ranks_as_on_one():
+    """5 images, global batch 2: one process takes 2 steps; two ranks must too (with
+    the tail padded, each rank held 3 images, a third step and one image twice)."""
+    data = list(range(5))
+    one = list(D.make_sampler(data, D.DistContext(), seed=3))
+    assert sorted(one) == data  # a single process still sees every image
+    shards = [list(D.make_sampler(data, D.DistContext(rank=r, world_size=2), seed=3)) for r in (0, 1)]
+    assert [len(s) for s in shards] == [2, 2]
+    for k in range(2):  # the two global batches of one process, rank by rank
+        assert sorted([shards[0][k], shards[1][k]]) == sorted(one[2 * k: 2 * k + 2])
+
 PIPELINE_WORKER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {here!r})

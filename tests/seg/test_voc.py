@@ -230,3 +230,37 @@ def test_unknown_split_and_root(voc, tmp_path):
         VOCSegmentation(voc, "nosuch")
     with pytest.raises(DatasetError, match="not a Pascal VOC folder"):
         VOCSegmentation(tmp_path, "train")
+
+
+def test_high_bit_depth_and_rotated_images_read_as_they_look(tmp_path):
+    from PIL import Image
+
+    from fuzzylogic_seg.data.base import read_image
+
+    ramp = (np.arange(64 * 32).reshape(32, 64) * 32).astype(np.uint16)  # 0 .. 65504
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # a 16-bit greyscale PNG
+    img = read_image(tmp_path / "deep.png")
+    assert img.shape == (3, 32, 64) and torch.equal(img[0], img[2])
+    want = torch.from_numpy(np.round(ramp / 257.0).astype(np.uint8))
+    assert torch.equal(img[0], want)  # scaled, not clipped at 255
+    Image.fromarray((ramp / 65535.0).astype(np.float32), "F").save(tmp_path / "f.tif")
+    assert int(read_image(tmp_path / "f.tif")[0].max()) == 255
+    rgb = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb.save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    assert read_image(tmp_path / "phone.jpg").shape == (3, 20, 40)  # data sets: stored pixels
+    assert read_image(tmp_path / "phone.jpg", exif_transpose=True).shape == (3, 40, 20)
+
+
+def test_a_decompression_bomb_is_a_dataset_error_naming_the_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from fuzzylogic_seg.data.base import image_size, read_image
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64 x 64 is then over twice the limit
+    for fn in (read_image, image_size):
+        with pytest.raises(DatasetError, match="MAX_IMAGE_PIXELS|decompression bomb") as e:
+            fn(tmp_path / "big.png")
+        assert e.value.path == tmp_path / "big.png"
