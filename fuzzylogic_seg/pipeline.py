@@ -415,6 +415,10 @@ class Pipeline:
             D.set_deterministic(True)
         log.info(f"fuzzyseg run: {self.kind} from {cfg['root']}, weak labels {cfg['weak']}, "
                  f"device {self.device}, out {self.out}")
+        n_train, batch = len(self.ids("train")), int(cfg["student"]["batch_size"])
+        if cfg.get("students") and n_train < batch:  # (found now, not after the SAM stages)
+            raise ConfigError(f"student batch size {batch} is larger than the {n_train} training "
+                              "images: lower it (--batch-size N, or --set student.batch_size=N)")
         self.stage("weak", self.fp_weak(), self.run_weak, [self.weak_dir / "weak.json"])
         pseudo = {}
         for method in cfg["pseudo"]["methods"]:

@@ -107,3 +107,16 @@ def test_outputs_get_the_usual_file_mode_not_mkstemps_private_one(tmp_path):
     finally:
         os.umask(mask)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_a_student_batch_larger_than_the_training_set_is_refused_before_any_stage(data, tmp_path):
+    from fuzzylogic_seg.errors import ConfigError
+    from fuzzylogic_seg.pipeline import run
+
+    cfg = C.build(None, {"dataset": "refuge", "root": str(data), "out": str(tmp_path / "o"),
+                         "device": "cpu", "students": ["weak-mask"], "main_student": "weak-mask",
+                         "pseudo": {"methods": ["weak-mask"]}})
+    assert cfg["student"]["batch_size"] > 2  # the fixture has 2 training images
+    with pytest.raises(ConfigError, match="larger than the 2 training images"):
+        run(cfg, progress=False)
+    assert not (tmp_path / "o" / "stages").exists()
