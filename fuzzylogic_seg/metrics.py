@@ -158,6 +158,10 @@ class SegMetrics:
     def __init__(self, dataset: str, class_names: Sequence[str]):
         self.dataset = dataset
         self.class_names = list(class_names)
+        if dataset == "refuge" and len(self.class_names) == 3:
+            # Label 1 holds the rim only (grey 128; the disc is rim + cup): its IoU is
+            # the rim's, named so. The disc's own overlap is dice_disc.
+            self.class_names = ["background", "rim", "cup"]
         self.cm = ConfusionMatrix(len(class_names))
         self.refuge = RefugeMetrics() if dataset == "refuge" else None
         self.covered = 0

@@ -223,7 +223,20 @@ def simulate_scribble(labels: torch.Tensor, num_classes: int, cfg: SimConfig,
     if work is labels:
         return strokes
     up = resize_labels(strokes, tuple(labels.shape))
-    return torch.where(up == labels, up, torch.full_like(up, IGNORE))
+    up = torch.where(up == labels, up, torch.full_like(up, IGNORE))
+    # A class too thin to survive the working size (or whose stroke fell off it at
+    # full size) is scribbled at full size, on the crop of its own pixels.
+    wanted = [c for c in present_classes(labels, num_classes)
+              if cfg.scribble_background or c != 0]
+    for c in wanted:
+        if bool((up == c).any()):
+            continue
+        cm = labels == c
+        (x0, y0, x1, y1), = tight_boxes(cm.unsqueeze(0)).long().tolist()
+        crop = torch.where(cm[y0:y1, x0:x1], c, IGNORE)
+        stroke = _scribble_at(crop, num_classes, cfg, g)
+        up[y0:y1, x0:x1] = torch.where(stroke == c, stroke, up[y0:y1, x0:x1])
+    return up
 
 
 def _scribble_at(labels: torch.Tensor, num_classes: int, cfg: SimConfig,
@@ -257,7 +270,7 @@ def simulate_points(labels: torch.Tensor, num_classes: int, cfg: SimConfig,
     """(points [K, 2] (x, y) at pixel centres, labels [K])."""
     work = to_work_size(labels, cfg.work_size)
     pts, labs = _points_at(work, num_classes, cfg, g)
-    if work is labels or pts.shape[0] == 0:
+    if work is labels:
         return pts, labs
     h, w = labels.shape
     sx, sy = w / work.shape[1], h / work.shape[0]
@@ -267,7 +280,15 @@ def simulate_points(labels: torch.Tensor, num_classes: int, cfg: SimConfig,
         # Landed on another class at full size (a thin region): redraw from the class's pixels.
         idx = int(torch.multinomial((labels == labs[k]).flatten().float(), 1, generator=g))
         px[k], py[k] = idx % w, idx // w
-    return torch.stack([px.float() + 0.5, py.float() + 0.5], 1), labs
+    pts = torch.stack([px.float() + 0.5, py.float() + 0.5], 1)
+    # A class too thin to survive the working size gets its point from its full-size pixels.
+    have = set(labs.tolist())
+    extra = [c for c in present_classes(labels, num_classes) if c != 0 and c not in have]
+    for c in extra:
+        idx = int(torch.multinomial((labels == c).flatten().float(), 1, generator=g))
+        pts = torch.cat([pts, torch.tensor([[idx % w + 0.5, idx // w + 0.5]])])
+        labs = torch.cat([labs, torch.tensor([c])])
+    return pts, labs
 
 
 def _points_at(labels: torch.Tensor, num_classes: int, cfg: SimConfig,

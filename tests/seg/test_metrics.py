@@ -119,3 +119,19 @@ def test_coverage_and_seg_metrics():
     d = m.as_dict()
     assert d["coverage"] == 0.75 and d["images"] == 1
     assert d["per_class_iou"]["cup"] == pytest.approx(0.5)
+
+
+def test_refuge_label_one_is_reported_as_the_rim_not_the_disc():
+    """Label 1 holds the rim (grey 128); a prediction with the right disc and no cup
+    has disc Dice 1 while label 1's IoU is that of the rim alone."""
+    gt = torch.zeros(10, 10, dtype=torch.long)
+    gt[2:8, 2:8] = 1
+    gt[4:6, 4:6] = 2
+    pred = gt.clone()
+    pred[pred == 2] = 1  # the disc right, the cup missed
+    m = SegMetrics("refuge", ("background", "disc", "cup"))
+    m.update(pred, gt, "x")
+    d = m.as_dict()
+    assert d["dice_disc"] == 1.0 and d["dice_cup"] == 0.0
+    assert set(d["per_class_iou"]) == {"background", "rim", "cup"}
+    assert d["per_class_iou"]["rim"] == pytest.approx(32 / 36)

@@ -248,3 +248,23 @@ def test_scribble_keep_shortens_strokes_and_config_is_checked():
     assert set(part[on].unique().tolist()) == {0, 8, 15}      # every class keeps a stroke
     with pytest.raises(ConfigError, match="scribble_width"):
         SimConfig(scribble_width=0)
+
+
+def test_a_class_too_thin_for_the_working_size_still_gets_a_stroke_and_a_point():
+    """Scribbles and points are drawn at <= 512 px; a 1-px line of a large image may
+    vanish there: it is then drawn from its full-size pixels (DATA.md: thin regions
+    still get a stroke)."""
+    from fuzzylogic_seg.weak.simulate import SimConfig, simulate_points, simulate_scribble
+
+    lab = torch.zeros(600, 1100, dtype=torch.long)
+    lab[100:400, 200:600] = 9
+    lab[300:550, 700:1000] = 11
+    lab[51, 100:400] = 5  # one pixel high: gone at 512 / 1100 scale on most rows
+    cfg = SimConfig()
+    scr = simulate_scribble(lab, 21, cfg, torch.Generator().manual_seed(0))
+    assert set(scr.unique().tolist()) == {0, 5, 9, 11, 255}
+    assert bool(((scr != 255) <= (scr == lab) | (scr == 255)).all())  # strokes on their class
+    pts, labs = simulate_points(lab, 21, cfg, torch.Generator().manual_seed(0))
+    assert set(labs.tolist()) == {0, 5, 9, 11}
+    xs, ys = pts[:, 0].floor().long(), pts[:, 1].floor().long()
+    assert torch.equal(lab[ys, xs], labs)
