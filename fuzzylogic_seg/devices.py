@@ -33,3 +33,15 @@ def native_bf16(device) -> bool:
         return False
     with torch.cuda.device(device):
         return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def compute_precision(device, bf16: bool) -> str:
+    """The precision an encoder forward runs in, as recorded with cached embeddings:
+    "bf16" under AMP; on CUDA with TF32 allowed (cuDNN's default for convolutions)
+    "tf32"; else "fp32". Entries of another precision are recomputed."""
+    if bf16:
+        return "bf16"
+    if torch.device(device).type == "cuda" and (torch.backends.cudnn.allow_tf32
+                                                or torch.backends.cuda.matmul.allow_tf32):
+        return "tf32"
+    return "fp32"

@@ -50,7 +50,7 @@ import torch
 
 from . import rule_facts as rf
 from .errors import CheckpointError, ConfigError
-from .devices import native_bf16, to_device
+from .devices import compute_precision, native_bf16, to_device
 from .rulefiles import example_rules
 from .prompts import PROMPT_KINDS, Prompts, View, full_view, prompts_from_weak, roi_view
 
@@ -368,7 +368,7 @@ class LogicFineTuner:
         """Views, prompts, embeddings and zero-shot masks of every image."""
         self._dataset = dataset
         self.embeddings = _Embeddings(self.psam, self.cache_dir,
-                                      compute="bf16" if self.bf16 else "fp32")
+                                      compute=compute_precision(self.device, self.bf16))
         items: List[Item] = []
         bar = _bar(range(len(dataset)), "prepare", self.progress)
         pending: List[Tuple[Item, torch.Tensor]] = []

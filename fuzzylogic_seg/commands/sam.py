@@ -80,7 +80,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     card_file = card_path(out)
     if out.is_file() and card_file.is_file() and not args.force and args.init is None:
         old = load_json(card_file)
-        if old.get("recipe") == cfg.to_dict():
+        # (a --minutes run trained fewer steps than its recipe names: not this recipe)
+        if old.get("recipe") == cfg.to_dict() and old.get("steps") == cfg.steps:
             print(f"{out} already holds this recipe's weights; reusing them (--force to retrain)")
             print(json.dumps(old.get("heldout", {}).get("miou", {}), indent=2))
             return 0

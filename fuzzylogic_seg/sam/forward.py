@@ -145,8 +145,16 @@ class PromptableSAM(nn.Module):
             image_index = torch.zeros(n_prompts, dtype=torch.long, device=dev)
         image_index = image_index.to(dev, torch.long)
         if orig_size is not None:
-            sizes = ([tuple(orig_size)] * emb.shape[0] if isinstance(orig_size[0], (int, np.integer))
-                     else [tuple(s) for s in orig_size])
+            # (H, W) for all images, or one per image; ints, numpy or tensor values alike
+            arr = np.asarray(orig_size.tolist() if isinstance(orig_size, torch.Tensor)
+                             else orig_size)
+            if arr.ndim not in (1, 2) or arr.shape[-1] != 2:
+                raise ConfigError(f"decode: orig_size must be (H, W) or one (H, W) per image, "
+                                  f"got shape {tuple(arr.shape)}")
+            rows = arr.reshape(-1, 2)
+            sizes = [(int(h), int(w)) for h, w in rows]
+            if arr.ndim == 1:
+                sizes = sizes * emb.shape[0]
             scale = self._scale(sizes, image_index)  # [P, 2]
         pe = self.sam.prompt_encoder
         coords = labels = None

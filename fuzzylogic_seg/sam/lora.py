@@ -60,6 +60,10 @@ class LoRALinear(nn.Module):
             lin.weight.copy_(self.weight + self.scaling * self.lora_B @ self.lora_A)
             if self.bias is not None:
                 lin.bias.copy_(self.bias)
+        # frozen stays frozen: a merged encoder layer must not start training
+        lin.weight.requires_grad_(self.weight.requires_grad)
+        if self.bias is not None:
+            lin.bias.requires_grad_(self.bias.requires_grad)
         return lin
 
     def extra_repr(self) -> str:
@@ -87,6 +91,9 @@ def add_lora(model: nn.Module, rank: int, alpha: float = None) -> int:
         if isinstance(attn.qkv, LoRALinear):
             if attn.qkv.rank != rank:
                 raise ConfigError(f"LoRA already added with rank {attn.qkv.rank}, asked {rank}")
+            want = float(alpha if alpha is not None else rank)
+            if attn.qkv.alpha != want:  # (alpha is not in the state dict: say so, not keep the old)
+                raise ConfigError(f"LoRA already added with alpha {attn.qkv.alpha}, asked {want}")
             continue
         attn.qkv = LoRALinear(attn.qkv, rank, alpha)
         n += 1

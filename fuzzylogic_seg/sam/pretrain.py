@@ -242,16 +242,26 @@ def _correction_points(rng: np.random.Generator, logits: torch.Tensor, target: t
     """One point per prompt from its error region: positive on a miss, negative on a
     false alarm (SAM's interactive training); [P, 1, 2] and [P, 1]."""
     pred = (logits.detach() > 0).cpu().numpy()[:, 0]
-    tgt = target.cpu().numpy()[:, 0] > 0.5
+    share = target.cpu().numpy()[:, 0]
+    tgt = share > 0.5
     val = valid.cpu().numpy()[:, 0] > 0.5
     pts, labs = [], []
-    for p, t, v in zip(pred, tgt, val):
+    for p, t, s, v in zip(pred, tgt, share, val):
         err = (p != t) & v
-        ys, xs = np.nonzero(err if err.any() else (t & v))
+        # No error cell: a target cell; a region thinner than a low-res cell has none
+        # above half, so then any cell it touches (positive); else a padding point.
+        for where, positive in ((err, None), (t & v, True), ((s > 0) & v, True)):
+            if where.any():
+                break
+        else:
+            pts.append([[0.0, 0.0]])
+            labs.append([-1])  # (ignored by the prompt encoder)
+            continue
+        ys, xs = np.nonzero(where)
         j = int(rng.integers(len(ys)))
         # Cell centre in input pixels (k = 1: the pixel itself).
         pts.append([[xs[j] * k + (k - 1) / 2, ys[j] * k + (k - 1) / 2]])
-        labs.append([1 if t[ys[j], xs[j]] else 0])
+        labs.append([1 if (positive or t[ys[j], xs[j]]) else 0])
     return np.asarray(pts, np.float32), np.asarray(labs, np.int64)
 
 
@@ -407,6 +417,12 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
         if st.get("recipe") != recipe:
             raise CheckpointError(f"{spath}: a pretraining state of another recipe; delete it or "
                                   "use another --out")
+        if (st.get("minutes") is None) != (minutes is None):
+            # a time-capped run has its own step count and learning-rate schedule
+            was = (f"a --minutes {st['minutes']} run ({int(st['total'])} of {cfg.steps} steps)"
+                   if st.get("minutes") is not None else f"a run of all {cfg.steps} steps")
+            raise CheckpointError(f"{spath}: the state of {was}; rerun it as it was started, or "
+                                  "delete the state file")
         load_state_strict(sam, st["model"], spath, what="embedded SAM")
         load_optimizer_state(opt, st["optim"])
         step, total, history = int(st["step"]), int(st["total"]), list(st["history"])
@@ -415,8 +431,10 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
 
     def save_state():
         save_torch({"recipe": recipe, "model": sam.state_dict(), "optim": opt.state_dict(),
-                    "step": step, "total": total, "history": history, "elapsed": elapsed}, spath)
+                    "step": step, "total": total, "history": history, "elapsed": elapsed,
+                    "minutes": minutes}, spath)
 
+    first = step  # where this process starts (0, or the resumed step)
     sam.train()
     bar = tqdm(total=total, initial=step, desc="sam pretrain", disable=not progress,
                dynamic_ncols=True)
@@ -444,8 +462,10 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
                         "train_iou": round(stats["miou"], 4)})
         bar.update(1)
         bar.set_postfix(loss=f"{run_loss:.3f}", iou=f"{stats['miou']:.2f}")
-        if minutes is not None and total == cfg.steps and step in (3, 13):
-            if step == 3:
+        if minutes is not None and total == cfg.steps and step in (first + 3, first + 13):
+            # timed over 10 steps after 3 warm-up steps of this process (a resumed
+            # run times itself again)
+            if step == first + 3:
                 timed_from = (time.perf_counter(), elapsed)
             elif timed_from is not None:
                 per_step = (time.perf_counter() - timed_from[0]) / 10

@@ -178,3 +178,17 @@ def test_errors_are_actionable():
         model.decode(emb[:1], boxes=torch.zeros(4))
     with pytest.raises(ConfigError, match="give boxes"):
         model.decode(emb[:1])
+
+
+def test_orig_size_may_be_a_tensor_floats_or_one_per_image():
+    from fuzzylogic_seg.errors import ConfigError
+
+    model = PromptableSAM(_model(TINY_CONFIG))
+    x, _ = model.preprocess(torch.from_numpy(_image(40, 60)).permute(2, 0, 1).contiguous())
+    emb = model.embed(x)
+    box = torch.tensor([[5.0, 6.0, 30.0, 33.0]])
+    ref = model.decode(emb, boxes=box, orig_size=(40, 60))[0]
+    for size in (torch.tensor([40, 60]), (40.0, 60.0), [(40, 60)], np.array([40, 60])):
+        assert torch.equal(model.decode(emb, boxes=box, orig_size=size)[0], ref)
+    with pytest.raises(ConfigError, match="orig_size must be"):
+        model.decode(emb, boxes=box, orig_size=(40, 60, 3))

@@ -101,6 +101,18 @@ def test_lora_trains_only_adapters_and_merges_back(model):
     assert torch.allclose(adapted[0], merged[0], atol=1e-4)
     # A merged model has the stock state-dict keys again.
     assert set(model.sam.state_dict()) == set(build_embedded(TINY_CONFIG).state_dict())
+    # ... and its encoder stays frozen (the merged qkv layers were trainable once)
+    assert not any(p.requires_grad for p in model.sam.image_encoder.parameters())
+
+
+def test_adding_lora_again_with_another_alpha_is_refused(model):
+    from fuzzylogic_seg.errors import ConfigError
+    from fuzzylogic_seg.sam.lora import add_lora
+
+    assert add_lora(model, 2, alpha=8) == TINY_CONFIG.depth
+    assert add_lora(model, 2, alpha=8) == 0  # idempotent
+    with pytest.raises(ConfigError, match="alpha 8.0, asked 2.0"):
+        add_lora(model, 2)
 
 
 def test_encoder_frozen_and_errors(model):

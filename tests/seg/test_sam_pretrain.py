@@ -231,6 +231,57 @@ def test_state_of_another_recipe_is_refused(tmp_path):
         pretrain(out, _tiny(steps=4, lr=5e-4), progress=False, evaluate_result=False)
 
 
+def test_a_time_capped_run_is_neither_resumed_nor_reused_as_the_full_recipe(tmp_path, monkeypatch):
+    """`--minutes` trains fewer steps than the recipe names, on its own schedule:
+    its state does not resume a full run, and its weights do not pass for them."""
+    from fuzzylogic_seg.io import load_json
+    from fuzzylogic_seg.sam.pretrain import card_path
+
+    out = tmp_path / "w.pt"
+    pretrain(out, _tiny(steps=20), progress=False, evaluate_result=False, minutes=1e-6,
+             stop_after=4)  # interrupted: its state is on disk
+    with pytest.raises(CheckpointError, match="--minutes .* run .*rerun it as it was started"):
+        pretrain(out, _tiny(steps=20), progress=False, evaluate_result=False)
+    pretrain(out, _tiny(steps=20), progress=False, evaluate_result=False, minutes=1e-6)
+    card = load_json(card_path(out))
+    assert card["steps"] < 20
+    for name in ("steps", "images_per_step", "prompts_per_image", "eval_images", "lr"):
+        assert card["recipe"][name] == getattr(_tiny(steps=20), name)
+    # the command: a --minutes card is not reused for the full recipe; a full one is
+    import fuzzylogic_seg.sam.pretrain as P
+
+    def argv(path, *extra):
+        return ["sam", "pretrain", "--out", str(path), "--arch", "tiny", "--steps", "16",
+                "--images-per-step", "1", "--prompts-per-image", "2", "--eval-images", "2",
+                "--no-progress", *extra]
+
+    capped, full = tmp_path / "capped.pt", tmp_path / "full.pt"
+    assert main(argv(capped, "--minutes", "1e-6")) == 0
+    assert main(argv(full)) == 0
+    assert load_json(card_path(capped))["steps"] < 16 == load_json(card_path(full))["steps"]
+    ran = []
+    monkeypatch.setattr(P, "pretrain", lambda *a, **k: ran.append(a[0]) or {
+        "steps": 16, "train_seconds": 0.0})
+    main(argv(full))
+    assert ran == []  # reused
+    main(argv(capped))
+    assert ran == [capped]  # trained: its card holds fewer steps than the recipe
+
+
+def test_correction_points_for_a_region_thinner_than_a_low_res_cell():
+    from fuzzylogic_seg.sam.pretrain import _correction_points, _low_res
+
+    thin = torch.zeros(1, 1, 64, 64)
+    thin[0, 0, 20, 10:40] = 1  # one pixel high: no low-res cell is half covered
+    t, v = _low_res(thin, torch.ones_like(thin), 4)
+    pts, labs = _correction_points(np.random.default_rng(0), torch.full((1, 1, 16, 16), -1.0), t, v, 4)
+    assert labs.tolist() == [[1]] and 16 <= pts[0, 0, 1] <= 24  # a cell the line touches
+    empty = torch.zeros(1, 1, 64, 64)
+    t, v = _low_res(empty, torch.ones_like(empty), 4)
+    pts, labs = _correction_points(np.random.default_rng(0), torch.full((1, 1, 16, 16), -1.0), t, v, 4)
+    assert labs.tolist() == [[-1]]  # nothing to point at: a padding point
+
+
 def test_second_stage_starts_from_init_weights(tmp_path):
     a = tmp_path / "a.pt"
     pretrain(a, _tiny(steps=3), progress=False, evaluate_result=False)
