@@ -85,7 +85,7 @@ TAG_VOCABULARY: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "cls": (("proposal", "class"), "softmax"),     # the head's class of each proposal
     "tagged": (("class",), "prob"),                # the class is tagged (present)
     "absent": (("class",), "prob"),                # a foreground class that is not tagged
-    "border": (("proposal",), "prob"),             # share of the proposal's outline on the frame
+    "border": (("proposal",), "prob"),             # share of the image frame the proposal covers
     "large": (("proposal",), "prob"),              # share of the image the proposal covers
 }
 MODEL_FACTS = ("mask", "mask_right", "mask_down", "mask_inward")
