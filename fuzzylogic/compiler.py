@@ -658,14 +658,11 @@ def compile(text_or_program: Union[str, ast.Program], semantics=None, source: st
         raise FuzzyLogicError(f"compile needs rule text or an ast.Program, "
                               f"got {type(text_or_program).__name__}")
     bd = None if base_dir is None else str(base_dir)
-    # where includes resolve (parse's default: the source's folder, else the current
-    # one), absolute: the same text compiled from another folder may include others
-    if bd is not None:
-        where = os.path.abspath(bd)
-    else:
-        src = str(source)
-        is_path = not (src.startswith("<") and src.endswith(">"))
-        where = os.path.abspath(os.path.dirname(src) if is_path else ".")
+    # where includes resolve, absolute: the same text compiled from another folder
+    # may include other files
+    from .parser import include_dir
+
+    where = os.path.abspath(include_dir(str(source), bd))
     args = (text_or_program, str(source), key, bd, _registry_version(), where)
     theory = _compile_text(*args, _GENERATIONS.get(args, 0))
     if not _includes_current(theory):

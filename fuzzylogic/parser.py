@@ -630,6 +630,17 @@ def _assemble(items: list, source: str, texts) -> ast.Program:
 
 
 # ------------------------------------------------------------------ public API
+def include_dir(source: str, base_dir: Union[str, os.PathLike, None] = None) -> Path:
+    """Where the includes of a text named ``source`` resolve: ``base_dir`` if
+    given, else the directory of ``source`` when it is a file path (not a
+    ``<name>``), else the current directory."""
+    if base_dir is not None:
+        return Path(base_dir)
+    source = str(source)
+    is_path = not (source.startswith("<") and source.endswith(">"))
+    return Path(source).parent if is_path else Path(".")
+
+
 def parse(text: Union[str, bytes], source: str = "<string>",
           base_dir: Union[str, os.PathLike, None] = None) -> ast.Program:
     """Parse a rule text (and the files it includes) into an :class:`ast.Program`.
@@ -650,10 +661,7 @@ def parse(text: Union[str, bytes], source: str = "<string>",
     if not isinstance(text, str):
         raise TypeError(f"parse() takes the rule text as str, got {type(text).__name__}")
     source = str(source)
-    if base_dir is None:
-        is_path = not (source.startswith("<") and source.endswith(">"))
-        base_dir = Path(source).parent if is_path else Path(".")
-    base = Path(base_dir)
+    base = include_dir(source, base_dir)
     real = os.path.realpath(source) if os.path.isfile(source) else None
     loader = _Loader()
     try:

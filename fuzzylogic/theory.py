@@ -459,6 +459,33 @@ class _Context:
         def axes_desc(sort_list):
             return ", ".join(["B"] + [l for s in sort_list for l in labels[s]])
 
+        def odd_one_out(sort: str) -> FactError:
+            """The error for facts (and domains) disagreeing on a sort's size: the size
+            most of them have is expected (ties: the first bound), and the first one
+            that differs is named, whatever the binding order. Only on that error
+            path, so that a correct call pays nothing for it."""
+            votes: Dict[Tuple[int, ...], List[str]] = {}
+            seen = []  # (what, name, shape, sort_list, size of `sort`)
+            sources = [("fact", n, t, preds[n].args) for n, t in bindings.items() if n in preds]
+            sources += [("domain", x, m, [x]) for x, m in domains.items()]
+            for what, name, t, sort_list in sources:
+                if not isinstance(t, torch.Tensor) or t.dim() != 1 + sum(th.sorts[x] for x in sort_list):
+                    continue  # (check_shape names those problems)
+                d = 1
+                for x in sort_list:  # (every argument of the sort: p(pixel, pixel) has two)
+                    if x == sort:
+                        size = tuple(int(v) for v in t.shape[d:d + th.sorts[x]])
+                        votes.setdefault(size, []).append(f"{what} '{name}'")
+                        seen.append((what, name, t.shape, sort_list, size))
+                    d += th.sorts[x]
+            size, names = max(votes.items(), key=lambda kv: len(kv[1]))  # first of the most
+            what, name, shape, sort_list, _ = next(x for x in seen if x[4] != size)
+            where = names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+            return FactError(
+                f"{what} '{name}': expected shape [{axes_desc(sort_list)}] with "
+                f"{', '.join(labels[sort])} = {', '.join(map(str, size))} (sort {sort}, from "
+                f"{where}), got {[int(v) for v in shape]}")
+
         def check_shape(what: str, name: str, t, sort_list):
             nonlocal batch_from
             if not isinstance(t, torch.Tensor):
@@ -490,36 +517,13 @@ class _Context:
                         raise FactError(f"{what} '{name}': its {lab} (sort {s}) differ from "
                                         f"those of {origin[s]}; run the loss eagerly to see "
                                         "the sizes")
-                    exp = [int(v) for v in self.sizes[s]]
-                    raise FactError(
-                        f"{what} '{name}': expected shape [{axes_desc(sort_list)}] with {lab} = "
-                        f"{', '.join(map(str, exp))} (sort {s}, from {origin[s]}), "
-                        f"got {[int(v) for v in shape]}")
+                    raise odd_one_out(s)
                 if s not in self.sizes:
                     self.sizes[s] = got
                     origin[s] = f"fact '{name}'" if what == "fact" else f"{what} '{name}'"
                 d += k
             tensors.append((what, name, t))
 
-        # A sort's size is the one most facts agree on (ties: the first bound), so
-        # that with three facts the odd one out is named, whatever the order.
-        votes: Dict[str, Dict[Tuple[int, ...], List[str]]] = {}
-        sources = [("fact", n, t, preds[n].args) for n, t in bindings.items() if n in preds]
-        sources += [("domain", s, m, [s]) for s, m in domains.items()]
-        for what, name, t, sort_list in sources:
-            if not isinstance(t, torch.Tensor) or t.dim() != 1 + sum(th.sorts[x] for x in sort_list):
-                continue  # (check_shape names that problem)
-            d = 1
-            for x in sort_list:
-                k = th.sorts[x]
-                votes.setdefault(x, {}).setdefault(tuple(t.shape[d:d + k]), []).append(
-                    f"{what} '{name}'")
-                d += k
-        for x, by_size in votes.items():
-            if len(by_size) > 1:
-                size, names = max(by_size.items(), key=lambda kv: len(kv[1]))  # first of the most
-                self.sizes[x] = size
-                origin[x] = names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
         for name, t in bindings.items():
             if name in preds:
                 decl = preds[name]

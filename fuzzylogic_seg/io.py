@@ -15,12 +15,17 @@ from typing import Any, Iterator, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+_FILE_MODE = []  # (read once: setting the umask to read it is process-wide)
+
+
 def _file_mode() -> int:
     """What a plain ``open(path, "w")`` would give (0o666 less the umask): mkstemp
     makes its files 0o600, which would leave every output private to its writer."""
-    mask = os.umask(0)  # (the only portable way to read the umask)
-    os.umask(mask)
-    return 0o666 & ~mask
+    if not _FILE_MODE:
+        mask = os.umask(0)  # (the only portable way to read the umask)
+        os.umask(mask)
+        _FILE_MODE.append(0o666 & ~mask)
+    return _FILE_MODE[0]
 
 
 @contextlib.contextmanager

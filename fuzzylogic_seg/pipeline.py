@@ -134,6 +134,7 @@ class Pipeline:
         self.ctx = ctx or D.DistContext(device=D.resolve_device(cfg["device"]))
         self.device = self.ctx.device
         self._sam = None
+        self._given_weak_fp: Optional[str] = None  # fp_weak's hash of a given weak folder
         self._ids: Dict[str, List[str]] = {}
 
     # ---------------------------------------------------------------- stages
@@ -248,11 +249,10 @@ class Pipeline:
     # ------------------------------------------------------------------ weak
     def fp_weak(self) -> str:
         c = self.cfg
-        given = None
-        if c.get("weak_dir"):  # (read once a run: a user's folder does not change during it)
-            given = self.__dict__.get("_given_weak_fp")
-            if given is None:
-                given = self._given_weak_fp = self._folder_fp(Path(c["weak_dir"]))
+        if c.get("weak_dir") and self._given_weak_fp is None:
+            # (read once a run: a user's folder does not change during it)
+            self._given_weak_fp = self._folder_fp(Path(c["weak_dir"]))
+        given = self._given_weak_fp
         return C.fingerprint("weak", self.kind, c["root"], c["splits"]["train"], self.ids("train"), c["weak"],
                              c.get("weak_seed", 0), c.get("weak_dir"), given)
 

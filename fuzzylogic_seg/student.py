@@ -762,8 +762,7 @@ class Student:
     def predict_logits(self, image_u8: torch.Tensor) -> torch.Tensor:
         """uint8 [3, H, W] -> class logits [C, H, W] at the image's own size."""
         h, w = torch.as_tensor(image_u8).shape[-2:]
-        return F.interpolate(self._low_logits(image_u8), size=(int(h), int(w)), mode="bilinear",
-                             align_corners=False)[0]
+        return _full_size(self._low_logits(image_u8), int(h), int(w))[0]
 
     @torch.no_grad()
     def predict(self, image_u8: torch.Tensor) -> torch.Tensor:
@@ -771,14 +770,13 @@ class Student:
         h, w = (int(v) for v in torch.as_tensor(image_u8).shape[-2:])
         low = self._low_logits(image_u8)
         if low.shape[1] * h * w <= _FULL_LOGITS:
-            return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0] \
-                .argmax(0).cpu()
+            return _full_size(low, h, w)[0].argmax(0).cpu()
         # A large photo: all classes' logits at full size would take C x 4 bytes a
         # pixel (6 GB for 50 MP and 21 classes); one class at a time, keeping the
         # running best (">": ties keep the lower class, as argmax does).
         best = label = None
         for c in range(low.shape[1]):
-            up = F.interpolate(low[:, c:c + 1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            up = _full_size(low[:, c:c + 1], h, w)[0, 0]
             if best is None:
                 best, label = up, torch.zeros(h, w, dtype=torch.long, device=up.device)
             else:
@@ -790,6 +788,11 @@ class Student:
 
 # class logits at full image size above which predict() upsamples one class at a time
 _FULL_LOGITS = 1 << 26  # (256 MB of float32)
+
+
+def _full_size(low: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Logits [1, C, nh, nw] at the student's scale -> [1, C, h, w] at the image's."""
+    return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def predict_dataset(student: Student, dataset, out_dir, progress: bool = True,

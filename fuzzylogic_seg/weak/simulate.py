@@ -278,17 +278,22 @@ def simulate_points(labels: torch.Tensor, num_classes: int, cfg: SimConfig,
     py = (pts[:, 1] * sy).floor().long().clamp(0, h - 1)
     for k in torch.nonzero(labels[py, px] != labs).flatten().tolist():
         # Landed on another class at full size (a thin region): redraw from the class's pixels.
-        idx = int(torch.multinomial((labels == labs[k]).flatten().float(), 1, generator=g))
-        px[k], py[k] = idx % w, idx // w
+        px[k], py[k] = _pixel_of(labels, int(labs[k]), g)
     pts = torch.stack([px.float() + 0.5, py.float() + 0.5], 1)
     # A class too thin to survive the working size gets its point from its full-size pixels.
     have = set(labs.tolist())
     extra = [c for c in present_classes(labels, num_classes) if c != 0 and c not in have]
     for c in extra:
-        idx = int(torch.multinomial((labels == c).flatten().float(), 1, generator=g))
-        pts = torch.cat([pts, torch.tensor([[idx % w + 0.5, idx // w + 0.5]])])
+        x, y = _pixel_of(labels, c, g)
+        pts = torch.cat([pts, torch.tensor([[x + 0.5, y + 0.5]])])
         labs = torch.cat([labs, torch.tensor([c])])
     return pts, labs
+
+
+def _pixel_of(labels: torch.Tensor, c: int, g: torch.Generator) -> Tuple[int, int]:
+    """(x, y) of a pixel of class ``c``, uniform over its pixels at full size."""
+    idx = int(torch.multinomial((labels == c).flatten().float(), 1, generator=g))
+    return idx % labels.shape[1], idx // labels.shape[1]
 
 
 def _points_at(labels: torch.Tensor, num_classes: int, cfg: SimConfig,
