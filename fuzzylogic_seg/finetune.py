@@ -536,8 +536,8 @@ class LogicFineTuner:
                 t = torch.zeros(shape)
                 t[it.slots] = v.float()
                 f[k] = t
-        if it.image_grid is not None:
-            f.update(rf.similarity_facts(it.image_grid, it.grid))
+        if it.image_grid is not None:  # already on the grid: pass the view's cells only
+            f.update(rf.similarity_facts(it.image_grid[:, :it.grid.rows, :it.grid.cols], it.grid))
         if "bglike" in it.extra:
             f["bglike"] = it.extra["bglike"]
         if "mask_inward" in self.need:

@@ -1,4 +1,5 @@
-"""`fuzzyseg data synth|check|weak`: write, check and weakly label data sets."""
+"""`fuzzyseg data synth|check|weak|scribblesup`: write, check, weakly label data sets and
+convert ScribbleSup scribbles."""
 from __future__ import annotations
 
 import argparse
@@ -67,6 +68,24 @@ def register(subparsers) -> None:
     c.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
     c.set_defaults(func=_check)
 
+    # ------------------------------------------------------ scribblesup
+    x = sub.add_parser("scribblesup", help="convert ScribbleSup XML scribbles to the scribble "
+                                           "PNGs that --scribbles reads")
+    x.add_argument("xml_dir", metavar="XML_DIR",
+                   help="a folder of ScribbleSup files ID.xml (e.g. scribble_annotation/pascal_2012)")
+    x.add_argument("--out", required=True, metavar="DIR", help="where ID.png are written")
+    x.add_argument("--root", default=None,
+                   help="VOC root: convert the split's images only and check each <size> "
+                        "against the image")
+    x.add_argument("--split", default="train")
+    x.add_argument("--width", type=int, default=1,
+                   help="stroke width in pixels (a square brush; default 1, as drawn)")
+    x.add_argument("--unknown", default="error", choices=("error", "background", "skip"),
+                   help="a tag that names no VOC class: stop (default), label it background, "
+                        "or leave its strokes out")
+    x.add_argument("--json", default=None, metavar="FILE", help="also write the summary as JSON")
+    x.set_defaults(func=_scribblesup)
+
     # ------------------------------------------------------------- weak
     w = sub.add_parser("weak", help="write a split's weak labels into a folder (the only "
                                     "supervision training reads)")
@@ -125,6 +144,33 @@ def _check(args) -> int:
         save_json(report.as_dict(), args.json)
     print(f"{len(report.errors)} errors, {len(report.warnings)} warnings")
     return 0 if report.ok else 1
+
+
+def _scribblesup(args) -> int:
+    from ..data.base import image_size
+    from ..data.scribblesup import convert_folder
+    from ..io import save_json
+
+    if args.width < 1:
+        raise ConfigError(f"--width must be at least 1, got {args.width}")
+    ids = sizes = None
+    if args.root:
+        from ..data.voc import VOCSegmentation
+
+        ds = VOCSegmentation(args.root, args.split, with_gt=False, kinds=("boxes",))
+        ids = [it.id for it in ds.items]
+        sizes = {it.id: image_size(it.image) for it in ds.items}
+    summary = convert_folder(args.xml_dir, args.out, width=args.width, unknown=args.unknown,
+                             ids=ids, image_sizes=sizes, progress=sys.stderr.isatty())
+    shown = dict(summary, missing=len(summary["missing"]))
+    print(json.dumps(shown, indent=2))
+    if summary["missing"]:
+        print(f"{len(summary['missing'])} image(s) of split {args.split!r} have no XML file "
+              f"(first: {', '.join(summary['missing'][:5])}): `fuzzyseg data weak --scribbles` "
+              f"needs a PNG for every image of the split", file=sys.stderr)
+    if args.json:
+        save_json(summary, args.json)
+    return 0
 
 
 class _WeakJob:

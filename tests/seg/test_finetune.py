@@ -279,3 +279,37 @@ def test_logits_reach_another_loss_grid_as_by_interpolate(grid):
                                            align_corners=False, antialias=n > grid)
     assert got.shape == want.shape
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+class Edge:
+    """One wide image (100 x 200): dark top half, bright bottom half, a box over all."""
+
+    name = "voc"
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        img = torch.full((3, 100, 200), 30, dtype=torch.uint8)
+        img[:, 50:] = 200
+        return {"id": "edge", "image": img,
+                "weak": WeakLabels(boxes=[[0, 0, 200, 100]], box_labels=[3], size=(100, 200))}
+
+
+def test_colour_affinity_facts_sit_on_the_image_edge_in_a_wide_view():
+    # The facts must come from the view's cells, not from the padded grid resized
+    # again (which moved the edge and added one at the padding).
+    t = tuner(epochs=1)
+    items = t.prepare(Edge())
+    it = items[0]
+    g = it.grid
+    assert g.cols == g.size and g.rows == g.size // 2  # a wide view, padded below
+    f = t.facts(items, t.decode(items)[0])[0]
+    down, right = f["similar_down"][0], f["similar_right"][0]
+    # the vertical step lies between view rows 49 and 50: grid rows rows/2 - 1 and rows/2
+    edge_row = g.rows // 2 - 1
+    col = down[:g.rows - 1, :g.cols]
+    assert (col[edge_row] < 0.01).all()
+    others = torch.cat([col[:edge_row], col[edge_row + 1:]])
+    assert (others > 0.99).all()
+    assert (right[:g.rows, :g.cols - 1] > 0.99).all()  # no vertical edge anywhere
