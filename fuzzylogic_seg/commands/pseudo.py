@@ -27,7 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--weak-seed", type=int, default=0, help="seed of simulated weak labels")
     p.add_argument("--rules", nargs="+", type=Path, default=None,
                    help="rule files (default: examples/rules for the data set and weak kind)")
-    p.add_argument("--sam-type", default="embedded", help="embedded, vit_b, vit_l or vit_h")
+    p.add_argument("--sam-type", default=None,
+                   help="embedded, vit_b, vit_l or vit_h (default: the --sam-checkpoint's own "
+                        "type, told from its weights; without one, embedded)")
     p.add_argument("--sam-checkpoint", type=Path, default=None)
     p.add_argument("--epochs", type=int, default=None,
                    help="fine-tuning epochs (default: 20 for VOC boxes, 60 class-head epochs "
@@ -127,9 +129,10 @@ def run(args: argparse.Namespace) -> int:
                                      kinds=(args.weak,))
     sam = None
     if args.method != "weak-mask":
-        from ..sam.build import load_sam
+        from ..sam.build import load_sam, resolve_sam_type
 
-        sam = load_sam(args.sam_type, args.sam_checkpoint, device=args.device)
+        sam = load_sam(resolve_sam_type(args.sam_type, args.sam_checkpoint), args.sam_checkpoint,
+                       device=args.device)
     train = tuple(t.strip() for t in args.train.split(",") if t.strip())
     summary = make_pseudo_labels(
         args.method, ds, sam=sam, out_dir=args.out, threshold=args.threshold,

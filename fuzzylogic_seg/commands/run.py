@@ -31,7 +31,9 @@ def add_run_flags(p: argparse.ArgumentParser, require: bool = True) -> None:
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config option, e.g. --set student.lr=0.001 --set finetune.lr=3e-4")
     g = p.add_argument_group("SAM and fine-tuning")
-    g.add_argument("--sam-type", choices=("embedded", "vit_b", "vit_l", "vit_h"))
+    g.add_argument("--sam-type", choices=("embedded", "vit_b", "vit_l", "vit_h"),
+                   help="default: the --sam-checkpoint's own type (told from its weights), "
+                        "else embedded")
     g.add_argument("--sam-checkpoint", help="official SAM weights (.pth) for --sam-type vit_b|vit_l|vit_h")
     g.add_argument("--rules", nargs="+", metavar="FILE", help="rule files for logic fine-tuning "
                                                              "(default: examples/rules for the data set)")
@@ -77,7 +79,9 @@ def flags_to_config(args: argparse.Namespace) -> Dict[str, Any]:
     if getattr(args, "no_amp", False):
         out["amp"] = False
     if out.get("sam", {}).get("checkpoint") and "type" not in out.get("sam", {}):
-        out["sam"]["type"] = "vit_b"  # a checkpoint without a type: the common SAM
+        from ..sam.build import detect_sam_type  # a checkpoint without a type: the file's own
+
+        out["sam"]["type"] = detect_sam_type(out["sam"]["checkpoint"])
     return out
 
 

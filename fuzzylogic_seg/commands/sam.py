@@ -47,7 +47,8 @@ def register(subparsers) -> None:
     pre.set_defaults(func=_pretrain)
 
     info = sub.add_parser("info", help="which SAM is loaded, its size and pretraining metrics")
-    info.add_argument("--sam-type", default="embedded")
+    info.add_argument("--sam-type", default=None,
+                      help="default: the checkpoint's own type, else embedded")
     info.add_argument("--sam-checkpoint", type=Path, default=None)
     info.set_defaults(func=_info)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -100,8 +101,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..sam.build import cache_dir, load_sam, package_weights_path
+    from ..sam.build import cache_dir, load_sam, package_weights_path, resolve_sam_type
 
+    args.sam_type = resolve_sam_type(args.sam_type, args.sam_checkpoint)
     sam = load_sam(args.sam_type, args.sam_checkpoint)
     enc = sam.image_encoder
     info = {

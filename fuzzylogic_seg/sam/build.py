@@ -196,6 +196,41 @@ def meta_sam_type(state: Any) -> Optional[str]:
     return _META_WIDTHS.get(int(pos.shape[-1]))
 
 
+def detect_sam_type(checkpoint: PathLike) -> str:
+    """Which SAM a weights file holds: ``embedded`` (this project's format, or a
+    bare state dict of its default architecture) or Meta's ``vit_b``/``vit_l``/
+    ``vit_h`` (told by the image encoder's width). Memory-maps the file where it
+    can (a vit_h file is 2.5 GB), so only the tensors looked at are read."""
+    from ..io import load_torch
+
+    path = Path(checkpoint)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # an old (non-zip) file cannot be mapped: read it whole
+        obj = load_torch(path)
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        return "embedded"
+    meta = meta_sam_type(obj)
+    if meta is not None:
+        return meta
+    pos = obj.get("image_encoder.pos_embed") if isinstance(obj, Mapping) else None
+    c = EmbeddedConfig()
+    n = c.img_size // c.patch_size
+    if isinstance(pos, torch.Tensor) and tuple(pos.shape) == (1, n, n, c.embed_dim):
+        return "embedded"
+    raise CheckpointError(f"{path}: cannot tell which SAM this checkpoint holds (no "
+                          f"image_encoder.pos_embed of a known size); pass --sam-type "
+                          f"{{{','.join(SAM_BUILDERS)}}}")
+
+
+def resolve_sam_type(sam_type: Optional[str], checkpoint: Optional[PathLike]) -> str:
+    """``sam_type`` when given; else ``embedded`` without a checkpoint, and the
+    checkpoint's own type (:func:`detect_sam_type`) with one."""
+    if sam_type:
+        return sam_type
+    return "embedded" if checkpoint is None else detect_sam_type(checkpoint)
+
+
 def _load_embedded(checkpoint: Optional[PathLike]):
     path = Path(checkpoint) if checkpoint is not None else embedded_weights_path()
     if path is None:

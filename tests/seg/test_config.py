@@ -33,10 +33,14 @@ def test_precedence_defaults_file_flags_set(tmp_path):
 
 
 def test_written_config_repeats_the_run(tmp_path):
+    import torch
+
+    ckpt = str(tmp_path / "sam_vit_b.pth")  # a checkpoint without --sam-type: its own type
+    torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, 768)}, ckpt)
     args = parse(["--dataset", "voc", "--root", "/voc", "--out", str(tmp_path), "--encoder", "mobilenet_v2",
-                  "--rules", "a.rules", "b.rules", "--sam-checkpoint", "/w/sam_vit_b.pth", "--no-amp"])
+                  "--rules", "a.rules", "b.rules", "--sam-checkpoint", ckpt, "--no-amp"])
     cfg = C.build(None, flags_to_config(args))
-    assert cfg["sam"] == {"type": "vit_b", "checkpoint": "/w/sam_vit_b.pth"}
+    assert cfg["sam"] == {"type": "vit_b", "checkpoint": ckpt}
     assert cfg["finetune"]["rules"] == ["a.rules", "b.rules"] and cfg["amp"] is False
     path = C.write(cfg, tmp_path / "config.yaml")
     assert "fuzzyseg run --config" in path.read_text().splitlines()[1]

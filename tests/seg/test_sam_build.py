@@ -217,3 +217,47 @@ def test_fingerprint_tracks_weights():
     with torch.no_grad():
         a.mask_decoder.iou_token.weight[0, 0] += 1e-3
     assert model_fingerprint(a) != fa
+
+
+def test_a_checkpoint_without_a_type_is_loaded_as_what_it_holds(tmp_path, small_registry):
+    """--sam-checkpoint without --sam-type: the file's own type, told from its weights
+    (Meta's by the encoder's width, ours by its format), never a guess."""
+    from fuzzylogic_seg.sam.build import detect_sam_type, resolve_sam_type
+
+    meta = {}
+    for width, name in ((768, "vit_b"), (1024, "vit_l"), (1280, "vit_h")):
+        meta[name] = tmp_path / f"{name}.pth"
+        torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, width)}, meta[name])
+        assert detect_sam_type(meta[name]) == name
+    wrapped = tmp_path / "train_ckpt.pth"  # a training checkpoint wrapping the state dict
+    torch.save({"model": {"image_encoder.pos_embed": torch.zeros(1, 64, 64, 1024)}}, wrapped)
+    assert detect_sam_type(wrapped) == "vit_l"
+    ours = tmp_path / "ours.pt"
+    torch.save(embedded_checkpoint(build_embedded(TINY_CONFIG)), ours)
+    assert detect_sam_type(ours) == "embedded"
+    bare = tmp_path / "bare.pt"
+    torch.save(build_embedded().state_dict(), bare)
+    assert detect_sam_type(bare) == "embedded"
+    other = tmp_path / "other.pt"
+    torch.save({"encoder.weight": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="cannot tell which SAM.*--sam-type") as e:
+        detect_sam_type(other)
+    assert str(other) in str(e.value)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        detect_sam_type(tmp_path / "absent.pth")
+    assert resolve_sam_type(None, None) == "embedded"
+    assert resolve_sam_type("vit_h", meta["vit_b"]) == "vit_h"  # a given type is kept
+    assert resolve_sam_type(None, meta["vit_h"]) == "vit_h"
+
+
+def test_run_takes_the_checkpoints_type(tmp_path):
+    import argparse
+
+    from fuzzylogic_seg.commands.run import flags_to_config
+
+    path = tmp_path / "sam_vit_l_0b3195.pth"
+    torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, 1024)}, path)
+    args = argparse.Namespace(sam_checkpoint=str(path), sam_type=None)
+    assert flags_to_config(args)["sam"] == {"type": "vit_l", "checkpoint": str(path)}
+    args = argparse.Namespace(sam_checkpoint=str(path), sam_type="vit_h")  # given: kept
+    assert flags_to_config(args)["sam"]["type"] == "vit_h"
