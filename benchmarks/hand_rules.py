@@ -74,11 +74,19 @@ VOC_BOXES_WEIGHTS = {
 }
 
 
+def _next(t: Tensor, dim: int) -> Tensor:
+    """t one step on along ``dim``, its last element repeated."""
+    n = t.shape[dim]
+    return torch.cat([t.narrow(dim, 1, n - 1), t.narrow(dim, n - 1, 1)], dim)
+
+
 def voc_boxes(facts: Dict[str, Tensor], domains: Dict[str, Tensor]):
     """examples/rules/voc_boxes.rules."""
     z = facts["mask"]
     lp, l1p, p = F.logsigmoid(z), F.logsigmoid(-z), torch.sigmoid(z)
-    zr, zd = facts["mask_right"], facts["mask_down"]
+    # the neighbours `mask(a, r, c + 1)` / `mask(a, r + 1, c)`: the logs shifted, the
+    # last column / row repeated (the rule language clamps offsets at the ends)
+    lp_r, l1p_r, lp_d, l1p_d = _next(lp, -1), _next(l1p, -1), _next(lp, -2), _next(l1p, -2)
     cells = _cells(domains, z.dtype)  # [B, R, H, W]
     valid = domains["region"].to(z.dtype)
     grid = _grid(domains, z.dtype)
@@ -92,9 +100,9 @@ def voc_boxes(facts: Dict[str, Tensor], domains: Dict[str, Tensor]):
     both = log1mexp(lp[:, :, None] + lp[:, None])  # log(1 - a b) [B, R, R, H, W]
     rows["exclusive"] = (pair[..., None, None] * grid[:, None, None] * both).sum((1, 2, 3, 4))
     rows["smooth_right"] = (facts["similar_right"][:, None] * cells * (
-        _implies(lp, F.logsigmoid(-zr)) + _implies(F.logsigmoid(zr), l1p))).sum(s)
+        _implies(lp, l1p_r) + _implies(lp_r, l1p))).sum(s)
     rows["smooth_down"] = (facts["similar_down"][:, None] * cells * (
-        _implies(lp, F.logsigmoid(-zd)) + _implies(F.logsigmoid(zd), l1p))).sum(s)
+        _implies(lp, l1p_d) + _implies(lp_d, l1p))).sum(s)
     rows["bg_colour"] = (bglike * cells * l1p).sum(s)
     rows["fg_colour"] = (inbox * (1 - bglike) * cells * lp).sum(s)
     rows["keep_fg"] = (facts["zs_fg"] * cells * lp).sum(s)

@@ -75,10 +75,17 @@ class VariableDecl:
 # -------------------------------------------------------------------- formulas
 @dataclass(frozen=True)
 class Term:
-    """A variable or constant name used as a predicate argument."""
+    """A variable or constant name used as a predicate argument; ``offset`` k != 0
+    (``c + k``) names the element k steps along a bound variable's one-axis sort."""
 
     name: str
     pos: Pos = field(default=NOPOS, compare=False)
+    offset: int = 0
+
+    def __str__(self) -> str:
+        if not self.offset:
+            return self.name
+        return f"{self.name} {'+' if self.offset > 0 else '-'} {abs(self.offset)}"
 
 
 @dataclass(frozen=True)

@@ -279,6 +279,21 @@ class _Checker:
         return a
 
     def term(self, t: ast.Term, sort: str, where: str, scope: Dict[str, _Binding]) -> None:
+        if t.offset:
+            shown = f"{t.name} {'+' if t.offset > 0 else '-'} {abs(t.offset)}"
+            if t.name not in scope:
+                raise self.error(
+                    f"'{shown}': an offset applies to a variable bound here ({where}), and "
+                    f"'{t.name}' is not one", t.pos,
+                    hint="offsets name neighbours of a quantified variable's element, "
+                         "e.g. forall c: mask(c) <-> mask(c + 1)")
+            decl = self.sorts.get(sort)
+            if decl is not None and decl.axes != 1:
+                raise self.error(
+                    f"'{shown}' ({where}): offsets apply to one-axis sorts, and '{sort}' spans "
+                    f"{decl.axes} axes", t.pos,
+                    hint="declare the axes as separate sorts (sort row / sort col) to step "
+                         "along one of them")
         if t.name in scope:
             b = scope[t.name]
             b.used = True

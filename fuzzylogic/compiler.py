@@ -74,9 +74,10 @@ class AtomNode(Node):
 
     ``steps`` run on the fact tensor in order: ("const", dim, name, index)
     selects a constant (``index`` None = bound at call time: int, or
-    LongTensor [B] gathered per batch item); ("diag", d1, d2) takes the
-    diagonal for a repeated variable. Then ``perm`` and ``expand`` (a tuple
-    of slice/None) put the remaining axes in place.
+    LongTensor [B] gathered per batch item); ("shift", dim, k) moves axis
+    ``dim`` by k elements for an offset ``v + k`` (clamped at the ends);
+    ("diag", d1, d2) takes the diagonal for a repeated variable. Then ``perm``
+    and ``expand`` (a tuple of slice/None) put the remaining axes in place.
     """
 
     __slots__ = ("pred", "input", "softmax_dims", "steps", "perm", "index", "key")
@@ -92,6 +93,8 @@ class AtomNode(Node):
                 _, dim, name, fixed = step
                 idx = fixed if fixed is not None else ctx.constant(name)
                 t = _select(t, dim, idx)
+            elif step[0] == "shift":
+                t = shift(t, step[1], step[2])
             else:
                 t = torch.diagonal(t, 0, step[1], step[2])
         if self.perm != tuple(range(len(self.perm))):
@@ -109,17 +112,35 @@ class AtomNode(Node):
         if self.input == "softmax":
             base = ctx.softmax_value(self.pred, self.softmax_dims)
             val = base.map(lambda t: self.transform(t, ctx))
-        elif not self.steps:
-            # A view of the whole fact (permuted, unsqueezed): every atom of the
-            # predicate shares one truth value, its sigmoid and logs computed once.
+        elif all(step[0] == "shift" for step in self.steps):
+            # The whole fact, permuted, unsqueezed or shifted (an offset): every atom of
+            # the predicate shares one truth value, its sigmoid and logs computed once
+            # (a shift moves elements, so it commutes with them).
             val = ctx.fact_value(self.pred, self.input)
-            if self.perm != tuple(range(len(self.perm))) or any(i is None for i in self.index):
+            if self.steps or self.perm != tuple(range(len(self.perm))) or \
+                    any(i is None for i in self.index):
                 val = val.view(lambda t: self.transform(t, ctx))
         else:
             t = self.transform(ctx.fact(self.pred), ctx)
             val = TruthValue.from_logits(t) if self.input == "logits" else TruthValue.from_p(t)
         ctx.atoms[self.key] = val
         return val
+
+
+def shift(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
+    """``out[..., i, ...] = t[..., clamp(i + k, 0, n - 1), ...]`` along ``dim``: the
+    neighbour k steps on, the edge element past either end. Slices and a
+    broadcast edge, concatenated: the backward pass is slicing and a sum
+    (deterministic on CUDA, where index_select's would scatter with atomics)."""
+    n = t.shape[dim]
+    if k == 0 or n == 0:
+        return t
+    edge = t.narrow(dim, n - 1 if k > 0 else 0, 1)
+    m = min(abs(k), n)
+    pad = edge.expand(*[m if d == dim else s for d, s in enumerate(t.shape)])
+    if m == n:
+        return pad.contiguous()
+    return torch.cat([t.narrow(dim, k, n - k), pad] if k > 0 else [pad, t.narrow(dim, 0, n + k)], dim)
 
 
 def _select(t: torch.Tensor, dim: int, idx) -> torch.Tensor:
@@ -472,6 +493,9 @@ class _Builder:
             if c is None:
                 raise _error(f"'{name}' is neither a bound variable nor a constant",
                              f.args[i], self.program)
+            if f.args[i].offset:
+                raise _error(f"'{f.args[i]}': an offset applies to a bound variable, not to "
+                             f"the constant '{name}'", f.args[i], self.program)
             if c.sort != sort:
                 raise _error(f"constant '{name}' has sort '{c.sort}' but '{decl.name}' expects "
                              f"'{sort}' here", f.args[i], self.program)
@@ -483,6 +507,11 @@ class _Builder:
             d = labels.index((i, 0))
             steps.append(("const", d, name, c.index))
             labels.pop(d)
+        for i, term in enumerate(f.args):  # offsets, before any diagonal merges axes
+            if term.offset and term.name in by_name:
+                if self.sort_axes[decl.args[i]] != 1:
+                    raise _error(f"'{term}': offsets apply to one-axis sorts", term, self.program)
+                steps.append(("shift", labels.index((i, 0)), term.offset))
         for i, term in enumerate(f.args):
             if term.name not in by_name:
                 continue

@@ -355,7 +355,12 @@ class _Builder:
 
     def term(self, meta, children):
         tok = children[0]
-        return ast.Term(self._name(tok, "a variable or constant name"), pos=self._tpos(tok))
+        name = self._name(tok, "a variable or constant name")
+        offset = 0
+        if len(children) > 1 and children[1] is not None:
+            offset = self._integer(children[2]) * (-1 if children[1].type == "MINUS" else 1)
+        pos = self._mpos(meta) if offset else self._tpos(tok)
+        return ast.Term(name, pos=pos, offset=offset)
 
 
 def _describe_value(value) -> str:

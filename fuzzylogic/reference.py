@@ -225,7 +225,10 @@ class _Eval:
         per_arg = []
         for term, sort in zip(f.args, decl.args):
             if term.name in env:
-                per_arg.append(env[term.name])
+                idx = env[term.name]
+                if term.offset:  # the neighbour, clamped to the axis (one-axis sorts)
+                    idx = (min(max(idx[0] + term.offset, 0), self.sizes[sort][0] - 1),)
+                per_arg.append(idx)
             else:
                 c = self.consts[term.name]
                 if c.index is not None:

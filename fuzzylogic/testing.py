@@ -7,8 +7,8 @@
 * :func:`signatures`: small random signatures (sorts with 1-2 axes and tiny
   sizes, predicates fed prob / logits / softmax, fixed and call-time constants);
 * :func:`formulas`: random closed formulas over a signature (quantifiers with
-  and without guards, every connective), with ``Quantified.sorts`` filled in
-  as the checker would;
+  and without guards, every connective, neighbour offsets ``v + k``), with
+  ``Quantified.sorts`` filled in as the checker would;
 * :func:`programs`, :func:`facts`, :func:`problems`: a program plus facts,
   call-time constants and domain masks that fit it;
 * :func:`truth_tensors`: float64 truth tensors mixing exact 0 and 1 with
@@ -128,8 +128,15 @@ def _atom(draw, sig: Signature, scope, must_use=()):
     if not cands:
         return None
     p = draw(st.sampled_from(cands))
-    args = tuple(ast.Term(draw(st.sampled_from(_terms_for(sig, scope, s)))) for s in p.args)
-    return ast.Atom(p.name, args)
+    axes = {d.name: d.axes for d in sig.sorts}
+    bound = {v for v, _ in scope}
+    args = []
+    for s in p.args:
+        name = draw(st.sampled_from(_terms_for(sig, scope, s)))
+        # offsets (`v + k`, clamped at the ends) on bound one-axis variables, now and then
+        k = draw(st.sampled_from((0, 0, 0, 1, -1, 2))) if name in bound and axes[s] == 1 else 0
+        args.append(ast.Term(name, offset=k))
+    return ast.Atom(p.name, tuple(args))
 
 
 @st.composite

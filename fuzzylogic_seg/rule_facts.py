@@ -39,6 +39,8 @@ similar_right       row, col               prob     colour affinity of (row, col
 similar_down        row, col               prob     colour affinity of (row, col) and (row+1, col)
 ==================  =====================  =======  ===============================================
 
+``mask_right`` / ``mask_down`` predate the language's offsets: ``mask(a, r, c + 1)``
+says the same in a rule file (and shares ``mask``'s sigmoid and logs).
 Box-derived facts need box prompts; scribble facts scribbles; point facts points. The
 centre used by ``mask_inward`` is the box centre (point prompts: the mean of
 the positive points). ``similar_*`` is ``exp(-d^2 / (2 (k sigma)^2))`` with

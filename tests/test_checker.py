@@ -328,3 +328,11 @@ def test_an_image_size_written_as_an_axis_count_is_refused_at_its_place(axes):
     with pytest.raises(CheckError, match=rf"sort 'pixel' spans {axes} tensor axes; at most 8") as e:
         check(parse(text, "x.rules"))
     assert (e.value.line, e.value.column) == (1, 6) and "sort pixel[2]" in e.value.hint
+
+
+def test_offsets_need_a_bound_variable_of_a_one_axis_sort():
+    checked("predicate near(box, box)\nrule r: forall a, b: near(a, b + 1) -> near(a + 3, b - 1)")
+    check_error("predicate near(box, box)\nrule r: forall a: near(a, box + 1)", 2, 27,
+                "'box + 1'", "not one", "forall c: mask(c) <-> mask(c + 1)")
+    check_error("rule r: forall p: cup(p + 1)", 1, 23, "'p + 1'", "one-axis sorts",
+                "'pixel' spans 2 axes", "sort row / sort col")

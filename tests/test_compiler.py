@@ -282,3 +282,70 @@ def test_loss_has_no_host_syncs_and_validation_exactly_one(sem, sync_counter, mo
     assert sync_counter == []
     th.loss(domains={"box": torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)}, **kw)
     assert sync_counter == ["tolist"]
+
+
+# ------------------------------------------------------------------ neighbour offsets
+def _clamped(t, dim, k):
+    """Hand-written reference of an offset: index i reads clamp(i + k, 0, n - 1)."""
+    n = t.shape[dim]
+    idx = torch.tensor([min(max(i + k, 0), n - 1) for i in range(n)])
+    return t.index_select(dim, idx)
+
+
+@pytest.mark.parametrize("k", [1, -1, 2, -3, 7, -9])
+def test_offsets_read_the_clamped_neighbour(k):
+    text = ("sort row\nsort col\npredicate m(row, col) logits\npredicate g(row, col)\n"
+            f"rule s [semantics = log_product]: forall r, c in g(r, c): m(r, c) <-> m(r, c {'+' if k > 0 else '-'} {abs(k)})\n")
+    z = torch.randn(2, 4, 5, generator=G, dtype=torch.float64) * 3
+    g = r64(2, 4, 5)
+    zl = z.clone().requires_grad_()
+    got = fl.compile(text).loss(m=zl, g=g)
+    zr = z.clone().requires_grad_()
+    a, b = torch.sigmoid(zr), torch.sigmoid(_clamped(zr, 2, k))
+    iff = (1 - a * (1 - b)) * (1 - b * (1 - a))
+    want = -(g * torch.log(iff)).sum((1, 2)).mean()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(torch.autograd.grad(got, zl)[0], torch.autograd.grad(want, zr)[0])
+
+
+def test_offsets_with_a_diagonal_a_softmax_and_a_sparse_guard_match_hand_written_torch():
+    text = """sort s
+sort cls
+predicate rel(s, s)
+predicate seg(cls, s) softmax(cls)
+predicate guard(s)
+rule diag: forall x: rel(x, x + 1)
+rule soft: forall k, x: seg(k, x - 1)
+rule sparse: forall x in guard(x): rel(x - 1, x)
+"""
+    rel, guard = r64(2, 5, 5), r64(2, 5)
+    guard[:, 1:4] = 0  # mostly zero: the CPU evaluates the guarded body on the kept rows only
+    seg = torch.randn(2, 3, 5, generator=G, dtype=torch.float64)
+    got = fl.compile(text, "log_product").truth(rel=rel, seg=seg, guard=guard)  # forall: product
+    i = torch.arange(5)
+    nxt, prev = (i + 1).clamp(max=4), (i - 1).clamp(min=0)
+    torch.testing.assert_close(got["diag"], rel[:, i, nxt].prod(1))
+    sm = torch.softmax(seg, 1)[:, :, prev]
+    torch.testing.assert_close(got["soft"], sm.flatten(1).prod(1))
+    torch.testing.assert_close(got["sparse"], (rel[:, prev, i] ** guard).prod(1))
+
+
+def test_an_offset_atom_shares_its_predicates_sigmoid_and_logs(monkeypatch):
+    text = ("sort r\npredicate m(r) logits\n"
+            "rule t: forall x: (m(x) <-> m(x + 1)) and (m(x) -> m(x - 1))")
+    calls = []
+    real = torch.sigmoid
+    monkeypatch.setattr(torch, "sigmoid", lambda t: calls.append(t.shape) or real(t))
+    fl.compile(text, "product").truth(m=torch.randn(2, 6, dtype=torch.float64))
+    assert calls == [torch.Size([2, 6])]  # one sigmoid for m, m(x + 1) and m(x - 1)
+
+
+def test_offsets_compile_under_torch_compile():
+    text = ("semantics log_product\nsort r\nsort c\npredicate m(r, c) logits\n"
+            "rule t: forall x, y: m(x, y) <-> m(x, y + 1)")
+    th = fl.compile(text)
+    z = torch.randn(2, 4, 6)
+    eager = th.loss(m=z)
+    compiled = torch.compile(lambda t: th.loss(m=t, validate=False), backend="aot_eager",
+                             fullgraph=True)(z)
+    torch.testing.assert_close(compiled, eager)

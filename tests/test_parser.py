@@ -493,3 +493,25 @@ def test_a_byte_order_mark_at_the_start_is_ignored(tmp_path):
     with pytest.raises(fl.CheckError) as e:
         fl.compile("\ufeffsort s\npredicate a(s)\nrule r: forall x: b(x)\n")
     assert (e.value.line, e.value.column) == (3, 19)
+
+
+# ------------------------------------------------------------------ neighbour offsets
+def test_offsets_parse_with_or_without_spaces_and_print_back():
+    f = formula("forall a, r, c: mask(a, r, c+1) <-> mask(a, r - 2, c)")
+    left, right = f.body.left, f.body.right
+    assert [t.offset for t in left.args] == [0, 0, 1] and [t.offset for t in right.args] == [0, -2, 0]
+    assert left.args[2] == Term("c", offset=1) and left.args[2] != Term("c")
+    assert str(left.args[2]) == "c + 1" and str(right.args[1]) == "r - 2" and str(Term("c")) == "c"
+    # the caret of an offset term sits on its variable, its span covers the whole term
+    pos = left.args[2].pos
+    assert (pos.line, pos.column, pos.end_column) == (1, 36, 39)
+
+
+@pytest.mark.parametrize("text, col, expected", [
+    ("rule r: forall c: m(c +)", 24, "expected an integer"),
+    ("rule r: forall c: m(c + -1)", 25, "expected an integer"),
+    ("rule r: forall c: m(c + 1.5)", 26, "got number '.5'"),
+])
+def test_malformed_offsets_are_placed(text, col, expected):
+    err = raises(ParseError, text)
+    assert err.column == col and expected in str(err), str(err)
