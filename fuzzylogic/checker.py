@@ -285,8 +285,9 @@ class _Checker:
                 raise self.error(
                     f"'{shown}': an offset applies to a variable bound here ({where}), and "
                     f"'{t.name}' is not one", t.pos,
-                    hint="offsets name neighbours of a quantified variable's element, "
-                         "e.g. forall c: mask(c) <-> mask(c + 1)")
+                    hint=_did_you_mean(t.name, list(scope))
+                    or "offsets name neighbours of a quantified variable's element, "
+                       "e.g. forall c: mask(c) <-> mask(c + 1)")
             decl = self.sorts.get(sort)
             if decl is not None and decl.axes != 1:
                 raise self.error(

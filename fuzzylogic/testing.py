@@ -134,7 +134,7 @@ def _atom(draw, sig: Signature, scope, must_use=()):
     for s in p.args:
         name = draw(st.sampled_from(_terms_for(sig, scope, s)))
         # offsets (`v + k`, clamped at the ends) on bound one-axis variables, now and then
-        k = draw(st.sampled_from((0, 0, 0, 1, -1, 2))) if name in bound and axes[s] == 1 else 0
+        k = draw(st.sampled_from((0, 0, 0, 1, -1, 2, -2))) if name in bound and axes[s] == 1 else 0
         args.append(ast.Term(name, offset=k))
     return ast.Atom(p.name, tuple(args))
 

@@ -336,3 +336,5 @@ def test_offsets_need_a_bound_variable_of_a_one_axis_sort():
                 "'box + 1'", "not one", "forall c: mask(c) <-> mask(c + 1)")
     check_error("rule r: forall p: cup(p + 1)", 1, 23, "'p + 1'", "one-axis sorts",
                 "'pixel' spans 2 axes", "sort row / sort col")
+    err = check_error("predicate near(box, box)\nrule r: forall a, bb: near(a, b + 1)", 2, 31, "'b + 1'")
+    assert err.hint == "did you mean 'bb'?"

@@ -203,7 +203,7 @@ def detect_sam_type(checkpoint: PathLike) -> str:
     can (a vit_h file is 2.5 GB), so only the tensors looked at are read."""
     from ..io import load_torch
 
-    path = Path(checkpoint)
+    path = Path(checkpoint).expanduser()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # an old (non-zip) file cannot be mapped: read it whole
@@ -232,7 +232,7 @@ def resolve_sam_type(sam_type: Optional[str], checkpoint: Optional[PathLike]) ->
 
 
 def _load_embedded(checkpoint: Optional[PathLike]):
-    path = Path(checkpoint) if checkpoint is not None else embedded_weights_path()
+    path = Path(checkpoint).expanduser() if checkpoint is not None else embedded_weights_path()
     if path is None:
         raise CheckpointError(
             f"no embedded SAM weights (looked for {package_weights_path()} and "
@@ -263,7 +263,7 @@ def _load_registry(sam_type: str, checkpoint: Optional[PathLike]):
         raise CheckpointError(
             f"--sam-type {sam_type} needs --sam-checkpoint FILE (Meta's sam_{sam_type}_*.pth); "
             "without one, use the embedded model (--sam-type embedded)")
-    path = Path(checkpoint)
+    path = Path(checkpoint).expanduser()
     state = _read_checkpoint(path)  # before building: fail fast on a missing file
     # Built without a checkpoint: segment_anything's loader uses torch.load without
     # weights_only, so the state dict is read above, safely, and loaded here.

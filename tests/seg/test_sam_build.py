@@ -261,3 +261,14 @@ def test_run_takes_the_checkpoints_type(tmp_path):
     assert flags_to_config(args)["sam"] == {"type": "vit_l", "checkpoint": str(path)}
     args = argparse.Namespace(sam_checkpoint=str(path), sam_type="vit_h")  # given: kept
     assert flags_to_config(args)["sam"]["type"] == "vit_h"
+
+
+def test_a_checkpoint_path_with_a_tilde_is_expanded(tmp_path, monkeypatch, small_registry):
+    # `--sam-checkpoint=~/x.pth` reaches the program unexpanded (no shell expansion after '=')
+    from fuzzylogic_seg.sam.build import detect_sam_type
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, 768)}, tmp_path / "sam.pth")
+    assert detect_sam_type("~/sam.pth") == "vit_b"
+    torch.save(embedded_checkpoint(build_embedded(TINY_CONFIG)), tmp_path / "ours.pt")
+    assert load_sam("embedded", "~/ours.pt").weights_path == str(tmp_path / "ours.pt")
