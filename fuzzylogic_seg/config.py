@@ -45,7 +45,8 @@ DEFAULTS: Dict[str, Any] = {
     "deterministic": True,
     "splits": {"train": "train", "val": "val"},
     "max_images": {"train": None, "val": None},  # first N images of each split (quick runs)
-    "sam": {"type": "embedded", "checkpoint": None},
+    # type None: the checkpoint's own (told from its weights), or embedded without one
+    "sam": {"type": None, "checkpoint": None},
     # options of the logic fine-tuner (fuzzylogic_seg.finetune.LogicFineTuner; rules, epochs,
     # lr, batch_size, train, keep_threshold, ...); lr as `fuzzyseg pseudo-label` uses it
     "finetune": {"epochs": 10, "lr": 3e-4},
@@ -156,6 +157,10 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     need(bool(cfg.get("root")), "no data set root: give --root (or `root:` in the config file)")
     need(bool(cfg.get("out")), "no output folder: give --out (or `out:` in the config file)")
     need(cfg.get("weak") in WEAK_KINDS, f"weak must be one of {', '.join(WEAK_KINDS)}, got {cfg.get('weak')!r}")
+    if cfg["sam"].get("type") is None:  # a file's own type, as `--sam-checkpoint` alone
+        from .sam.build import resolve_sam_type
+
+        cfg["sam"]["type"] = resolve_sam_type(None, cfg["sam"].get("checkpoint"))
     need(cfg["sam"].get("type") in SAM_TYPES, f"sam.type must be one of {', '.join(SAM_TYPES)}")
     need(cfg["sam"].get("type") == "embedded" or bool(cfg["sam"].get("checkpoint")),
          f"sam.type {cfg['sam'].get('type')} needs a checkpoint (--sam-checkpoint FILE)")

@@ -78,10 +78,6 @@ def flags_to_config(args: argparse.Namespace) -> Dict[str, Any]:
         put(out, path, getattr(args, flag, None))
     if getattr(args, "no_amp", False):
         out["amp"] = False
-    if out.get("sam", {}).get("checkpoint") and "type" not in out.get("sam", {}):
-        from ..sam.build import detect_sam_type  # a checkpoint without a type: the file's own
-
-        out["sam"]["type"] = detect_sam_type(out["sam"]["checkpoint"])
     return out
 
 

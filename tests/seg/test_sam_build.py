@@ -251,16 +251,27 @@ def test_a_checkpoint_without_a_type_is_loaded_as_what_it_holds(tmp_path, small_
 
 
 def test_run_takes_the_checkpoints_type(tmp_path):
+    """From the flag, a config file or --set alike: a checkpoint without a type is
+    loaded as what it holds; a given type is kept."""
     import argparse
 
+    from fuzzylogic_seg import config as C
     from fuzzylogic_seg.commands.run import flags_to_config
 
     path = tmp_path / "sam_vit_l_0b3195.pth"
     torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, 1024)}, path)
+    base = {"dataset": "voc", "root": str(tmp_path), "out": str(tmp_path / "o")}
     args = argparse.Namespace(sam_checkpoint=str(path), sam_type=None)
-    assert flags_to_config(args)["sam"] == {"type": "vit_l", "checkpoint": str(path)}
+    cfg = C.build(None, {**base, **flags_to_config(args)})
+    assert cfg["sam"] == {"type": "vit_l", "checkpoint": str(path)}
     args = argparse.Namespace(sam_checkpoint=str(path), sam_type="vit_h")  # given: kept
-    assert flags_to_config(args)["sam"]["type"] == "vit_h"
+    assert C.build(None, {**base, **flags_to_config(args)})["sam"]["type"] == "vit_h"
+    f = tmp_path / "c.yaml"
+    f.write_text(f"dataset: voc\nroot: {tmp_path}\nout: {tmp_path / 'o'}\n"
+                 f"sam:\n  checkpoint: {path}\n")
+    assert C.build(str(f))["sam"]["type"] == "vit_l"
+    assert C.build(None, base, [f"sam.checkpoint={path}"])["sam"]["type"] == "vit_l"
+    assert C.build(None, base)["sam"] == {"type": "embedded", "checkpoint": None}
 
 
 def test_a_checkpoint_path_with_a_tilde_is_expanded(tmp_path, monkeypatch, small_registry):
