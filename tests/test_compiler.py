@@ -294,8 +294,9 @@ def _clamped(t, dim, k):
 
 @pytest.mark.parametrize("k", [1, -1, 2, -3, 7, -9])
 def test_offsets_read_the_clamped_neighbour(k):
+    step = f"{'+' if k > 0 else '-'} {abs(k)}"
     text = ("sort row\nsort col\npredicate m(row, col) logits\npredicate g(row, col)\n"
-            f"rule s [semantics = log_product]: forall r, c in g(r, c): m(r, c) <-> m(r, c {'+' if k > 0 else '-'} {abs(k)})\n")
+            f"rule s [semantics = log_product]: forall r, c in g(r, c): m(r, c) <-> m(r, c {step})\n")
     z = torch.randn(2, 4, 5, generator=G, dtype=torch.float64) * 3
     g = r64(2, 4, 5)
     zl = z.clone().requires_grad_()
