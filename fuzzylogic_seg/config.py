@@ -157,10 +157,7 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     need(bool(cfg.get("root")), "no data set root: give --root (or `root:` in the config file)")
     need(bool(cfg.get("out")), "no output folder: give --out (or `out:` in the config file)")
     need(cfg.get("weak") in WEAK_KINDS, f"weak must be one of {', '.join(WEAK_KINDS)}, got {cfg.get('weak')!r}")
-    if cfg["sam"].get("type") is None:  # a file's own type, as `--sam-checkpoint` alone
-        from .sam.build import resolve_sam_type
-
-        cfg["sam"]["type"] = resolve_sam_type(None, cfg["sam"].get("checkpoint"))
+    _resolve_sam_type(cfg["sam"])
     need(cfg["sam"].get("type") in SAM_TYPES, f"sam.type must be one of {', '.join(SAM_TYPES)}")
     need(cfg["sam"].get("type") == "embedded" or bool(cfg["sam"].get("checkpoint")),
          f"sam.type {cfg['sam'].get('type')} needs a checkpoint (--sam-checkpoint FILE)")
@@ -215,6 +212,26 @@ def _need_numbers(section: str, values: Dict[str, Any], kinds: Dict[str, Any]) -
         if isinstance(v, bool) or not ok:
             want = "an integer" if isinstance(default, int) else "a number"
             raise ConfigError(f"{section}.{k} must be {want}, got {v!r}")
+
+
+def _resolve_sam_type(sam: Dict[str, Any]) -> None:
+    """sam.type from the checkpoint when not given; a given type that contradicts the
+    checkpoint is refused now, not after the first stages have run."""
+    from .errors import CheckpointError
+    from .sam.build import detect_sam_type
+
+    ckpt = sam.get("checkpoint")
+    if sam.get("type") is None:
+        sam["type"] = detect_sam_type(ckpt) if ckpt else "embedded"
+        return
+    if ckpt and sam["type"] in SAM_TYPES and Path(str(ckpt)).expanduser().is_file():
+        try:
+            held = detect_sam_type(ckpt)
+        except CheckpointError:
+            return  # unrecognised: the loader names what is wrong with it
+        if held != sam["type"]:
+            raise ConfigError(f"sam.type {sam['type']} (--sam-type) but {ckpt} holds the "
+                              f"{held} model: pass --sam-type {held}, or leave it out")
 
 
 def _existing_abs(path: Any) -> Any:

@@ -75,7 +75,33 @@ def load_torch(path: PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path}: cannot read checkpoint: {_why_unreadable(path, exc)}") \
+            from exc
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """What is wrong with a file torch.load refused, in words a user can act on
+    (torch's own message may be a bare key, or advise weights_only=False)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return str(e)
+    if not head:
+        return "the file is empty"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # torch zip / legacy pickle
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            import re
+
+            m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            glob = f"such as {m.group(1)}" if m else first
+            return (f"it holds objects other than tensors and plain containers ({glob}); "
+                    "checkpoints are read with torch.load(weights_only=True), so no code in them "
+                    "runs: save the model's state_dict() instead")
+        return f"a damaged or truncated PyTorch file ({first})"
+    return (f"not a PyTorch checkpoint: it begins with {head!r} (a text or HTML page, such as "
+            "an interrupted or redirected download?)")
 
 
 def load_optimizer_state(opt, state: Any) -> None:

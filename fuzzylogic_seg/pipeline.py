@@ -261,6 +261,7 @@ class Pipeline:
             from .weak.store import WeakStore
 
             store = WeakStore(self.weak_dir)
+            store.require_kind(self.cfg["weak"])
             return {"folder": str(self.weak_dir), "images": len(store), "given": True}
         from .weak.store import save_split
         from tqdm import tqdm

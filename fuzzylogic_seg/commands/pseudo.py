@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
                                                 args.out / "weak", args.weak_seed)
     ds = dataset_class(args.dataset)(args.root, args.split, with_gt=False, weak_dir=weak_dir,
                                      kinds=(args.weak,))
+    ds.store.require_kind(args.weak)
     sam = None
     if args.method != "weak-mask":
         from ..sam.build import load_sam, resolve_sam_type

@@ -147,6 +147,7 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
     except DatasetError as exc:
         report.add(root, _msg(exc, root))
         return report
+    explicit = splits is not None
     if splits is None:
         found = set()
         for sub in ("Segmentation", "SegmentationAug"):
@@ -177,6 +178,16 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
         if unlabelled:
             report.add(path, f"split {split!r} has no masks (a test split): its images and "
                              f"annotations are checked, not masks", "warning")
+        # Scribbles label the training images: over every split found, an image
+        # without one (val, trainval's val half) is counted, not an error; a split
+        # named with --split must have them all.
+        have = set()
+        if scribble_dir is not None:
+            have = {i for i in ids if (Path(scribble_dir) / f"{i}.png").is_file()}
+            if len(have) < len(ids) and not explicit:
+                report.add(path, f"{len(ids) - len(have)} of {len(ids)} images of split {split!r} "
+                                 f"have no scribble in {scribble_dir} (--split {split} makes each "
+                                 f"an error)", "warning")
         for image_id in ids:
             if image_id in items:
                 continue
@@ -184,7 +195,8 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
             items[image_id] = Item(
                 id=image_id, image=voc / "JPEGImages" / f"{image_id}.jpg", mask=mask,
                 annotation=voc / "Annotations" / f"{image_id}.xml",
-                scribble=None if scribble_dir is None else Path(scribble_dir) / f"{image_id}.png")
+                scribble=Path(scribble_dir) / f"{image_id}.png"
+                if scribble_dir is not None and (explicit or image_id in have) else None)
     counts: Counter = Counter()
     pixel_counts = np.zeros(256, dtype=np.int64)
     for probs, c, px in _run(list(items.values()), lambda it: _voc_item(it, scribble_dir is not None),

@@ -194,6 +194,10 @@ def convert_folder(xml_dir: PathLike, out_dir: PathLike, *, width: int = 1, unkn
     wanted = list(found) if ids is None else list(ids)
     missing = [i for i in wanted if i not in found]
     todo = [i for i in wanted if i in found]
+    if wanted and not todo:
+        raise DatasetError(f"none of the {len(wanted)} images asked for has a file here (first: "
+                           f"{wanted[0]}.xml); is it the folder of another split or data set?",
+                           xml_dir)
     total = ConversionStats()
     for image_id in tqdm(todo, desc="scribbles", unit="img", disable=not progress):
         path = found[image_id]

@@ -267,6 +267,9 @@ def _load_registry(sam_type: str, checkpoint: Optional[PathLike]):
     state = _read_checkpoint(path)  # before building: fail fast on a missing file
     # Built without a checkpoint: segment_anything's loader uses torch.load without
     # weights_only, so the state dict is read above, safely, and loaded here.
+    if isinstance(state, Mapping) and state.get("format") == CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: this is the embedded model's checkpoint (`fuzzyseg sam "
+                              f"pretrain`), not Meta's SAM {sam_type}: pass --sam-type embedded")
     sam = segment_anything.sam_model_registry[sam_type](checkpoint=None)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]  # training checkpoints that wrap the state dict

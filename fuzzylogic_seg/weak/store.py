@@ -132,6 +132,20 @@ class WeakStore:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def require_kind(self, kind: str) -> None:
+        """ConfigError unless some image of the folder has weak labels of ``kind``
+        (a scribble folder trained as boxes would train on nothing, silently)."""
+        counts = self.manifest.get("images_with_kind") or {}
+        if counts.get(kind, 0) > 0:
+            return
+        held = [k for k, n in counts.items() if n]
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"{self.root}: this weak-label folder holds no {kind} (images with each kind: "
+            f"{ {k: n for k, n in counts.items() if n} or 'none'}); "
+            + (f"pass --weak {held[0]}" if held else "write it with `fuzzyseg data weak`"))
+
     def load(self, image_id: str) -> WeakLabels:
         if image_id not in self._idset:
             raise DatasetError(f"image {image_id!r} is not in this weak-label folder "

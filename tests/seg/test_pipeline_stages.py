@@ -120,3 +120,14 @@ def test_a_student_batch_larger_than_the_training_set_is_refused_before_any_stag
     with pytest.raises(ConfigError, match="larger than the 2 training images"):
         run(cfg, progress=False)
     assert not (tmp_path / "o" / "stages").exists()
+
+
+def test_a_given_weak_folder_without_the_chosen_kind_stops_the_weak_stage(data, tmp_path):
+    from fuzzylogic_seg.commands.pseudo import ensure_weak_dir
+    from fuzzylogic_seg.errors import ConfigError
+
+    weak = ensure_weak_dir("refuge", data, "train", "points", tmp_path / "weak", 0)
+    p = pipeline(data, tmp_path / "a", weak_dir=str(weak))  # weak: boxes, the default
+    with pytest.raises(ConfigError, match="holds no boxes.*--weak points"):
+        p.run_weak()
+    assert pipeline(data, tmp_path / "b", weak_dir=str(weak), weak="points").run_weak()["given"]

@@ -350,3 +350,16 @@ def test_a_refuge_label_rewritten_without_uncertain_pixels_drops_its_old_list(tm
     _write_label(lab, tmp_path, "V1", "refuge")  # a rerun at another threshold
     assert not (tmp_path / "uncertain" / "V1.png").exists()
     assert torch.equal(read_label(tmp_path / "V1.png", "refuge"), lab)
+
+
+def test_a_weak_folder_of_another_kind_stops_before_training(synth_voc, tmp_path, capsys):
+    # a scribble folder passed without --weak scribbles would train on no boxes at all
+    assert _run("data", "weak", "--dataset", "voc", "--root", synth_voc, "--kinds", "scribbles",
+                "--out", tmp_path / "weak") == 0
+    capsys.readouterr()
+    assert _run("pseudo-label", "--dataset", "voc", "--root", synth_voc, "--weak-dir",
+                tmp_path / "weak", "--weak", "boxes", "--method", "weak-mask", "--out",
+                tmp_path / "o") != 0
+    err = capsys.readouterr().err
+    assert "holds no boxes" in err and "--weak scribbles" in err
+    assert not (tmp_path / "o" / "summary.json").exists()

@@ -246,7 +246,7 @@ def test_a_checkpoint_without_a_type_is_loaded_as_what_it_holds(tmp_path, small_
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         detect_sam_type(tmp_path / "absent.pth")
     assert resolve_sam_type(None, None) == "embedded"
-    assert resolve_sam_type("vit_h", meta["vit_b"]) == "vit_h"  # a given type is kept
+    assert resolve_sam_type("vit_h", meta["vit_b"]) == "vit_h"  # given: the loader checks it
     assert resolve_sam_type(None, meta["vit_h"]) == "vit_h"
 
 
@@ -264,8 +264,8 @@ def test_run_takes_the_checkpoints_type(tmp_path):
     args = argparse.Namespace(sam_checkpoint=str(path), sam_type=None)
     cfg = C.build(None, {**base, **flags_to_config(args)})
     assert cfg["sam"] == {"type": "vit_l", "checkpoint": str(path)}
-    args = argparse.Namespace(sam_checkpoint=str(path), sam_type="vit_h")  # given: kept
-    assert C.build(None, {**base, **flags_to_config(args)})["sam"]["type"] == "vit_h"
+    args = argparse.Namespace(sam_checkpoint=str(path), sam_type="vit_l")  # given and agreeing
+    assert C.build(None, {**base, **flags_to_config(args)})["sam"]["type"] == "vit_l"
     f = tmp_path / "c.yaml"
     f.write_text(f"dataset: voc\nroot: {tmp_path}\nout: {tmp_path / 'o'}\n"
                  f"sam:\n  checkpoint: {path}\n")
@@ -283,3 +283,38 @@ def test_a_checkpoint_path_with_a_tilde_is_expanded(tmp_path, monkeypatch, small
     assert detect_sam_type("~/sam.pth") == "vit_b"
     torch.save(embedded_checkpoint(build_embedded(TINY_CONFIG)), tmp_path / "ours.pt")
     assert load_sam("embedded", "~/ours.pt").weights_path == str(tmp_path / "ours.pt")
+
+
+def test_unreadable_checkpoints_say_what_the_file_is(tmp_path):
+    from fuzzylogic_seg.io import load_torch
+
+    (tmp_path / "page.pth").write_text("<!DOCTYPE html><html>Not Found</html>")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"a": torch.zeros(3)}, tmp_path / "ok.pth")
+    data = (tmp_path / "ok.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[:len(data) // 2])
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "model.pth")  # a whole pickled module
+    cases = {"page": "not a PyTorch checkpoint: it begins with b'<!DOCTYPE html><'",
+             "empty": "the file is empty", "cut": "a damaged or truncated PyTorch file",
+             "model": "it holds objects .*such as torch.nn.modules.linear.Linear.*save the model's "
+                      "state_dict"}
+    for name, msg in cases.items():
+        with pytest.raises(CheckpointError, match=f"{name}.pth: cannot read checkpoint: {msg}") as e:
+            load_torch(tmp_path / f"{name}.pth")
+        assert "weights_only=False" not in str(e.value)
+
+
+def test_a_type_that_contradicts_the_checkpoint_is_refused_before_any_stage(tmp_path, small_registry):
+    from fuzzylogic_seg import config as C
+
+    meta = tmp_path / "sam_vit_b.pth"
+    torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, 768)}, meta)
+    base = {"dataset": "voc", "root": str(tmp_path), "out": str(tmp_path / "o")}
+    with pytest.raises(ConfigError, match="sam.type vit_l .* holds the vit_b model: pass --sam-type vit_b"):
+        C.build(None, {**base, "sam": {"type": "vit_l", "checkpoint": str(meta)}})
+    ours = tmp_path / "ours.pt"
+    torch.save(embedded_checkpoint(build_embedded(TINY_CONFIG)), ours)
+    with pytest.raises(ConfigError, match="holds the embedded model"):
+        C.build(None, {**base, "sam": {"type": "vit_b", "checkpoint": str(ours)}})
+    with pytest.raises(CheckpointError, match="embedded model's checkpoint.*--sam-type embedded"):
+        load_sam("vit_b", checkpoint=ours)  # the library path says the same

@@ -155,6 +155,23 @@ def test_cli_converts_a_voc_split_that_the_loader_and_the_weak_labels_read(tmp_p
                  "--scribbles", str(out), "--out", str(tmp_path / "weak")]) == 0
     scr = np.array(Image.open(tmp_path / "weak" / "scribbles" / f"{it.id}.png"))
     assert (scr[1, :4] == 15).all() and int((scr != 255).sum()) == 4
+    # `data check --scribbles` over every split: val has none, which is not an error
+    capsys.readouterr()
+    assert main(["data", "check", "voc", str(root), "--scribbles", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "1 of 1 images of split 'val' have no scribble" in report
+    assert "missing scribble" not in report
+    assert main(["data", "check", "voc", str(root), "--scribbles", str(out), "--split", "train"]) == 0
+    (out / f"{train.items[1].id}.png").unlink()  # a split named with --split must have them all
+    capsys.readouterr()
+    assert main(["data", "check", "voc", str(root), "--scribbles", str(out), "--split", "train"]) == 1
+    assert "missing scribble" in capsys.readouterr().out
+    assert main(["data", "scribblesup", str(xml), "--out", str(out), "--root", str(root)]) == 0
+    # a split none of whose images has a file converts nothing: an error, not an empty folder
+    capsys.readouterr()
+    assert main(["data", "scribblesup", str(xml), "--out", str(tmp_path / "v"), "--root",
+                 str(root), "--split", "val"]) != 0
+    assert "none of the 1 images asked for has a file here" in capsys.readouterr().err
     # an image whose real size disagrees with the file's <size> is named
     it = train.items[0]
     write_xml(xml / f"{it.id}.xml", 7, 7, [("bird", [(0, 0)])])

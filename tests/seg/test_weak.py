@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fuzzylogic_seg.errors import DatasetError
+from fuzzylogic_seg.errors import ConfigError, DatasetError
 from fuzzylogic_seg.weak.morph import connected_components, depth_and_skeleton, dilate, erode
 from fuzzylogic_seg.weak.simulate import (SimConfig, choose_kinds, image_seed, parse_kinds, parse_mix,
                                           simulate_weak)
@@ -268,3 +268,15 @@ def test_a_class_too_thin_for_the_working_size_still_gets_a_stroke_and_a_point()
     assert set(labs.tolist()) == {0, 5, 9, 11}
     xs, ys = pts[:, 0].floor().long(), pts[:, 1].floor().long()
     assert torch.equal(lab[ys, xs], labs)
+
+
+def test_a_folder_without_the_chosen_kind_is_refused_by_name(tmp_path):
+    lab = scene()
+    weaks = {i: simulate_weak(lab, ["scribbles"], dataset="voc", num_classes=21, image_id=i)
+             for i in ("a", "b")}
+    save_split(tmp_path, weaks.items(), dataset="voc", split="train",
+               class_names=[str(i) for i in range(21)])
+    store = WeakStore(tmp_path)
+    store.require_kind("scribbles")
+    with pytest.raises(ConfigError, match=r"holds no boxes .*'scribbles': 2.*pass --weak scribbles"):
+        store.require_kind("boxes")
