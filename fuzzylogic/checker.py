@@ -280,7 +280,7 @@ class _Checker:
 
     def term(self, t: ast.Term, sort: str, where: str, scope: Dict[str, _Binding]) -> None:
         if t.offset:
-            shown = f"{t.name} {'+' if t.offset > 0 else '-'} {abs(t.offset)}"
+            shown = str(t)  # `c + 1`
             if t.name not in scope:
                 raise self.error(
                     f"'{shown}': an offset applies to a variable bound here ({where}), and "

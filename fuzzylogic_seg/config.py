@@ -218,11 +218,11 @@ def _resolve_sam_type(sam: Dict[str, Any]) -> None:
     """sam.type from the checkpoint when not given; a given type that contradicts the
     checkpoint is refused now, not after the first stages have run."""
     from .errors import CheckpointError
-    from .sam.build import detect_sam_type
+    from .sam.build import detect_sam_type, resolve_sam_type
 
     ckpt = sam.get("checkpoint")
     if sam.get("type") is None:
-        sam["type"] = detect_sam_type(ckpt) if ckpt else "embedded"
+        sam["type"] = resolve_sam_type(None, ckpt or None)
         return
     if ckpt and sam["type"] in SAM_TYPES and Path(str(ckpt)).expanduser().is_file():
         try:

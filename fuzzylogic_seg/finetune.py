@@ -762,7 +762,7 @@ class LogicFineTuner:
         weights (every parameter and buffer of SAM) and each image's id, view,
         prompts, scribble/point facts and appearance grid. A checkpoint resumes
         only a run with the same key."""
-        from .sam.build import model_fingerprint
+        from .sam.build import model_fingerprint, tensor_bytes
 
         h = hashlib.blake2b(digest_size=16)
         h.update(model_fingerprint(self.sam).encode())
@@ -771,9 +771,8 @@ class LogicFineTuner:
             if t is None:
                 h.update(b"-")
                 return
-            t = t.detach().cpu().contiguous()
             h.update(f"{tuple(t.shape)}{t.dtype}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(tensor_bytes(t))
 
         for it in items:
             h.update(f"|{it.id}|{it.view.key()}|{it.prompts.kind}|".encode())

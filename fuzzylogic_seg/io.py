@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Union
@@ -92,8 +93,6 @@ def _why_unreadable(path: Path, exc: Exception) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # torch zip / legacy pickle
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            import re
-
             m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
             glob = f"such as {m.group(1)}" if m else first
             return (f"it holds objects other than tensors and plain containers ({glob}); "

@@ -34,7 +34,8 @@ def add_run_flags(p: argparse.ArgumentParser, require: bool = True) -> None:
     g.add_argument("--sam-type", choices=("embedded", "vit_b", "vit_l", "vit_h"),
                    help="default: the --sam-checkpoint's own type (told from its weights), "
                         "else embedded")
-    g.add_argument("--sam-checkpoint", help="SAM weights: Meta's sam_vit_{b,l,h}_*.pth or an embedded model's file "
+    g.add_argument("--sam-checkpoint",
+                   help="SAM weights: Meta's sam_vit_{b,l,h}_*.pth or an embedded model's file "
                         "(its type is told from the weights when --sam-type is left out)")
     g.add_argument("--rules", nargs="+", metavar="FILE", help="rule files for logic fine-tuning "
                                                              "(default: examples/rules for the data set)")

@@ -21,6 +21,7 @@ Conversion choices (all counted in the summary):
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -108,18 +109,16 @@ class ConversionStats:
     points: int = 0
     clipped_points: int = 0
     conflict_pixels: int = 0
-    unknown_tags: Dict[str, int] = field(default_factory=dict)
-    pixels_per_class: Dict[str, int] = field(default_factory=dict)
+    unknown_tags: Counter = field(default_factory=Counter)
+    pixels_per_class: Counter = field(default_factory=Counter)
 
     def add(self, other: "ConversionStats") -> None:
         self.strokes += other.strokes
         self.points += other.points
         self.clipped_points += other.clipped_points
         self.conflict_pixels += other.conflict_pixels
-        for mine, theirs in ((self.unknown_tags, other.unknown_tags),
-                             (self.pixels_per_class, other.pixels_per_class)):
-            for k, v in theirs.items():
-                mine[k] = mine.get(k, 0) + v
+        self.unknown_tags.update(other.unknown_tags)
+        self.pixels_per_class.update(other.pixels_per_class)
 
 
 def rasterize(scr: Scribbles, width: int = 1, unknown: str = "error",
@@ -138,7 +137,7 @@ def rasterize(scr: Scribbles, width: int = 1, unknown: str = "error",
     for k, s in enumerate(scr.strokes):
         c = class_index(s.tag)
         if c is None:
-            st.unknown_tags[s.tag] = st.unknown_tags.get(s.tag, 0) + 1
+            st.unknown_tags[s.tag] += 1
             if unknown == "error":
                 raise DatasetError(
                     f"polygon {k}: tag {s.tag!r} names no VOC class (known: "
@@ -167,8 +166,8 @@ def rasterize(scr: Scribbles, width: int = 1, unknown: str = "error",
     single = n_hit == 1
     out[single] = hit.argmax(0)[single]
     st.conflict_pixels = int((n_hit > 1).sum())
-    for c in np.unique(out[single]):
-        st.pixels_per_class[VOC_CLASSES[int(c)]] = int((out == c).sum())
+    counts = np.bincount(out[single], minlength=len(VOC_CLASSES))
+    st.pixels_per_class.update({VOC_CLASSES[c]: int(n) for c, n in enumerate(counts) if n})
     return out, st
 
 

@@ -305,11 +305,16 @@ def load_sam(sam_type: str = "embedded", checkpoint: Optional[PathLike] = None,
     return sam.to(device).eval()
 
 
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's values as raw bytes (on the CPU, in memory order), for hashing."""
+    t = t.detach().cpu().contiguous()
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
 def model_fingerprint(module: torch.nn.Module) -> str:
     """A hash of a module's parameters and buffers (names, shapes, dtypes, values)."""
     h = hashlib.blake2b(digest_size=16)
     for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(tensor_bytes(t))
     return h.hexdigest()
