@@ -80,12 +80,18 @@ class AtomNode(Node):
     and ``expand`` (a tuple of slice/None) put the remaining axes in place.
     """
 
-    __slots__ = ("pred", "input", "softmax_dims", "steps", "perm", "index", "key")
+    __slots__ = ("pred", "input", "softmax_dims", "steps", "perm", "index", "key", "permutes",
+                 "unsqueezes", "shares", "identity")
 
     def __init__(self, pred, input, softmax_dims, steps, perm, index):
         self.pred, self.input, self.softmax_dims = pred, input, softmax_dims
         self.steps, self.perm, self.index = tuple(steps), tuple(perm), tuple(index)
         self.key = (pred, self.steps, self.perm, tuple(i is None for i in self.index))
+        # decided once here, not at every call
+        self.permutes = self.perm != tuple(range(len(self.perm)))
+        self.unsqueezes = any(i is None for i in self.index)
+        self.shares = all(step[0] == "shift" for step in self.steps)  # see __call__
+        self.identity = self.shares and not (self.steps or self.permutes or self.unsqueezes)
 
     def transform(self, t: torch.Tensor, ctx) -> torch.Tensor:
         for step in self.steps:
@@ -97,9 +103,9 @@ class AtomNode(Node):
                 t = shift(t, step[1], step[2])
             else:
                 t = torch.diagonal(t, 0, step[1], step[2])
-        if self.perm != tuple(range(len(self.perm))):
+        if self.permutes:
             t = t.permute(self.perm)
-        if any(i is None for i in self.index):
+        if self.unsqueezes:
             t = t[self.index]
         return t
 
@@ -112,13 +118,12 @@ class AtomNode(Node):
         if self.input == "softmax":
             base = ctx.softmax_value(self.pred, self.softmax_dims)
             val = base.map(lambda t: self.transform(t, ctx))
-        elif all(step[0] == "shift" for step in self.steps):
+        elif self.shares:
             # The whole fact, permuted, unsqueezed or shifted (an offset): every atom of
             # the predicate shares one truth value, its sigmoid and logs computed once
             # (a shift moves elements, so it commutes with them).
             val = ctx.fact_value(self.pred, self.input)
-            if self.steps or self.perm != tuple(range(len(self.perm))) or \
-                    any(i is None for i in self.index):
+            if not self.identity:
                 val = val.view(lambda t: self.transform(t, ctx))
         else:
             t = self.transform(ctx.fact(self.pred), ctx)
@@ -226,7 +231,7 @@ class QuantNode(Node):
     """∀/∃ over ``variables``: reduces the trailing axes [outer_rank, inner_rank)."""
 
     __slots__ = ("kind", "spec", "params", "stable", "body", "guard", "vars", "outer_rank",
-                 "inner_rank", "elementwise", "heavy", "sparse", "scope")
+                 "inner_rank", "elementwise", "heavy", "sparse", "scope", "var_sorts", "identity")
 
     def __init__(self, kind, spec, params, stable, body, guard, vars, outer_rank, inner_rank,
                  scope=()):
@@ -234,6 +239,8 @@ class QuantNode(Node):
         self.body, self.guard, self.vars = body, guard, tuple(vars)
         self.outer_rank, self.inner_rank = outer_rank, inner_rank
         self.scope = tuple(scope)  # the sorts of every variable in scope, outermost first
+        self.var_sorts = tuple((v.sort, v.start) for v in self.vars)  # (domain_mask's key)
+        self.identity = ops.FORALL_IDENTITY if kind == "forall" else ops.EXISTS_IDENTITY
         # elementwise: no quantifier inside (can be compacted); heavy: computes
         # something beyond (negated) atoms, so compacting it saves work.
         self.elementwise, self.heavy, nested = (_body_info(body) if body is not None
@@ -252,7 +259,7 @@ class QuantNode(Node):
 
     def weight(self, ctx) -> Optional[torch.Tensor]:
         """Guard truth times the domain masks of the bound sorts (None: no mask)."""
-        m = ctx.domain_mask(tuple((v.sort, v.start) for v in self.vars), self.inner_rank)
+        m = ctx.domain_mask(self.var_sorts, self.inner_rank)
         if self.guard is None:
             return m
         w = self.guard(ctx).p
@@ -273,9 +280,9 @@ class QuantNode(Node):
         return keep or None
 
     def __call__(self, ctx) -> TruthValue:
-        identity = ops.FORALL_IDENTITY if self.kind == "forall" else ops.EXISTS_IDENTITY
+        identity = self.identity
         sizes = self.sizes(ctx)
-        if any(s == 0 for s in sizes):
+        if 0 in sizes:
             return ctx.constant_value(identity, self.outer_rank)
         if not (self.sparse and _sparse.enabled(ctx)):  # the dense path (GPU, torch.compile)
             body = self._body(ctx, None)

@@ -71,16 +71,19 @@ def domains_full(ctx, vars) -> bool:
 
 
 def _rows(keep, k: int, n: int, full) -> Tuple[torch.Tensor, int]:
-    """(bool mask over the first k scope axes, number of rows kept): a row is kept
-    where every factor of ``keep`` has a nonzero cell in it. (A superset of the
-    cells that matter: the extra cells are evaluated as in the dense path.)"""
+    """(mask over the first k scope axes, nonzero on the rows kept; number of rows
+    kept): a row is kept where every factor of ``keep`` has a nonzero cell in
+    it. (A superset of the cells that matter: the extra cells are evaluated as
+    in the dense path.) The mask is the factors' smallest row maximum, a float:
+    the factors are >= 0, so it is nonzero exactly where all of them are, without
+    a comparison and an ``&`` per factor (small ops dominate here)."""
     rowmask = None
     for f in keep:
         f = f.reshape(f.shape + (1,) * (n - f.dim()))
         dims = tuple(d for d in range(k, n) if f.shape[d] > 1)
-        m = (f.amax(dims) if dims else f.reshape(f.shape[:k])) > 0  # amax: f >= 0, fast
+        m = f.amax(dims) if dims else f  # amax: f >= 0, fast
         m = m.reshape(f.shape[:k])
-        rowmask = m if rowmask is None else rowmask & m
+        rowmask = m if rowmask is None else torch.minimum(rowmask, m)
     rows = math.prod(full[:k])
     return rowmask, int(torch.count_nonzero(rowmask)) * (rows // math.prod(rowmask.shape))
 
@@ -179,6 +182,8 @@ class Compacted:
         self.parent, self.idx, self.k = parent, idx, k
         self.atoms: Dict[object, TruthValue] = {}
         self._lin: Dict[tuple, torch.Tensor] = {}
+        self._terms: Dict[tuple, torch.Tensor] = {}
+        self._cols: Optional[Tuple[torch.Tensor, ...]] = None
 
     def rows(self, lead) -> torch.Tensor:
         """Row indices into a tensor whose first k axes have sizes ``lead``
@@ -189,11 +194,22 @@ class Compacted:
             m = 1
             for d in reversed(range(self.k)):
                 if lead[d] > 1:
-                    term = self.idx[:, d] * m
+                    term = self._term(d, m)
                     lin = term if lin is None else lin + term
                 m *= lead[d]
             self._lin[lead] = lin
         return lin
+
+    def _term(self, d: int, m: int) -> torch.Tensor:
+        """idx[:, d] * m, shared by the leads that have it (the few small ops of
+        building row indices cost more than moving the rows)."""
+        t = self._terms.get((d, m))
+        if t is None:
+            if self._cols is None:
+                self._cols = self.idx.unbind(1)  # one op for every column
+            t = self._cols[d] if m == 1 else self._cols[d] * m
+            self._terms[(d, m)] = t
+        return t
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         k = self.k

@@ -258,7 +258,8 @@ class Theory:
         w = self._const(tuple(p.weight for p in self._plans), ctx.dtype, ctx.device)
         contrib = red * (w if reduction != "none" else w[:, None])
         total = contrib.sum(0)
-        per_rule = {p.name: contrib[i] for i, p in enumerate(self._plans)}
+        # (unbind: one op for all the rules' views, not one indexing op each)
+        per_rule = dict(zip(self.rules, contrib.unbind(0)))
         truth = {}
         if want_truth:
             if any(logs):
@@ -267,7 +268,7 @@ class Theory:
                     t = torch.where(self._const(tuple(logs), torch.bool, ctx.device)[:, None], t, x)
             else:
                 t = x
-            truth = {p.name: t[i] for i, p in enumerate(self._plans)}
+            truth = dict(zip(self.rules, t.unbind(0)))
         return Evaluation(truth, total, per_rule)
 
 
@@ -423,6 +424,8 @@ class _Context:
 
     def batch(self, t: torch.Tensor) -> torch.Tensor:
         """A rule's rank-1 result as Tensor[B]."""
+        if t.dim() == 1 and t.shape[0] == self.B:
+            return t  # (usually: no reshape op)
         t = t.reshape(-1)
         return t if t.shape[0] == self.B else t.expand(self.B)
 
@@ -548,7 +551,7 @@ class _Context:
         dtype = None
         for _, _, t in tensors:
             if t.is_floating_point():
-                dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+                dtype = t.dtype if dtype is None or dtype == t.dtype else torch.promote_types(dtype, t.dtype)
         if dtype is None or dtype in (torch.float16, torch.bfloat16):
             dtype = torch.promote_types(dtype or torch.float32, torch.float32)
         self.dtype = dtype

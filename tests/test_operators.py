@@ -251,6 +251,60 @@ def test_guarded_max_and_min_equal_the_plain_formulation_bit_for_bit(monkeypatch
     assert torch.equal(y0, y1) and torch.equal(g0, g1)
 
 
+def test_guarded_max_gradient_keeps_a_permuted_inputs_layout():
+    # (CPU: the masks are laid out as the input, so that the gradient of a permuted
+    # view reaches its base contiguous, not strided)
+    g = torch.Generator().manual_seed(5)
+    base = torch.rand(2, 3, 5, 4, generator=g, requires_grad=True)
+    w = (torch.rand(2, 3, 1, 5, generator=g) > 0.3).float()
+    y = O.exists_max(base.transpose(2, 3), (3,), w)
+    (gb,) = torch.autograd.grad(y.sum(), base)
+    assert gb.is_contiguous()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("perm,dims", [((0, 2, 3, 1), (3,)), ((0, 3, 1, 2), (2, 3)),
+                                       ((0, 2, 1, 3), (1, 2, 3)), ((0, 3, 2, 1), (1,))])
+def test_weighted_sum_of_a_permuted_view_equals_the_plain_sum(weighted, perm, dims):
+    # _weighted_sum reduces a permuted view in its memory order: the same values
+    # and gradients as the plain formula.
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    shape = base.permute(perm).shape
+    w = torch.rand(shape[0], 1, *shape[2:], generator=g, dtype=torch.float64) if weighted else None
+    out = []
+    for fn in (O._weighted_sum, lambda l, w, d: (l if w is None else w * l).sum(d)):
+        x = base.clone().requires_grad_()
+        y = fn(x.permute(perm), w, dims)
+        gy = torch.rand(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+        out.append((y, torch.autograd.grad(y, x, gy)[0]))
+    (y0, g0), (y1, g1) = out
+    torch.testing.assert_close(y0, y1, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g0, g1, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape_b", [(3, 2, 5), (3, 1, 5)])
+def test_product_of_two_reichenbach_implications_equals_two_log1mexps(shape_b):
+    # a <-> b as (a -> b) and (b -> a): eagerly one log1mexp of the two stacked
+    # (or two, where the shapes differ); values and gradients as two separate calls.
+    g = torch.Generator().manual_seed(3)
+    za = (torch.randn(3, 2, 5, generator=g) * 6).requires_grad_()
+    zb = (torch.randn(*shape_b, generator=g) * 6).requires_grad_()
+    za.data[0, 0, :2] = torch.tensor([40.0, 0.0])  # a violation at the log floor; a tie
+    zb.data[0, 0, :2] = torch.tensor([-40.0, 0.0])
+    gy = torch.rand(3, 2, 5, generator=g)
+    impl = get_operator("implication", "reichenbach").log_form
+    conj = get_operator("conjunction", "product").log_form
+    x, y = TruthValue.from_logits(za), TruthValue.from_logits(zb)
+    lp = conj(impl(x, y), impl(y, x)).lp
+    ga, gb = torch.autograd.grad(lp, (za, zb), gy)
+    x, y = TruthValue.from_logits(za), TruthValue.from_logits(zb)
+    want = impl(x, y).lp + impl(y, x).lp
+    wa, wb = torch.autograd.grad(want, (za, zb), gy)
+    assert torch.equal(lp, want) and torch.equal(ga, wa) and torch.equal(gb, wb)
+    assert torch.isfinite(lp).all() and torch.isfinite(ga).all() and torch.isfinite(gb).all()
+
+
 def test_guarded_max_with_a_weight_that_needs_a_gradient_gives_it_one():
     a = torch.tensor([[0.2, 0.9, 0.4]], requires_grad=True)
     w = torch.tensor([[1.0, 0.5, 0.0]], requires_grad=True)
