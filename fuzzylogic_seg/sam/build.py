@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import CheckpointError, ConfigError
 
@@ -151,6 +152,28 @@ def embedded_checkpoint(sam, config: Optional[EmbeddedConfig] = None, half: bool
     if extra:
         ckpt["meta"] = dict(extra)
     return ckpt
+
+
+def resize_positional_state(state: Mapping[str, torch.Tensor],
+                            like: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state`` with the image encoder's positional tables resized to ``like``'s
+    shapes, so that weights trained at one image size continue at another: the
+    absolute ``pos_embed`` [1, h, w, C] bilinearly, the relative ``rel_pos_h/w``
+    [2s - 1, C] linearly (as segment_anything's ``get_rel_pos`` resizes them).
+    Other tensors are returned as they are (a load reports any other mismatch)."""
+    out = dict(state)
+    for k, v in state.items():
+        if k not in like or like[k].shape == v.shape:
+            continue
+        if k.endswith("pos_embed") and v.dim() == 4:
+            r = F.interpolate(v.float().permute(0, 3, 1, 2), size=tuple(like[k].shape[1:3]),
+                              mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+        elif k.rsplit(".", 1)[-1] in ("rel_pos_h", "rel_pos_w") and v.dim() == 2:
+            r = F.interpolate(v.float().t()[None], size=like[k].shape[0], mode="linear")[0].t()
+        else:
+            continue
+        out[k] = r.to(v.dtype).contiguous()
+    return out
 
 
 def _read_checkpoint(path: Path) -> Any:

@@ -209,7 +209,66 @@ def test_recipes():
         card = json.loads(package_weights_path().with_suffix(".json").read_text())
         assert card["recipe"] == long.to_dict()
     with pytest.raises(ConfigError, match="quick"):
-        recipe_config("fast")
+        recipe_config("fastest")
+    fast = recipe_config("fast")
+    fast.check()
+    assert 0 < fast.low_res_steps < fast.steps and fast.stage(0)[0].model.img_size == 128
+    assert fast.stage(fast.low_res_steps) == (fast, fast.low_res_steps, fast.steps)
+    assert "low_res_steps" not in quick.to_dict() and PretrainConfig.from_dict(fast.to_dict()) == fast
+    for bad in (dict(low_res_steps=8), dict(low_res_steps=2, low_res_div=3),
+                dict(low_res_steps=2, low_res_div=1), dict(low_res_steps=2, low_res_div=8)):
+        with pytest.raises(ConfigError, match="low_res"):
+            _tiny(**bad).check()
+
+
+def test_positional_tables_resize_like_segment_anything():
+    from segment_anything.modeling.image_encoder import get_rel_pos
+
+    from fuzzylogic_seg.sam.build import resize_positional_state
+
+    torch.manual_seed(0)
+    small = build_embedded(TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "img_size": 32}))
+    big = build_embedded(TINY_CONFIG)
+    state = {k: torch.randn_like(v) for k, v in small.state_dict().items()}
+    out = resize_positional_state(state, big.state_dict())
+    assert {k: v.shape for k, v in out.items()} == {k: v.shape for k, v in big.state_dict().items()}
+    changed = {k for k in state if out[k].shape != state[k].shape}
+    assert changed == {"image_encoder.pos_embed", "image_encoder.blocks.1.attn.rel_pos_h",
+                       "image_encoder.blocks.1.attn.rel_pos_w"}  # the global block's
+    assert all(out[k] is state[k] for k in state if k not in changed)
+    # relative tables: what segment_anything itself does with a table of another length
+    for k in ("image_encoder.blocks.1.attn.rel_pos_h", "image_encoder.blocks.1.attn.rel_pos_w"):
+        assert torch.allclose(get_rel_pos(4, 4, out[k]), get_rel_pos(4, 4, state[k]), atol=1e-6)
+    # the absolute table: bilinear, so a constant table stays constant and a ramp a ramp
+    ramp = torch.arange(2.0).view(1, 2, 1, 1).expand(1, 2, 2, 32)
+    up = resize_positional_state({"image_encoder.pos_embed": ramp}, big.state_dict())
+    col = up["image_encoder.pos_embed"][0, :, 0, 0]
+    assert torch.allclose(col, torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    big.load_state_dict(out)  # loads
+
+
+def test_coarse_to_fine_stages_resume_anywhere_with_the_same_weights(tmp_path):
+    # 3 steps at 32 px, 3 at 64 px; interrupted in the first stage, at the switch and
+    # in the second stage, each resumed run ends with the uninterrupted run's weights.
+    cfg = _tiny(steps=6, low_res_steps=3)
+    assert max(make_batch(np.random.default_rng(0), cfg.stage(0)[0])[0][0].shape[:2]) == 32
+    card = pretrain(tmp_path / "a.pt", cfg, progress=False, evaluate_result=False)
+    assert card["recipe"]["low_res_steps"] == 3 and card["steps"] == 6
+    wa = load_torch(tmp_path / "a.pt")["state_dict"]
+    assert wa["image_encoder.pos_embed"].shape[1:3] == (4, 4)  # the full size's table
+    for stop in (2, 3, 4):
+        b = tmp_path / f"b{stop}.pt"
+        pretrain(b, cfg, progress=False, evaluate_result=False, stop_after=stop)
+        assert load_torch(state_path(b))["img_size"] == (32 if stop <= 3 else 64)
+        pretrain(b, cfg, progress=False, evaluate_result=False, log=lambda s: None)
+        wb = load_torch(b)["state_dict"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), stop
+    # the staged run differs from a one-stage run of the same steps (the stages happen)
+    pretrain(tmp_path / "c.pt", _tiny(steps=6), progress=False, evaluate_result=False)
+    wc = load_torch(tmp_path / "c.pt")["state_dict"]
+    assert not torch.equal(wa["image_encoder.pos_embed"], wc["image_encoder.pos_embed"])
+    with pytest.raises(ConfigError, match="--minutes"):
+        pretrain(tmp_path / "d.pt", cfg, progress=False, minutes=1.0)
 
 
 def test_worker_processes_draw_the_same_batches(tmp_path):
@@ -294,6 +353,12 @@ def test_second_stage_starts_from_init_weights(tmp_path):
     assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-3) for k in wa)
     with pytest.raises(CheckpointError):
         pretrain(tmp_path / "c.pt", _tiny(steps=1), progress=False, init=tmp_path / "none.pt")
+    # weights of another image size continue at this one (positional tables resized)
+    small = _tiny(steps=2, model=TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "img_size": 32}))
+    pretrain(tmp_path / "s.pt", small, progress=False, evaluate_result=False)
+    card = pretrain(tmp_path / "d.pt", _tiny(steps=1), progress=False, evaluate_result=False,
+                    init=tmp_path / "s.pt")
+    assert card["recipe"]["init"]["file"] == "s.pt"
 
 
 def test_card_and_weights_load_through_load_sam(tmp_path):
@@ -315,6 +380,8 @@ def test_cli_pretrain_reuse_and_info(tmp_path, capsys):
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["steps"] == 2 and set(first["heldout_miou"]) >= {"box", "point"}
+    # the default recipe has two stages; --steps keeps a share of low-resolution steps
+    assert json.loads(out.with_suffix(".json").read_text())["recipe"]["low_res_steps"] == 1
     mtime = out.stat().st_mtime_ns
     assert main(args) == 0
     assert "reusing" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime
