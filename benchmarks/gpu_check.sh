@@ -60,7 +60,7 @@ step 240 pytest_cuda env FUZZYSEG_TEST_DEVICE="$DEVICE" \
 [ "$DEVICE" = cpu ] && [ -z "${ONLY:-}" ] && echo "skip bf_voc_vitb (CPU dry run)" ||
 step 150 bf_voc_vitb "${BF[@]}" --dataset voc --sam-type vit_b --random-weights --hand \
     --out "$OUT/bf_voc_vitb.json"
-step 120 pretrain_probe python3 -m fuzzylogic_seg sam pretrain --device "$DEVICE" --workers 8 \
+step 120 pretrain_probe python3 -m fuzzylogic_seg sam pretrain --recipe quick --device "$DEVICE" --workers 8 \
     --steps $((STEPS + 10)) --out /tmp/probe.pt --force
 
 python3 - "$OUT" <<'PY'

@@ -302,7 +302,8 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
     x = torch.cat([model.preprocess(im)[0] for im in images], 0)
     with amp:
         emb = model.embed(x)
-    total, n, stats = 0.0, 0, {"mask": 0.0, "iou": 0.0, "miou": 0.0}
+    total, n = 0.0, 0
+    stats = {k: torch.zeros((), device=dev) for k in ("mask", "iou", "miou")}
     for g in groups.values():
         idx = torch.tensor(g.image_index, device=dev)
         boxes = torch.from_numpy(np.stack(g.boxes)).to(dev) if g.boxes else None
@@ -331,10 +332,10 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
             loss = per.gather(1, best[:, None]).mean() + cfg.iou_weight * iou_mse
             total = total + loss * len(g.image_index)
             n += len(g.image_index)
-            if rnd == 0:
-                stats["mask"] += float(per.detach().gather(1, best[:, None]).sum())
-                stats["miou"] += float(iou_true.gather(1, best[:, None]).sum())
-                stats["iou"] += float(iou_mse.detach()) * len(g.image_index)
+            if rnd == 0:  # (tensors: read once per step, not a GPU sync per group)
+                stats["mask"] += per.detach().gather(1, best[:, None]).sum()
+                stats["miou"] += iou_true.detach().gather(1, best[:, None]).sum()
+                stats["iou"] += iou_mse.detach() * len(g.image_index)
             if rnd < cfg.iterative_rounds:
                 chosen = logits.gather(1, best[:, None, None, None].expand(-1, 1, *logits.shape[2:]))
                 p_new, l_new = _correction_points(rng, chosen, target, valid, k)
@@ -512,21 +513,22 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
             g["lr"] = lr_at(step - stage_start, cfg,
                             (total if stage_end == cfg.steps else stage_end) - stage_start)
         loss, stats = step_loss(model, images, groups, cfg, rng)
-        if not torch.isfinite(loss.detach()):
-            raise CheckpointError(f"pretraining diverged at step {step} (loss {float(loss.detach())}); "
-                                  "lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), cfg.grad_clip)
         opt.step()
+        # the step's one read of the device (a GPU sync), after its work is queued; a
+        # diverged step is caught here, before anything of it is saved
+        loss_v, miou = torch.stack([loss.detach().float(), stats["miou"].float()]).tolist()
+        if not math.isfinite(loss_v):
+            raise CheckpointError(f"pretraining diverged at step {step} (loss {loss_v}); lower --lr")
         step += 1
         elapsed += time.perf_counter() - t0
-        loss_v = float(loss.detach())
         run_loss = loss_v if run_loss is None else 0.95 * run_loss + 0.05 * loss_v
         history.append({"step": step, "loss": round(loss_v, 5),
-                        "train_iou": round(stats["miou"], 4)})
+                        "train_iou": round(miou, 4)})
         bar.update(1)
-        bar.set_postfix(loss=f"{run_loss:.3f}", iou=f"{stats['miou']:.2f}")
+        bar.set_postfix(loss=f"{run_loss:.3f}", iou=f"{miou:.2f}")
         if minutes is not None and total == cfg.steps and step in (first + 3, first + 13):
             # timed over 10 steps after 3 warm-up steps of this process (a resumed
             # run times itself again)

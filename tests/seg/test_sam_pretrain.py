@@ -163,6 +163,25 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, extra):
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
 
 
+def test_a_diverged_step_stops_the_run_before_anything_of_it_is_saved(tmp_path, monkeypatch):
+    import fuzzylogic_seg.sam.pretrain as P
+
+    real, calls = P.step_loss, []
+
+    def nan_at_third(*a, **k):
+        loss, stats = real(*a, **k)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 3 else loss), stats
+
+    monkeypatch.setattr(P, "step_loss", nan_at_third)
+    out = tmp_path / "w.pt"
+    with pytest.raises(CheckpointError, match="diverged at step 2"):
+        pretrain(out, _tiny(steps=6), progress=False, evaluate_result=False, save_every=1)
+    st = load_torch(state_path(out))
+    assert st["step"] == 2 and all(torch.isfinite(v).all() for v in st["model"].values())
+    assert not out.exists()
+
+
 def test_tied_init_makes_decoder_attention_local_to_the_prompt():
     # A query carrying only the positional encoding of a point, keys carrying only the
     # dense image PE: with k_proj = q_proj the highest attention logit falls on the
