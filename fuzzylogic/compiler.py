@@ -231,7 +231,8 @@ class QuantNode(Node):
     """∀/∃ over ``variables``: reduces the trailing axes [outer_rank, inner_rank)."""
 
     __slots__ = ("kind", "spec", "params", "stable", "body", "guard", "vars", "outer_rank",
-                 "inner_rank", "elementwise", "heavy", "sparse", "scope", "var_sorts", "identity")
+                 "inner_rank", "elementwise", "heavy", "sparse", "scope", "var_sorts", "identity",
+                 "covers")
 
     def __init__(self, kind, spec, params, stable, body, guard, vars, outer_rank, inner_rank,
                  scope=()):
@@ -250,11 +251,18 @@ class QuantNode(Node):
         # with its reduction)
         self.sparse = (spec is not None and spec.ignores_zero_weight
                        and (self.heavy if self.elementwise else nested))
+        # whether the body surely has its full size on the reduced axes (reduce
+        # then need not expand it: decided here, not at every call)
+        self.covers = (body is not None
+                       and set(range(outer_rank, inner_rank)) <= _full_axes(body))
 
     def sizes(self, ctx) -> Tuple[int, ...]:
-        out: Tuple[int, ...] = ()
-        for v in self.vars:
-            out += ctx.sizes[v.sort]
+        out = ctx.memo.get(self)  # (the same for every call of a binding signature)
+        if out is None:
+            out = ()
+            for v in self.vars:
+                out += ctx.sizes[v.sort]
+            ctx.memo[self] = out
         return out
 
     def weight(self, ctx) -> Optional[torch.Tensor]:
@@ -313,7 +321,8 @@ class QuantNode(Node):
         def expand(t):
             return t if tuple(t.shape[lead:]) == sizes else t.expand(full)
 
-        body = body.map(expand)
+        if not self.covers:
+            body = body.map(expand)
         if w is not None:
             w = expand(w)
         if self.stable is not None and self.spec.stable:
@@ -350,6 +359,22 @@ def _body_info(node) -> Tuple[bool, bool, bool]:
     if isinstance(node, QuantNode):
         return False, False, node.sparse
     return False, False, False  # an unknown node: keep it dense
+
+
+def _full_axes(node) -> frozenset:
+    """The scope axes on which ``node``'s value surely has its full size (on the
+    others it may be broadcast, size 1): an atom's variables' axes (validated
+    sizes), the union for a connective, those of the body a quantifier keeps
+    (its guard and domain masks ignored: they may be absent)."""
+    if isinstance(node, AtomNode):
+        return frozenset(d for d, i in enumerate(node.index) if d and i is not None)
+    if isinstance(node, NotNode):
+        return _full_axes(node.child)
+    if isinstance(node, (BinaryNode, DualNode, IffNode)):
+        return _full_axes(node.left) | _full_axes(node.right)
+    if isinstance(node, QuantNode) and node.body is not None:
+        return frozenset(d for d in _full_axes(node.body) if d < node.outer_rank)
+    return frozenset()  # a constant, or an unknown node
 
 
 def apply_unary(spec, x: TruthValue) -> TruthValue:

@@ -59,12 +59,25 @@ _LN2 = math.log(2.0)
 
 
 # ---------------------------------------------------------------- numerics
+# dtype -> (tiny, log tiny): torch.finfo costs about as much as a small op's
+# Python side, and these are read several times in every loss
+_FLOORS: Dict[torch.dtype, Tuple[float, float]] = {}
+
+
+def _floors(dtype: torch.dtype) -> Tuple[float, float]:
+    v = _FLOORS.get(dtype)
+    if v is None:
+        tiny = torch.finfo(dtype).tiny
+        v = _FLOORS[dtype] = (tiny, math.log(tiny))
+    return v
+
+
 def _tiny(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).tiny
+    return _floors(dtype)[0]
 
 
 def _log_tiny(dtype: torch.dtype) -> float:
-    return math.log(torch.finfo(dtype).tiny)
+    return _floors(dtype)[1]
 
 
 def safe_log(p: torch.Tensor) -> torch.Tensor:
@@ -93,11 +106,12 @@ def _is_compiling() -> bool:
         return False
 
 
-def _cpu_eager(device: torch.device) -> bool:
-    """Whether the CPU-only paths may run: on the CPU (where reading a size or a
-    value from a tensor is free) and outside torch.compile (which cannot trace
-    data-dependent sizes). GPU and compiled code take the dense, sync-free paths."""
-    return device.type == "cpu" and not _is_compiling()
+def _cpu_eager(t: torch.Tensor) -> bool:
+    """Whether the CPU-only paths may run for ``t``: on the CPU (where reading a size
+    or a value from a tensor is free) and outside torch.compile (which cannot trace
+    data-dependent sizes). GPU and compiled code take the dense, sync-free paths.
+    (``is_cpu``: ``device.type`` costs several times more.)"""
+    return t.is_cpu and not _is_compiling()
 
 
 class _Log1mExp(torch.autograd.Function):
@@ -114,10 +128,9 @@ class _Log1mExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        floor = _log_tiny(x.dtype)
-        tiny = torch.finfo(x.dtype).tiny
+        tiny, floor = _floors(x.dtype)
         # (data-dependent sizes: a host sync on a GPU, and not traceable by torch.compile)
-        ctx.subset = _cpu_eager(x.device)
+        ctx.subset = _cpu_eager(x)
         if not ctx.subset:
             # x at 0 means p = 1: log(1 - p) is floored like safe_log1m.
             # Out of place on purpose: under torch.compile, torch 2.11 (seen on CPU
@@ -305,7 +318,7 @@ class TruthValue:
 
             return TruthValue(p=lambda: torch.sigmoid(z), lp=lambda: log_sigmoid_shared(z),
                               l1p=lambda: log_sigmoid_shared(-z))
-        if not _cpu_eager(z.device):
+        if not _cpu_eager(z):
             return TruthValue(p=lambda: torch.sigmoid(z), lp=lambda: nn_f.logsigmoid(z),
                               l1p=lambda: nn_f.logsigmoid(-z))
         # CPU: log σ(z) and log σ(-z) share exp(-|z|), which ATen's kernel keeps
@@ -735,7 +748,7 @@ class _GuardedExtreme(torch.autograd.Function):
     def backward(ctx, grad):
         a, w, a2, out = ctx.saved_tensors
         dt = grad.dtype
-        if _cpu_eager(a2.device):
+        if _cpu_eager(a2):
             # Masks as 0./1. floats: on the CPU a comparison writing floats is
             # several times faster than one writing bools (and than & on bools).
             # Laid out as a2 (empty_like), so as ``a``: where ``a`` is a permuted

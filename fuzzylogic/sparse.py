@@ -52,7 +52,7 @@ def sparse_guards(enabled: bool = True):
 
 def enabled(ctx) -> bool:
     # Data-dependent row counts: a host sync on a GPU, a graph break under torch.compile.
-    return SPARSE_GUARDS and ops._cpu_eager(ctx.device)
+    return SPARSE_GUARDS and ctx.on_cpu and not ops._is_compiling()
 
 
 def domains_full(ctx, vars) -> bool:

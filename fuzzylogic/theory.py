@@ -114,6 +114,8 @@ class Theory:
         self.program = program
         self._plans = tuple(plans)
         self._consts: Dict[Tuple, torch.Tensor] = {}
+        # binding signature -> what _Context._check_shapes found for it (eager calls)
+        self._shapes: Dict[Tuple, "_Shapes"] = {}
         self.semantics = semantics
         self.sorts = {s.name: s.axes for s in program.sorts}
         self.predicates = {p.name: p for p in program.predicates}
@@ -324,6 +326,62 @@ def _axis_labels(program: ast.Program) -> Dict[str, List[str]]:
 
 
 # ---------------------------------------------------------------- per call
+_MAX_SIGNATURES = 64  # binding signatures remembered per theory (then forgotten, all)
+
+
+class _Shapes:
+    """What the shape checks found for one binding signature: sort sizes, device,
+    dtype, batch size, whether any fact or domain is a tensor; and ``memo``, for
+    the plan's own shape-only decisions (shared by the calls of that signature)."""
+
+    __slots__ = ("sizes", "device", "on_cpu", "dtype", "B", "has_tensors", "memo")
+
+    def __init__(self, sizes, device, dtype, B, has_tensors):
+        self.sizes, self.device, self.dtype, self.B = sizes, device, dtype, B
+        self.on_cpu = device.type == "cpu"
+        self.has_tensors = has_tensors
+        self.memo: Dict[object, object] = {}
+
+
+def _merge_order(shapes: List[Tuple[int, ...]]) -> List[Tuple[int, int]]:
+    """The order in which domain_mask multiplies masks of these shapes (all of one
+    rank: sizes broadcast axis by axis): the pair with the smallest product
+    first, the product then last in the list."""
+    order = []
+    while len(shapes) > 1:
+        # (a plain loop: torch.compile traces it without a graph break)
+        best = None
+        for a in range(len(shapes)):
+            for b in range(a + 1, len(shapes)):
+                n = 1
+                for x, y in zip(shapes[a], shapes[b]):
+                    n *= max(x, y)
+                if best is None or n < best[0]:
+                    best = (n, a, b)
+        _, i, j = best
+        prod = tuple(max(x, y) for x, y in zip(shapes[i], shapes[j]))
+        shapes = [t for k, t in enumerate(shapes) if k not in (i, j)] + [prod]
+        order.append((i, j))
+    return order
+
+
+def _signature(bindings: Mapping[str, object], domains) -> Optional[Tuple]:
+    """Everything the shape checks read of the bindings: names, and shape, dtype and
+    device of each tensor (the type of anything else). None: do not cache (under
+    torch.compile, whose traced checks must stay as they are; domains not a dict)."""
+    if _is_compiling() or not isinstance(domains, Mapping):
+        return None
+    key = []
+    for items in (bindings.items(), domains.items()):
+        for name, t in items:
+            if isinstance(t, torch.Tensor):
+                key.append((name, t.shape, t.dtype, t.device))
+            else:
+                key.append((name, type(t)))
+        key.append(None)  # (facts | domains)
+    return tuple(key)
+
+
 class _Context:
     """Everything one call needs: converted facts, sizes, domains, caches."""
 
@@ -382,20 +440,20 @@ class _Context:
         key = (sorts, rank)
         if key in self._dommasks:
             return self._dommasks[key]
-        ms = [m for m in (self.domain_view(s, start, rank) for s, start in sorts) if m is not None]
-        while len(ms) > 1:  # (all views have the scope's rank: sizes broadcast axis by axis)
-            # (a plain loop: torch.compile traces it without a graph break)
-            best = None
-            for a in range(len(ms)):
-                for b in range(a + 1, len(ms)):
-                    n = 1
-                    for x, y in zip(ms[a].shape, ms[b].shape):
-                        n *= max(x, y)
-                    if best is None or n < best[0]:
-                        best = (n, a, b)
-            _, i, j = best
-            prod = ms[i] * ms[j]
-            ms = [m for k, m in enumerate(ms) if k not in (i, j)] + [prod]
+        ms = []
+        for s, start in sorts:
+            m = self.domain_view(s, start, rank)
+            if m is not None:
+                ms.append(m)
+        if len(ms) > 1:
+            # (the order depends on the masks' shapes only: found once per signature)
+            mkey = ("domain_mask", key)
+            order = self.memo.get(mkey)
+            if order is None:
+                order = self.memo[mkey] = _merge_order([tuple(m.shape) for m in ms])
+            for i, j in order:
+                prod = ms[i] * ms[j]
+                ms = [m for k, m in enumerate(ms) if k not in (i, j)] + [prod]
         out = ms[0] if ms else None
         self._dommasks[key] = out
         return out
@@ -431,6 +489,26 @@ class _Context:
 
     # ---------------------------------------------- validation
     def _prepare(self, bindings: Mapping[str, object], domains, validate: bool):
+        th = self.theory
+        preds, consts = th.predicates, th.constants
+        # The host checks of names, shapes, dtypes and devices depend on the
+        # bindings' signature only: done once per signature (they cost more
+        # than the rest of a small loss), again for any new shape or dtype.
+        sig = _signature(bindings, domains)
+        shapes = th._shapes.get(sig) if sig is not None else None
+        if shapes is None:
+            shapes = self._check_shapes(bindings, domains)
+            if sig is not None:
+                if len(th._shapes) >= _MAX_SIGNATURES:
+                    th._shapes.clear()
+                th._shapes[sig] = shapes
+        self.sizes, self.device, self.dtype, self.B = shapes.sizes, shapes.device, shapes.dtype, shapes.B
+        self.on_cpu = shapes.on_cpu
+        self.memo = shapes.memo
+        self._convert(bindings, domains, validate, shapes.has_tensors)
+
+    def _check_shapes(self, bindings: Mapping[str, object], domains) -> "_Shapes":
+        """Names, shapes, dtypes and devices of the bindings, checked (FactError)."""
         th = self.theory
         preds, consts = th.predicates, th.constants
         for name in bindings:
@@ -569,7 +647,13 @@ class _Context:
             if n is not None and not 0 <= c.index < n:
                 raise FactError(f"constant '{c.name}' has the index {c.index} in the rules, "
                                 f"but sort {c.sort} has {n} elements here (from {origin[c.sort]})")
+        return _Shapes(self.sizes, self.device, self.dtype, self.B, bool(tensors))
 
+    def _convert(self, bindings: Mapping[str, object], domains, validate: bool, has_tensors: bool):
+        """Call-time constants checked, facts and domains converted to the call's
+        dtype, and (``validate``) their values checked in one host sync."""
+        th = self.theory
+        preds, consts = th.predicates, th.constants
         # call-time constants
         checks = []  # (message builder, tensor of [min, max])
         for name in th.runtime_constants:
@@ -594,24 +678,26 @@ class _Context:
             if v.dim() != 1 or v.shape[0] not in (1, self.B):
                 raise FactError(f"constant '{name}': expected shape [B] with B = {self.B} (or [1]), "
                                 f"got {list(v.shape)}")
-            if v.device != self.device and tensors:
+            if v.device != self.device and has_tensors:
                 raise FactError(f"constant '{name}' is on {v.device}, the facts on {self.device}")
             v = v.long()
             self.consts[name] = v
             if v.numel():
                 checks.append((("index", name, sort, n), v))
 
+        dtype = self.dtype
         for name in th.required_facts:
             t = bindings[name]
-            kind = preds[name].input
-            conv = t.to(self.dtype) if t.dtype != self.dtype else t
+            conv = t.to(dtype) if t.dtype != dtype else t
             self.facts[name] = conv
-            if (t.is_floating_point() or kind == "prob") and t.dtype != torch.bool and t.numel():
-                checks.append(((kind, name), conv))
+            if validate:
+                kind = preds[name].input
+                if (t.is_floating_point() or kind == "prob") and t.dtype != torch.bool and t.numel():
+                    checks.append(((kind, name), conv))
         for s, m in domains.items():
-            conv = m.to(self.dtype) if m.dtype != self.dtype else m
+            conv = m.to(dtype) if m.dtype != dtype else m
             self.domains[s] = conv
-            if m.dtype != torch.bool and m.numel():
+            if validate and m.dtype != torch.bool and m.numel():
                 checks.append((("domain", s), conv))
 
         if validate and checks and not _is_compiling():

@@ -323,3 +323,47 @@ def test_a_fixed_constant_index_past_its_sort_is_a_fact_error(index):
         th.truth(p=torch.rand(2, 3))
     if index == 3:
         assert th.truth(p=torch.rand(2, 5))["r"].shape == (2,)
+
+
+def test_shape_checks_run_once_per_signature_and_again_for_a_new_one():
+    # The host checks of names, shapes, dtypes and devices are cached per binding
+    # signature: a new shape or dtype is checked again, with the same messages.
+    text = "sort s\nsort t\npredicate a(s) logits\npredicate b(s, t)\nrule r: forall x, y: a(x) -> b(x, y)\n"
+    th = fl.compile(text, source="<signature cache>")
+    good = dict(a=torch.randn(2, 3), b=torch.rand(2, 3, 4))
+    first = th.truth(**good)["r"]
+    assert torch.equal(th.truth(**good)["r"], first)
+    assert len(th._shapes) == 1
+    bad = dict(a=torch.randn(2, 3), b=torch.rand(2, 5, 4))
+    fresh = fl.compile(text, source="<signature cache, fresh>")
+    with pytest.raises(FactError) as e1:
+        th.truth(**bad)
+    with pytest.raises(FactError) as e2:
+        fresh.truth(**bad)
+    assert str(e1.value) == str(e2.value)
+    assert "fact 'b'" in str(e1.value)
+    # another dtype: the result follows it
+    out = th.truth(a=good["a"].double(), b=good["b"].double())["r"]
+    assert out.dtype == torch.float64 and torch.allclose(out.float(), first)
+    with pytest.raises(FactError, match="expected a floating tensor"):
+        th.truth(a=torch.zeros(2, 3, dtype=torch.long), b=good["b"])
+
+
+@pytest.mark.parametrize("semantics", ["product", "log_product", "godel", "ltn"])
+def test_a_variable_only_the_guard_uses_still_counts_in_the_body(semantics):
+    # forall x, y in g(x, y): a(x): the body, broadcast over y, is expanded
+    # before the reduction (QuantNode.covers is False) where a built-in needs it
+    from fuzzylogic import reference
+
+    text = ("sort s\nsort t\npredicate a(s)\npredicate g(s, t)\n"
+            "rule r: forall x, y in g(x, y): a(x)\nrule q: exists x, y in g(x, y): a(x)\n"
+            "rule both: forall x, y in g(x, y): a(x) and g(x, y)\n")
+    th = fl.compile(text, semantics)
+    a, g = torch.rand(2, 3), (torch.rand(2, 3, 4) > 0.3).double()
+    a = a.double()
+    out = th.truth(a=a, g=g)
+    ref = reference.evaluate(text, {"a": a, "g": g}, semantics=semantics)
+    for name in ("r", "q", "both"):
+        assert torch.allclose(out[name], torch.tensor(ref[name], dtype=torch.float64)), name
+    roots = {p.name: p.root for p in th._plans}
+    assert not roots["r"].covers and roots["both"].covers
