@@ -647,7 +647,7 @@ class _Context:
             if n is not None and not 0 <= c.index < n:
                 raise FactError(f"constant '{c.name}' has the index {c.index} in the rules, "
                                 f"but sort {c.sort} has {n} elements here (from {origin[c.sort]})")
-        return _Shapes(self.sizes, self.device, self.dtype, self.B, bool(tensors))
+        return _Shapes(self.sizes, self.device, self.dtype, self.B, len(tensors) > 0)
 
     def _convert(self, bindings: Mapping[str, object], domains, validate: bool, has_tensors: bool):
         """Call-time constants checked, facts and domains converted to the call's
