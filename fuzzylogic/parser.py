@@ -180,7 +180,19 @@ class _Builder:
         arg_names = tuple(self._name(a, "a sort name") for a in args)
         pred = self._name(name, "a predicate name")
         softmax_arg = None
-        if kind[0] == "softmax":
+        if kind[0] == "softmax" and _is_tok(kind[1], "INT"):
+            # softmax(k): the k-th argument (1-based), for a sort that two arguments share
+            tok = kind[1]
+            k = self._integer(tok)
+            if not 1 <= k <= len(arg_names):
+                raise self._error(
+                    CheckError,
+                    f"softmax({tok.value}) of predicate '{pred}': it has "
+                    f"{len(arg_names)} argument{'s' if len(arg_names) != 1 else ''}",
+                    tok, hint="softmax(N) names the N-th argument, counting from 1",
+                )
+            softmax_arg = k - 1
+        elif kind[0] == "softmax":
             tok = kind[1]
             where = [i for i, a in enumerate(arg_names) if a == tok.value]
             if not where:
@@ -195,7 +207,8 @@ class _Builder:
                     CheckError,
                     f"softmax({tok.value}) of predicate '{pred}' is ambiguous: sort '{tok.value}' "
                     f"is argument {where[0] + 1} and argument {where[1] + 1}",
-                    tok,
+                    tok, hint=f"name the argument by its position: softmax({where[0] + 1}) or "
+                    f"softmax({where[1] + 1})",
                 )
             softmax_arg = where[0]
         return ast.PredicateDecl(
@@ -210,7 +223,7 @@ class _Builder:
         return ("logits", None)
 
     def input_softmax(self, meta, children):
-        return ("softmax", _names(children)[0])
+        return ("softmax", children[2])  # a sort name, or an argument position
 
     def constant_decl(self, meta, children):
         name, sort = _names(children)

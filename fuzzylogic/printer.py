@@ -89,11 +89,8 @@ def format_program(program: ast.Program) -> str:
         kind = {"prob": "", "logits": " logits"}.get(p.input)
         if kind is None:  # softmax over the axis of one argument, named by its sort
             sort = p.args[p.softmax_arg]
-            if p.args.count(sort) > 1:
-                raise FuzzyLogicError(f"predicate {p.name}: a softmax over argument "
-                                      f"{p.softmax_arg + 1} of {len(p.args)} of the same sort "
-                                      f"'{sort}' has no rule syntax")
-            kind = f" softmax({sort})"
+            # (by position where another argument has the same sort)
+            kind = f" softmax({sort if p.args.count(sort) == 1 else p.softmax_arg + 1})"
         lines.append(f"predicate {p.name}({', '.join(p.args)}){kind}")
     lines += [format_rule(r) for r in program.rules]
     return "\n".join(lines) + "\n"

@@ -118,6 +118,18 @@ def test_softmax_argument_is_the_index_of_the_named_sort():
     assert p.predicates[1].input == "prob" and p.predicates[1].softmax_arg is None
 
 
+def test_softmax_by_position_for_a_sort_that_two_arguments_share():
+    p = parse("predicate rel(class, class) softmax(2)\npredicate one(pixel, class) softmax(1)")
+    assert p.predicates[0].softmax_arg == 1 and p.predicates[1].softmax_arg == 0
+    with pytest.raises(CheckError) as e:
+        parse("predicate rel(class, class) softmax(3)")
+    assert "it has 2 arguments" in str(e.value) and "counting from 1" in str(e.value)
+    assert e.value.line == 1 and e.value.column == 37
+    with pytest.raises(CheckError) as e:
+        parse("predicate rel(class, class) softmax(class)")
+    assert "softmax(1) or softmax(2)" in str(e.value)
+
+
 def test_rules_options_and_default_names():
     p = parse("""
 rule a [weight = 0.5, semantics = product, forall = pmean_error(2), exists = pmean(1.5)]: true
