@@ -338,3 +338,23 @@ def test_offsets_need_a_bound_variable_of_a_one_axis_sort():
                 "'pixel' spans 2 axes", "sort row / sort col")
     err = check_error("predicate near(box, box)\nrule r: forall a, bb: near(a, b + 1)", 2, 31, "'b + 1'")
     assert err.hint == "did you mean 'bb'?"
+
+
+def test_rules_show_command_prints_the_program_with_includes_resolved(tmp_path, capsys):
+    from fuzzylogic.parser import parse, parse_file
+    from fuzzylogic_seg.cli import main
+
+    (tmp_path / "decls.rules").write_text(HEAD)
+    main_file = tmp_path / "main.rules"
+    main_file.write_text('include "decls.rules"\n# a comment\nrule r [weight = 0.5]:\n'
+                         "    forall p in inside(box): (cup(p) -> disc(p))\n")
+    assert main(["rules", "show", str(main_file)]) == 0
+    out = capsys.readouterr().out
+    assert "rule r [weight = 0.5]: forall p in inside(box): cup(p) -> disc(p)" in out
+    assert "# a comment" not in out and "include" not in out
+    assert parse(out).rules == parse_file(main_file).rules  # the same program
+    bad = tmp_path / "bad.rules"
+    bad.write_text(HEAD + "rule r: forall p: cupp(p)\n")
+    assert main(["rules", "show", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "cupp" in err and "^" in err

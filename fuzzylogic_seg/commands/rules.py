@@ -1,8 +1,12 @@
-"""`fuzzyseg rules check FILE...`: parse and check rule files.
+"""`fuzzyseg rules check FILE...`: parse and check rule files;
+`fuzzyseg rules show FILE`: the program as the compiler sees it.
 
 Every file is checked (one failure does not hide the next); each prints
 ``FILE: OK (...)`` on stdout or its error with the caret on stderr. The exit
 status is 1 if any file failed. ``--json`` prints one JSON summary instead.
+``show`` prints one rule file with its includes resolved, one rule a line,
+with the parentheses the grammar needs (``fuzzylogic.printer``): what the
+rules mean, without comments or layout.
 """
 from __future__ import annotations
 
@@ -24,6 +28,13 @@ def register(subparsers) -> None:
     check.add_argument("--json", action="store_true",
                        help="print a JSON summary on stdout instead of text")
     check.set_defaults(func=run_check)
+    show = actions.add_parser(
+        "show", help="print a rule file with its includes resolved, as the compiler reads it",
+        description="Parse and check FILE (with its includes) and print the program: "
+        "declarations, then one rule a line, with only the parentheses the grammar needs.",
+    )
+    show.add_argument("file", metavar="FILE", help="a rule file")
+    show.set_defaults(func=run_show)
 
     def usage(args: argparse.Namespace) -> int:
         parser.print_help()
@@ -74,3 +85,20 @@ def run_check(args: argparse.Namespace) -> int:
     elif len(results) > 1:
         print(f"{len(results) - failed} of {len(results)} files OK", file=sys.stderr if failed else sys.stdout)
     return 1 if failed else 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from fuzzylogic.checker import check
+    from fuzzylogic.errors import FuzzyLogicError
+    from fuzzylogic.parser import parse_file
+    from fuzzylogic.printer import format_program
+
+    try:
+        program = parse_file(args.file)
+        check(program)
+        text = format_program(program)
+    except FuzzyLogicError as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        return 1
+    sys.stdout.write(text)
+    return 0
