@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 
 
 __all__ = [
-    "compile", "load", "parse", "check", "format_program", "format_formula", "Semantics", "register_operator", "register_preset",
+    "compile", "load", "parse", "check", "format_program", "format_formula", "Semantics",
+    "register_operator", "register_preset",
     "available_operators", "available_presets", "Theory", "Evaluation", "Report", "TruthValue",
     "LogicLoss", "FuzzyLogicError", "SourceError", "ParseError", "CheckError", "IncludeError",
     "SemanticsError", "RuleSemanticsError", "FactError",

@@ -364,17 +364,17 @@ def _body_info(node) -> Tuple[bool, bool, bool]:
 def _full_axes(node) -> frozenset:
     """The scope axes on which ``node``'s value surely has its full size (on the
     others it may be broadcast, size 1): an atom's variables' axes (validated
-    sizes), the union for a connective, those of the body a quantifier keeps
-    (its guard and domain masks ignored: they may be absent)."""
+    sizes), the union for a connective; none for a quantifier, a constant or an
+    unknown node."""
     if isinstance(node, AtomNode):
         return frozenset(d for d, i in enumerate(node.index) if d and i is not None)
     if isinstance(node, NotNode):
         return _full_axes(node.child)
     if isinstance(node, (BinaryNode, DualNode, IffNode)):
         return _full_axes(node.left) | _full_axes(node.right)
-    if isinstance(node, QuantNode) and node.body is not None:
-        return frozenset(d for d in _full_axes(node.body) if d < node.outer_rank)
-    return frozenset()  # a constant, or an unknown node
+    # (a quantifier over an empty domain, or under a guard that is zero everywhere
+    # on the sparse path, returns its identity as a broadcast constant)
+    return frozenset()
 
 
 def apply_unary(spec, x: TruthValue) -> TruthValue:

@@ -289,7 +289,11 @@ class _Builder:
             if form == "name":
                 out.append((k, str(vtok.value)))
             elif form == "call":
-                out.append((k, (str(vtok.value), self._number(value[2]))))
+                param = self._number(value[2])
+                if not math.isfinite(param):
+                    raise self._error(CheckError, f"the parameter of '{vtok.value}' must be a "
+                                     f"finite number, got {value[2].value}", value[2])
+                out.append((k, (str(vtok.value), param)))
             else:
                 raise self._error(CheckError, f"option '{k}' takes an operator name such as "
                                  f"'product' or 'pmean_error(2)', got {vtok.value}", vtok)

@@ -490,7 +490,6 @@ class _Context:
     # ---------------------------------------------- validation
     def _prepare(self, bindings: Mapping[str, object], domains, validate: bool):
         th = self.theory
-        preds, consts = th.predicates, th.constants
         # The host checks of names, shapes, dtypes and devices depend on the
         # bindings' signature only: done once per signature (they cost more
         # than the rest of a small loss), again for any new shape or dtype.

@@ -118,6 +118,12 @@ def test_softmax_argument_is_the_index_of_the_named_sort():
     assert p.predicates[1].input == "prob" and p.predicates[1].softmax_arg is None
 
 
+def test_an_operator_parameter_must_be_finite():
+    with pytest.raises(CheckError) as e:
+        parse("rule r [forall = pmean_error(1e999)]: true")
+    assert "must be a finite number, got 1e999" in str(e.value) and e.value.column == 30
+
+
 def test_softmax_by_position_for_a_sort_that_two_arguments_share():
     p = parse("predicate rel(class, class) softmax(2)\npredicate one(pixel, class) softmax(1)")
     assert p.predicates[0].softmax_arg == 1 and p.predicates[1].softmax_arg == 0

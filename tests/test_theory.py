@@ -367,3 +367,33 @@ def test_a_variable_only_the_guard_uses_still_counts_in_the_body(semantics):
         assert torch.allclose(out[name], torch.tensor(ref[name], dtype=torch.float64)), name
     roots = {p.name: p.root for p in th._plans}
     assert not roots["r"].covers and roots["both"].covers
+
+
+@pytest.mark.parametrize("semantics", ["log_product", "product", "godel"])
+def test_a_nested_quantifier_over_nothing_still_counts_every_outer_element(semantics):
+    # An inner quantifier over an empty sort, or under a guard that is zero everywhere
+    # (the CPU's sparse path), returns its identity as a broadcast constant: the outer
+    # reduction must still count all its elements (values, gradients, with or without
+    # a domain mask, sparse or dense), as the brute-force reference does.
+    from fuzzylogic import reference, sparse
+
+    text = ("sort s\nsort t\nsort u\npredicate g(s)\npredicate p(s, t, u)\npredicate h(t, u)\n"
+            "rule empty [loss = log]: forall a: forall x: (exists y: p(a, x, y)) and g(a)\n"
+            "rule zero_guard [loss = log]: forall a in g(a): forall x: exists y in h(x, y): "
+            "p(a, x, y) and g(a)\n")
+    th = fl.compile(text, semantics)
+    torch.manual_seed(0)
+    for ny, h in ((0, torch.zeros(1, 5, 0)), (4, torch.zeros(1, 5, 4))):
+        g = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
+        facts = dict(g=g, p=torch.rand(2, 3, 5, ny, dtype=torch.float64), h=h.double())
+        ref = reference.evaluate(text, {k: v.detach() for k, v in facts.items()},
+                                 semantics=semantics)
+        out = th.truth(**facts)
+        for name in ("empty", "zero_guard"):
+            assert torch.allclose(out[name], torch.tensor(ref[name], dtype=torch.float64)), (ny, name)
+        grads = []
+        for doms, on in (({}, True), ({"t": torch.ones(1, 5)}, True), ({}, False)):
+            with sparse.sparse_guards(on):
+                (grad,) = torch.autograd.grad(th.loss(domains=doms, **facts), g)
+            grads.append(grad)
+        assert all(torch.allclose(grads[0], x) for x in grads[1:]), ny
