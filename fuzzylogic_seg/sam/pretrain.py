@@ -75,6 +75,8 @@ class PretrainConfig:
         for k, v in _NEUTRAL.items():
             if d.get(k) == v:
                 d.pop(k)
+        if "low_res_steps" not in d:
+            d.pop("low_res_div", None)  # (meaningless in one stage: not part of the recipe)
         return d
 
     @classmethod
@@ -295,7 +297,8 @@ def _correction_points(rng: np.random.Generator, logits: torch.Tensor, target: t
 
 
 def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, PromptGroup],
-              cfg: PretrainConfig, rng: np.random.Generator) -> Tuple[torch.Tensor, Dict[str, float]]:
+              cfg: PretrainConfig, rng: np.random.Generator
+              ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     dev = model.device
     # bf16 autocast on CUDA (where native) for the encoder and decoder; losses in fp32.
     amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=native_bf16(dev))
