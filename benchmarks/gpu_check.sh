@@ -37,12 +37,15 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 left() { echo $((LIMIT - SECONDS)); }
-step() {  # step SECONDS NAME COMMAND...: run with a limit, if the time is left
+step() {  # step SECONDS NAME COMMAND...: run under a limit of SECONDS, or of what is
+    # left of LIMIT when less (a step cut short says rc=124); skipped under 30 s left
     local t=$1 name=$2; shift 2
     if [[ ! $name =~ ${ONLY:-.} ]]; then return; fi
-    if [ "$(left)" -lt "$t" ]; then echo "skip $name (under ${t}s left)"; return; fi
+    local l; l=$(left)
+    if [ "$l" -lt 30 ]; then echo "skip $name (${l}s left)"; return; fi
+    [ "$l" -lt "$t" ] && t=$l
     timeout "$t" "$@" > "$OUT/$name.log" 2>&1
-    echo "$name rc=$? at ${SECONDS}s"
+    echo "$name rc=$? at ${SECONDS}s (limit ${t}s)"
 }
 # (an array, not a shell function: timeout runs programs only)
 BF=(python3 benchmarks/bench_finetune.py --device "$DEVICE" --steps "$STEPS")
