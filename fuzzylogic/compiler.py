@@ -81,7 +81,7 @@ class AtomNode(Node):
     """
 
     __slots__ = ("pred", "input", "softmax_dims", "steps", "perm", "index", "key", "permutes",
-                 "unsqueezes", "shares", "identity")
+                 "unsqueezes", "shares", "untransformed")
 
     def __init__(self, pred, input, softmax_dims, steps, perm, index):
         self.pred, self.input, self.softmax_dims = pred, input, softmax_dims
@@ -91,7 +91,7 @@ class AtomNode(Node):
         self.permutes = self.perm != tuple(range(len(self.perm)))
         self.unsqueezes = any(i is None for i in self.index)
         self.shares = all(step[0] == "shift" for step in self.steps)  # see __call__
-        self.identity = self.shares and not (self.steps or self.permutes or self.unsqueezes)
+        self.untransformed = self.shares and not (self.steps or self.permutes or self.unsqueezes)
 
     def transform(self, t: torch.Tensor, ctx) -> torch.Tensor:
         for step in self.steps:
@@ -123,7 +123,7 @@ class AtomNode(Node):
             # the predicate shares one truth value, its sigmoid and logs computed once
             # (a shift moves elements, so it commutes with them).
             val = ctx.fact_value(self.pred, self.input)
-            if not self.identity:
+            if not self.untransformed:
                 val = val.view(lambda t: self.transform(t, ctx))
         else:
             t = self.transform(ctx.fact(self.pred), ctx)

@@ -460,12 +460,13 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
                                  betas=(0.9, cfg.beta2), foreach=True)
 
     def next_stage(sam, at: int):
-        """The model, wrapper and optimizer of the stage that starts at `at`."""
-        c = cfg.stage(at)[0]
-        big = build_embedded(c.model)
+        """The model, wrapper and optimizer of the stage that holds step `at`, and
+        that stage (``cfg.stage(at)``), the weights carried over from ``sam``."""
+        stage = cfg.stage(at)
+        big = build_embedded(stage[0].model)
         big.load_state_dict(resize_positional_state(sam.state_dict(), big.state_dict()))
         big = big.to(device).train()
-        return big, PromptableSAM(big), optimizer(big)
+        return big, PromptableSAM(big), optimizer(big), stage
 
     sam = sam.to(device)
     model = PromptableSAM(sam)
@@ -484,8 +485,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
                                   "delete the state file")
         if st.get("img_size", cfg.model.img_size) != stage_cfg.model.img_size:
             # saved in the second stage: continue from there
-            sam, model, opt = next_stage(sam, int(st["step"]))
-            stage_cfg, stage_start, stage_end = cfg.stage(int(st["step"]))
+            sam, model, opt, (stage_cfg, stage_start, stage_end) = next_stage(sam, int(st["step"]))
         load_state_strict(sam, st["model"], spath, what="embedded SAM")
         load_optimizer_state(opt, st["optim"])
         step, total, history = int(st["step"]), int(st["total"]), list(st["history"])
@@ -507,8 +507,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     while step < total:
         t0 = time.perf_counter()
         if step == stage_end:  # coarse to fine: the next stage's size
-            sam, model, opt = next_stage(sam, step)
-            stage_cfg, stage_start, stage_end = cfg.stage(step)
+            sam, model, opt, (stage_cfg, stage_start, stage_end) = next_stage(sam, step)
             batches.close()
             batches = _batches(stage_cfg, step, workers)
         images, groups, rng = next(batches)
