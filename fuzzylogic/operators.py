@@ -614,6 +614,24 @@ def iff_lukasiewicz(a, b):
     return 1.0 - torch.abs(a - b)
 
 
+def _agreement_log(x, y):
+    # Each of the two terms is a product: a sum of logs; their sum is a logaddexp,
+    # exact where a truth is 0 or 1 (its log is floored) and one fused kernel.
+    return TruthValue(p=lambda: x.p * y.p + x.q * y.q, q=lambda: x.p * y.q + x.q * y.p,
+                      lp=lambda: torch.logaddexp(x.lp + y.lp, x.l1p + y.l1p),
+                      l1p=lambda: torch.logaddexp(x.lp + y.l1p, x.l1p + y.lp))
+
+
+@register_operator("equivalence", "agreement", log_form=_agreement_log,
+                   aliases=("probabilistic",))
+def iff_agreement(a, b):
+    """a·b + (1 − a)(1 − b): the probability that a and b agree, read as independent
+    events (BoxInst's pairwise term P(y_i = y_j), Tian et al. 2021). Unlike the
+    product biimplication it is 1/2, not 9/16, at a = b = 1/2, and its log form
+    costs one logaddexp instead of two log(1 − e^x)."""
+    return a * b + (1.0 - a) * (1.0 - b)
+
+
 # ---------------------------------------------------------------- quantifiers
 def _safe_den(den: torch.Tensor):
     """(denominator safe to divide by, mask of non-empty domains).

@@ -144,6 +144,7 @@ OPERATORS = {
     "conjunction": ("godel", "product", "lukasiewicz"),
     "disjunction": ("godel", "product", "lukasiewicz"),
     "implication": ("kleene_dienes", "reichenbach", "lukasiewicz", "godel", "goguen"),
+    "equivalence": ("biimplication", "lukasiewicz", "agreement"),
     "forall": ("min", "mean", "pmean_error", "product", "log_sum_exp"),
     "exists": ("max", "mean", "pmean", "probsum", "log_sum_exp"),
 }
@@ -327,6 +328,8 @@ class _Eval:
             return self.conj(sem, self.impl(sem, a, c, eps), self.impl(sem, c, a, eps), eps)
         if ref[0] == "lukasiewicz":
             return 1.0 - abs(a - c)
+        if ref[0] == "agreement":
+            return a * c + (1.0 - a) * (1.0 - c)
         return _registered_binary("equivalence", ref, a, c)
 
     def conj(self, sem, a, c, eps):

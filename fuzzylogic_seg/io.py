@@ -103,13 +103,16 @@ def _why_unreadable(path: Path, exc: Exception) -> str:
             "an interrupted or redirected download?)")
 
 
+_KERNEL_KEYS = ("foreach", "fused")
+
+
 def load_optimizer_state(opt, state: Any) -> None:
-    """``opt.load_state_dict(state)`` keeping ``opt``'s own ``foreach`` setting: a state
-    saved before the trainers stepped foreach would switch it off (same weights, slower)."""
-    foreach = [g.get("foreach") for g in opt.param_groups]
+    """``opt.load_state_dict(state)`` keeping ``opt``'s own ``foreach`` / ``fused``
+    settings: a state saved by an older version would switch them back (slower)."""
+    kept = [{k: g.get(k) for k in _KERNEL_KEYS if k in g} for g in opt.param_groups]
     opt.load_state_dict(state)
-    for g, f in zip(opt.param_groups, foreach):
-        g["foreach"] = f
+    for g, k in zip(opt.param_groups, kept):
+        g.update(k)
 
 
 def _jsonable(x: Any) -> Any:

@@ -49,6 +49,7 @@ FORMULAS = {
     ("implication", "godel"): lambda a, b: 1.0 if a <= b else b,
     ("implication", "goguen"): lambda a, b: 1.0 if a <= b else b / a,
     ("equivalence", "lukasiewicz"): lambda a, b: 1 - abs(a - b),
+    ("equivalence", "agreement"): lambda a, b: a * b + (1 - a) * (1 - b),
 }
 
 
@@ -518,7 +519,7 @@ def test_get_operator_errors_list_known_names():
 
 
 @pytest.mark.parametrize("kind,name", [("conjunction", "product"), ("disjunction", "product"),
-                                       ("implication", "reichenbach")])
+                                       ("implication", "reichenbach"), ("equivalence", "agreement")])
 def test_complement_logs_of_product_forms_are_exact_for_saturated_logits(kind, name):
     # log(1 - ab), log(a + b - ab), log(1 - a + ab) from float32 logits up to |z| = 40,
     # against float64 references where 1 - p underflows or rounds to 1 in float32
@@ -534,7 +535,8 @@ def test_complement_logs_of_product_forms_are_exact_for_saturated_logits(kind, n
 
     def ref(xi, yi):
         a, b = s(xi), s(yi)
-        t = {"conjunction": a * b, "disjunction": a + b - a * b, "implication": 1 - a + a * b}[kind]
+        t = {"conjunction": a * b, "disjunction": a + b - a * b, "implication": 1 - a + a * b,
+             "equivalence": a * b + (1 - a) * (1 - b)}[kind]
         return float(mpmath.log(t)), float(mpmath.log(1 - t))
 
     want = torch.tensor([[ref(xi, yi) for xi, yi in zip(xr, yr)] for xr, yr in zip(x, y)],
@@ -565,3 +567,46 @@ def test_custom_autograd_functions_under_torch_compile_keep_their_gradients(name
         if a is not None or b is not None:
             torch.testing.assert_close(a, b)
     assert any(t is not None and t.abs().sum() > 0 for t in grads[1])
+
+
+def test_agreement_is_boxinst_pairwise_probability_and_its_log_form_is_one_logaddexp():
+    # P(y_i = y_j) = a b + (1 - a)(1 - b) for independent a, b (Tian et al. 2021, BoxInst):
+    # the log form's values and gradients equal the p form's where the latter is exact
+    g = torch.Generator().manual_seed(5)
+    za = (torch.randn(200, generator=g, dtype=torch.float64) * 4).requires_grad_()
+    zb = (torch.randn(200, generator=g, dtype=torch.float64) * 4).requires_grad_()
+    spec = get_operator("equivalence", "agreement")
+    assert get_operator("equivalence", "probabilistic") is spec
+    v = spec.log_form(TruthValue.from_logits(za), TruthValue.from_logits(zb))
+    a, b = torch.sigmoid(za), torch.sigmoid(zb)
+    want = torch.log(a * b + (1 - a) * (1 - b))
+    torch.testing.assert_close(v.lp, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(v.l1p, torch.log(a * (1 - b) + (1 - a) * b), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(v.p + v.q, torch.ones_like(v.p), rtol=0, atol=1e-12)
+    got = torch.autograd.grad(v.lp.sum(), (za, zb))
+    ref = torch.autograd.grad(want.sum(), (za, zb))
+    for x, y in zip(got, ref):
+        torch.testing.assert_close(x, y, rtol=1e-8, atol=1e-12)
+    # symmetric, 1/2 at a = b = 1/2 (the product biimplication gives 9/16 there)
+    assert torch.equal(spec.fn(a, b), spec.fn(b, a))
+    assert float(spec.fn(torch.tensor(0.5), torch.tensor(0.5))) == 0.5
+
+
+def test_agreement_rule_matches_the_reference_evaluator():
+    from fuzzylogic import reference
+
+    text = ("sort s\npredicate a(s)\npredicate b(s)\n"
+            "rule r [equivalence = agreement]: forall x: a(x) <-> b(x)\n"
+            "rule q [equivalence = probabilistic]: exists x: not (a(x) <-> b(x))")
+    g = torch.Generator().manual_seed(1)
+    a, b = (torch.rand(2, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    a[0, 0], b[0, 0], a[1, 1], b[1, 1] = 0.0, 1.0, 1.0, 1.0  # exact truths
+    got = fl.compile(text, semantics="log_product").truth(a=a, b=b)
+    want = reference.evaluate(text, {"a": a, "b": b}, semantics="log_product")
+    for name in ("r", "q"):
+        torch.testing.assert_close(got[name], torch.tensor(want[name], dtype=torch.float64),
+                                   rtol=1e-9, atol=1e-12)
+    # and by hand: the product over x of a b + (1 - a)(1 - b)
+    # (item 0 holds a truth of exactly 0: the log-space product floors it at the tiniest
+    # normal float, as documented)
+    torch.testing.assert_close(got["r"], (a * b + (1 - a) * (1 - b)).prod(1), rtol=1e-10, atol=1e-300)

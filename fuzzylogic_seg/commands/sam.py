@@ -35,9 +35,10 @@ def register(subparsers) -> None:
                           "depends on the machine's speed; one-stage recipes only: without "
                           "--recipe, 'quick')")
     pre.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    pre.add_argument("--workers", type=int, default=0,
+    pre.add_argument("--workers", type=int, default=None,
                      help="processes drawing the synthetic batches ahead (same result; "
-                          "worth it on a GPU, where drawing scenes is the bottleneck)")
+                          "default: none on the CPU, on a GPU, where drawing scenes is the "
+                          "bottleneck, up to 8 of the free cores)")
     pre.add_argument("--iterative-rounds", type=int, default=None,
                      help="corrective-point rounds per step (default 0)")
     pre.add_argument("--eval-images", type=int, default=None, help="held-out scenes (default 96)")
@@ -60,6 +61,19 @@ def register(subparsers) -> None:
     info.add_argument("--sam-checkpoint", type=Path, default=None)
     info.set_defaults(func=_info)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def default_workers(device: str) -> int:
+    """Scene-drawing processes when ``--workers`` is not given: none on the CPU (they
+    would take cores from torch's threads), on a GPU up to 8 of the cores the main
+    process does not use."""
+    import os
+
+    import torch
+
+    if torch.device(device).type == "cpu":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -108,7 +122,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     set_deterministic(True)
     card = pretrain(out, cfg, device=args.device, minutes=args.minutes,
                     progress=not args.no_progress, init=args.init,
-                    workers=args.workers)
+                    workers=default_workers(args.device) if args.workers is None else args.workers)
     print(json.dumps({"weights": str(out), "card": str(card_file), "steps": card["steps"],
                       "train_seconds": card["train_seconds"],
                       "heldout_miou": card.get("heldout", {}).get("miou")}, indent=2))

@@ -190,24 +190,29 @@ def make_batch(rng: np.random.Generator, cfg: PretrainConfig) -> Tuple[List[np.n
             if len(scene.masks):
                 break
         images.append(scene.image)
+        nonzero: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}  # (a region's pixels, found once)
         for _ in range(cfg.prompts_per_image):
-            m = scene.masks[int(rng.integers(len(scene.masks)))]
+            i = int(rng.integers(len(scene.masks)))
+            m = scene.masks[i]
+            nz = nonzero.get(i)
+            if nz is None:
+                nz = nonzero[i] = np.nonzero(m)
             kind = PROMPT_KINDS[int(rng.choice(len(PROMPT_KINDS), p=PROMPT_P))]
             g = groups[kind]
-            box = mask_box(m)
+            box = mask_box(m, nz)
             if rng.random() < cfg.box_jitter_p:
                 box = jitter_box(rng, box, h, w)
             if kind in ("box", "box_point"):
                 g.boxes.append(box)
             if kind in ("box_point", "point"):
-                p, l = sample_points(rng, m, 1, 0)
+                p, l = sample_points(rng, m, 1, 0, nonzero=nz)
                 g.points.append(p)
                 g.labels.append(l)
             if kind == "points":
                 n_pos = int(rng.integers(1, n_points + 1))
-                p, l = sample_points(rng, m, n_pos, n_points - n_pos, near=box)
+                p, l = sample_points(rng, m, n_pos, n_points - n_pos, near=box, nonzero=nz)
                 if len(l) < n_points:  # no room for negatives: pad with positives
-                    p2, l2 = sample_points(rng, m, n_points - len(l), 0)
+                    p2, l2 = sample_points(rng, m, n_points - len(l), 0, nonzero=nz)
                     p, l = np.concatenate([p, p2]), np.concatenate([l, l2])
                 g.points.append(p)
                 g.labels.append(l)
@@ -406,6 +411,11 @@ def _batches(cfg: PretrainConfig, start: int, workers: int):
             yield pending.popleft().get()
 
 
+def _fused_or_foreach(device) -> Dict[str, bool]:
+    """AdamW's fastest kernel on ``device``: fused on CPU and CUDA, else foreach."""
+    return {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {"foreach": True}
+
+
 def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
              minutes: Optional[float] = None, save_every: int = 25, progress: bool = True,
              stop_after: Optional[int] = None, evaluate_result: bool = True,
@@ -455,9 +465,10 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
         init_card = (ckpt0.get("meta") or {}).get("card")
 
     def optimizer(sam):
-        # foreach: the per-tensor loop's arithmetic, batched (same weights; CUDA's default)
+        # fused: one kernel per tensor (a CPU step of the 229 tensors 18 -> 5 ms against
+        # foreach; the same update up to rounding)
         return torch.optim.AdamW(sam.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                 betas=(0.9, cfg.beta2), foreach=True)
+                                 betas=(0.9, cfg.beta2), **_fused_or_foreach(device))
 
     def next_stage(sam, at: int):
         """The model, wrapper and optimizer of the stage that holds step `at`, and

@@ -43,6 +43,35 @@ def test_scenes_are_deterministic_and_well_formed():
     assert (a.masks.reshape(len(a.masks), -1).sum(1) >= 16).all()
 
 
+def test_painting_a_window_equals_painting_the_whole_canvas():
+    # generate_scene paints each shape only inside _blur_window: the matte must be
+    # exactly 0 outside it, the blurred crop equal to the crop of the blurred whole,
+    # and a windowed texture equal to the whole one cropped, with the same draws
+    from fuzzylogic_seg.sam.shapes import _blur_window, _shape, _soft, _texture
+
+    rng = np.random.default_rng(5)
+    for i in range(40):
+        h, w = int(rng.integers(40, 200)), int(rng.integers(40, 200))
+        kind = ("ellipse", "polygon", "blob", "ring", "rect", "thin")[i % 6]
+        # near the border too (shapes are clipped there)
+        m = _shape(rng, kind, h, w, rng.uniform(-0.1, 1.1) * w, rng.uniform(-0.1, 1.1) * h,
+                   rng.uniform(0.05, 0.4) * min(h, w))
+        if not m.any():
+            continue
+        blur = float(rng.choice([0.0, rng.uniform(0.1, 1.0), rng.uniform(1.0, 4.0)]))
+        win = _blur_window(m, blur)
+        whole = _soft(m, blur)
+        outside = np.ones((h, w), bool)
+        outside[win] = False
+        assert not whole[outside].any(), (kind, blur)
+        assert np.array_equal(_soft(m[win], blur), whole[win]), (kind, blur)
+        for seed in range(6):
+            r1, r2 = np.random.default_rng([seed, i]), np.random.default_rng([seed, i])
+            full = _texture(r1, h, w, 10.0)
+            part = _texture(r2, h, w, 10.0, win)
+            assert np.array_equal(part, full[win]) and r1.random() == r2.random()
+
+
 def test_nested_and_low_contrast_regions_occur_and_nest():
     n_nested = n_low = 0
     for i in range(25):
@@ -440,3 +469,14 @@ def test_shipped_weights_are_small_documented_and_reproduce_their_card():
     assert res["miou"]["box"] > 0.3 and res["miou"]["point"] > 0.1
     assert abs(res["miou"]["box"] - card["heldout"]["miou"]["box"]) < 0.15
     assert abs(res["miou"]["box_painted"] - card["heldout"]["miou"]["box_painted"]) < 0.15
+
+
+def test_default_workers_draw_scenes_only_beside_a_gpu(monkeypatch):
+    from fuzzylogic_seg.commands.sam import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert default_workers("cpu") == 0 and default_workers("cuda") == 8
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert default_workers("cuda:0") == 3
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert default_workers("cuda") == 0
