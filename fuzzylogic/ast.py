@@ -109,15 +109,75 @@ class Not:
     pos: Pos = field(default=NOPOS, compare=False)
 
 
-@dataclass(frozen=True)
-class And:
+class _Chain:
+    """And and Or. A flat chain ``a or b or c ...`` (one disjunct per class, say)
+    is a left spine as deep as it is long: equality, hashing, repr and pickling
+    walk it in a loop, where the generated methods would recurse once per term."""
+
+    __slots__ = ()
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        a, b = self, other
+        while isinstance(a, _Chain) and a.__class__ is b.__class__:
+            if a is b:
+                return True
+            if a.right is not b.right and not a.right == b.right:
+                return False
+            a, b = a.left, b.left
+        return a is b or a == b
+
+    def __hash__(self):
+        links = chain(self, _Chain)
+        h = hash(links[0].left)
+        for n in links:
+            h = hash((n.__class__.__name__, h, n.right))
+        return h
+
+    def __repr__(self):
+        links = chain(self, _Chain)
+        parts = [f"{n.__class__.__qualname__}(left=" for n in reversed(links)]
+        parts.append(repr(links[0].left))
+        parts += [f", right={n.right!r}, pos={n.pos!r})" for n in links]
+        return "".join(parts)
+
+    def __reduce__(self):
+        links = chain(self, _Chain)
+        return _unchain, (links[0].left, tuple((n.__class__, n.right, n.pos) for n in links))
+
+
+def _unchain(first, links):
+    f = first
+    for cls, right, pos in links:
+        f = cls(f, right, pos)
+    return f
+
+
+def chain(f, kind=None) -> list:
+    """The nodes of the left spine ``((a op b) op c) ...`` rooted at ``f``, innermost
+    first: ``chain(f)[0].left`` is ``a``, then each node's ``right`` is the next
+    operand. Follows nodes of ``f``'s own class (one connective), or of any
+    subclass of ``kind``."""
+    kind = kind or f.__class__
+    links = []
+    while isinstance(f, kind):
+        links.append(f)
+        f = f.left
+    links.reverse()
+    return links
+
+
+# (eq, hash and repr: _Chain's loops, not the generated recursive ones)
+@dataclass(frozen=True, eq=False, repr=False)
+class And(_Chain):
     left: "Formula"
     right: "Formula"
     pos: Pos = field(default=NOPOS, compare=False)
 
 
-@dataclass(frozen=True)
-class Or:
+@dataclass(frozen=True, eq=False, repr=False)
+class Or(_Chain):
     left: "Formula"
     right: "Formula"
     pos: Pos = field(default=NOPOS, compare=False)

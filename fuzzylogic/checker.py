@@ -197,7 +197,14 @@ class _Checker:
             return f
         if isinstance(f, ast.Not):
             return replace(f, operand=self.formula(f.operand, scope))
-        if isinstance(f, (ast.And, ast.Or, ast.Implies, ast.Iff)):
+        if isinstance(f, (ast.And, ast.Or)):
+            # a long chain `a or b or ...`: its left spine in a loop, operands left to right
+            links = ast.chain(f)
+            out = self.formula(links[0].left, scope)
+            for n in links:
+                out = replace(n, left=out, right=self.formula(n.right, scope))
+            return out
+        if isinstance(f, (ast.Implies, ast.Iff)):
             return replace(f, left=self.formula(f.left, scope), right=self.formula(f.right, scope))
         if isinstance(f, ast.Quantified):
             return self.quantified(f, scope)

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import ast
+from . import ast, chains
 from . import operators as ops
 from . import sparse as _sparse
 from .errors import (CheckError, FuzzyLogicError, IncludeError, RuleSemanticsError,
@@ -195,17 +195,30 @@ class BinaryNode(Node):
         return apply_binary(self.spec, self.params, self.stable, self.left(ctx), self.right(ctx))
 
 
-class DualNode(Node):
-    """A disjunction as the De Morgan dual of a conjunction: 1 - T(1 - a, 1 - b)."""
+class ChainNode(Node):
+    """``a op b op c ...``, a conjunction or disjunction of any length, folded pairwise
+    left to right: ``((a op b) op c) ...`` (a registered operator need not be
+    associative). A flat node: a chain of thousands of terms costs no recursion to
+    build, inspect or evaluate (:mod:`fuzzylogic.chains`). ``dual``: a disjunction
+    as the De Morgan dual of a conjunction, 1 - T(1 - x, 1 - y)."""
 
-    __slots__ = ("left", "right", "spec", "params", "stable")
+    __slots__ = ("operands", "spec", "params", "stable", "dual")
 
-    def __init__(self, left, right, spec, params, stable):
-        self.left, self.right, self.spec, self.params, self.stable = left, right, spec, params, stable
+    def __init__(self, operands, spec, params, stable, dual=False):
+        self.operands, self.spec, self.params = tuple(operands), spec, params
+        self.stable, self.dual = stable, dual
+
+    def _combine(self, x: TruthValue, y: TruthValue) -> TruthValue:
+        if self.dual:
+            x, y = x.negate(), y.negate()
+            return apply_binary(self.spec, self.params, self.stable, x, y).negate()
+        return apply_binary(self.spec, self.params, self.stable, x, y)
 
     def __call__(self, ctx) -> TruthValue:
-        x, y = self.left(ctx).negate(), self.right(ctx).negate()
-        return apply_binary(self.spec, self.params, self.stable, x, y).negate()
+        # operands called in order, each combined as soon as it is there (as the
+        # binary tree would: calls may fill caches, quantifiers may compact)
+        first, rest = self.operands[0], self.operands[1:]
+        return chains.fold(first(ctx), (node(ctx) for node in rest), self._combine, len(rest))
 
 
 class IffNode(Node):
@@ -353,9 +366,12 @@ def _body_info(node) -> Tuple[bool, bool, bool]:
         return True, False, False
     if isinstance(node, NotNode):
         return _body_info(node.child)
-    if isinstance(node, (BinaryNode, DualNode, IffNode)):
+    if isinstance(node, (BinaryNode, IffNode)):
         left, right = _body_info(node.left), _body_info(node.right)
         return left[0] and right[0], True, left[2] or right[2]
+    if isinstance(node, ChainNode):
+        infos = [_body_info(n) for n in node.operands]
+        return all(i[0] for i in infos), True, any(i[2] for i in infos)
     if isinstance(node, QuantNode):
         return False, False, node.sparse
     return False, False, False  # an unknown node: keep it dense
@@ -370,8 +386,10 @@ def _full_axes(node) -> frozenset:
         return frozenset(d for d, i in enumerate(node.index) if d and i is not None)
     if isinstance(node, NotNode):
         return _full_axes(node.child)
-    if isinstance(node, (BinaryNode, DualNode, IffNode)):
+    if isinstance(node, (BinaryNode, IffNode)):
         return _full_axes(node.left) | _full_axes(node.right)
+    if isinstance(node, ChainNode):
+        return frozenset().union(*(_full_axes(n) for n in node.operands))
     # (a quantifier over an empty domain, or under a guard that is zero everywhere
     # on the sparse path, returns its identity as a broadcast constant)
     return frozenset()
@@ -439,21 +457,15 @@ class _Builder:
         if isinstance(f, ast.Not):
             spec, _ = self.spec("negation")
             return NotNode(self.build(f.operand, scope), spec)
-        if isinstance(f, (ast.And, ast.Or, ast.Implies)):
+        if isinstance(f, (ast.And, ast.Or)):
+            # a long chain `a or b or ...`: its left spine in a loop, operands left to right
+            links = ast.chain(f)
+            operands = [self.build(links[0].left, scope)]
+            operands += [self.build(n.right, scope) for n in links]
+            return self.chain(f, operands)
+        if isinstance(f, ast.Implies):
             left, right = self.build(f.left, scope), self.build(f.right, scope)
-            if isinstance(f, ast.Or):
-                ref = self.sem.disjunction
-                if ref is None:  # the dual of the conjunction
-                    cname = self.sem.conjunction[0]
-                    try:
-                        spec = get_operator("disjunction", cname)
-                        return BinaryNode(left, right, spec, tuple(self.sem.conjunction[1:]), self.stable)
-                    except SemanticsError:
-                        spec, params = self.spec("conjunction")
-                        return DualNode(left, right, spec, params, self.stable)
-                spec, params = self.spec("disjunction")
-            else:
-                spec, params = self.spec("conjunction" if isinstance(f, ast.And) else "implication")
+            spec, params = self.spec("implication")
             return BinaryNode(left, right, spec, params, self.stable)
         if isinstance(f, ast.Iff):
             left, right = self.build(f.left, scope), self.build(f.right, scope)
@@ -465,6 +477,22 @@ class _Builder:
         if isinstance(f, ast.Quantified):
             return self.quantified(f, scope)
         raise _error(f"cannot compile {type(f).__name__}", f, self.program)
+
+    def chain(self, f, operands) -> ChainNode:
+        if isinstance(f, ast.Or):
+            ref = self.sem.disjunction
+            if ref is None:  # the dual of the conjunction
+                cname = self.sem.conjunction[0]
+                try:
+                    spec = get_operator("disjunction", cname)
+                    return ChainNode(operands, spec, tuple(self.sem.conjunction[1:]), self.stable)
+                except SemanticsError:
+                    spec, params = self.spec("conjunction")
+                    return ChainNode(operands, spec, params, self.stable, dual=True)
+            spec, params = self.spec("disjunction")
+        else:
+            spec, params = self.spec("conjunction")
+        return ChainNode(operands, spec, params, self.stable)
 
     def inner_scope(self, f: ast.Quantified, scope):
         if len(f.sorts) != len(f.variables):
@@ -652,7 +680,10 @@ def _unchecked(f) -> bool:
                 or (f.guard is not None and _unchecked(f.guard)))
     if isinstance(f, ast.Not):
         return _unchecked(f.operand)
-    if isinstance(f, (ast.And, ast.Or, ast.Implies, ast.Iff)):
+    if isinstance(f, (ast.And, ast.Or)):  # (a chain's left spine in a loop)
+        links = ast.chain(f)
+        return _unchecked(links[0].left) or any(_unchecked(n.right) for n in links)
+    if isinstance(f, (ast.Implies, ast.Iff)):
         return _unchecked(f.left) or _unchecked(f.right)
     return False
 

@@ -55,7 +55,8 @@ CONNECTIVE_OPTIONS = (
 RULE_OPTIONS = ("weight", "semantics") + CONNECTIVE_OPTIONS + ("loss",)
 LOSS_KINDS = ("linear", "log")
 
-# Deepest formula nesting accepted: an atom is 1 deep, `not a` 2, `a and b and c` 3.
+# Deepest formula nesting accepted: an atom is 1 deep, `not a` 2, `a and (b or c)` 3; a
+# flat chain of one connective is one level: `a and b and c` is 2 deep, however long.
 MAX_NESTING = 100
 
 
@@ -143,8 +144,9 @@ class _Builder:
             return self._integer(tok)
         return float(tok.value)
 
-    def _nest(self, node, *children):
+    def _nest(self, node, *children, floor: int = 0):
         depth = 1 + max((self._depth.get(id(c), 1) for c in children if c is not None), default=0)
+        depth = max(depth, floor)
         if depth > MAX_NESTING:
             raise self._error(
                 ParseError, f"formula nested more than {MAX_NESTING} levels deep", node.pos,
@@ -320,7 +322,12 @@ class _Builder:
     # -- formulas
     def _binary(self, cls, meta, children):
         left, _, right = children
-        return self._nest(cls(left, right, pos=self._mpos(meta)), left, right)
+        node = cls(left, right, pos=self._mpos(meta))
+        if cls in (ast.And, ast.Or) and type(left) is cls:
+            # `a or b or c`: a flat chain is one level deep however long (every pass
+            # walks its left spine in a loop: ast.chain)
+            return self._nest(node, right, floor=self._depth[id(left)])
+        return self._nest(node, left, right)
 
     def iff(self, meta, children):
         return self._binary(ast.Iff, meta, children)

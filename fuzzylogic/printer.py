@@ -28,8 +28,8 @@ def _level(f: ast.Formula) -> int:
 
 def _fmt(f: ast.Formula, slot: int) -> str:
     """``f`` where an operand of at least strength ``slot`` may stand."""
-    # (a loop over the left spine would spare the stack; formulas deeper than the
-    # parser's nesting limit cannot be read back anyway)
+    # (a chain `a or b or ...` in a loop: it may be thousands of terms long; other
+    # formulas deeper than the parser's nesting limit cannot be read back anyway)
     if isinstance(f, ast.Atom):
         s = f"{f.predicate}({', '.join(str(t) for t in f.args)})"
     elif isinstance(f, ast.Truth):
@@ -39,10 +39,10 @@ def _fmt(f: ast.Formula, slot: int) -> str:
         s = "true" if f.value == 1.0 else "false"
     elif isinstance(f, ast.Not):
         s = f"not {_fmt(f.operand, _NOT)}"
-    elif isinstance(f, ast.And):
-        s = f"{_fmt(f.left, _AND)} and {_fmt(f.right, _NOT)}"
-    elif isinstance(f, ast.Or):
-        s = f"{_fmt(f.left, _OR)} or {_fmt(f.right, _AND)}"
+    elif isinstance(f, (ast.And, ast.Or)):  # left-associative
+        word, right = (" and ", _NOT) if isinstance(f, ast.And) else (" or ", _AND)
+        links = ast.chain(f)
+        s = word.join([_fmt(links[0].left, _level(f))] + [_fmt(n.right, right) for n in links])
     elif isinstance(f, ast.Implies):  # right-associative: a -> b -> c is a -> (b -> c)
         s = f"{_fmt(f.left, _OR)} -> {_fmt(f.right, _IMPLIES)}"
     elif isinstance(f, ast.Iff):

@@ -282,7 +282,14 @@ class _Eval:
             import torch
             from .operators import get_operator
             return float(get_operator("negation", sem.negation[0]).fn(torch.tensor(a, dtype=torch.float64)))
-        if isinstance(f, (ast.And, ast.Or, ast.Implies, ast.Iff)):
+        if isinstance(f, (ast.And, ast.Or)):
+            # a long chain `a or b or ...`: pairwise, left to right, in a loop
+            links = ast.chain(f)
+            a = self.ev(links[0].left, env, b, sem)
+            for n in links:
+                a = self.binary(n, a, self.ev(n.right, env, b, sem), sem, eps)
+            return a
+        if isinstance(f, (ast.Implies, ast.Iff)):
             a = self.ev(f.left, env, b, sem)
             c = self.ev(f.right, env, b, sem)
             return self.binary(f, a, c, sem, eps)

@@ -247,6 +247,30 @@ def test_programs_built_by_hand_are_checked_too():
         check(p2)
 
 
+@pytest.mark.parametrize("word", ["or", "and"])
+def test_a_chain_of_2000_terms_is_checked_operand_by_operand(word):
+    # sorts inferred through the whole chain, whose shape and positions are kept
+    terms = f" {word} ".join(["cup(p)", "inside(p, b)"] * 1000)
+    program = check(parse(HEAD + f"rule r: forall p, b: {terms}"))
+    q = program.rules[0].formula
+    assert q.sorts == ("pixel", "box")
+    links = ast.chain(q.body)
+    assert len(links) == 1999 and links[-1].right == Atom("inside", (Term("p"), Term("b")))
+    assert links[-1].right.pos.column == len(f"rule r: forall p, b: {terms}") - 11
+    # the errors of the last operand are found, at their place, and in text order
+    for body, at, message in [
+            (f"rule r: forall p: {terms.replace('inside(p, b)', 'disc(p)')} {word} dics(p)",
+             "dics(p)", "unknown predicate 'dics'"),
+            (f"rule r: forall p: cup(p) {word} seg(bg, p) {word} {terms}", "b)",
+             "unknown name 'b'")]:
+        with pytest.raises(CheckError, match=message) as info:
+            check(parse(HEAD + body))
+        err = info.value
+        assert (err.line - N_HEAD, err.column) == (1, body.index(at) + 1)
+        src, caret = err.context().split("\n")  # (a window around the column)
+        assert src[caret.index("^"):].startswith(at)
+
+
 def test_parse_and_check_take_milliseconds():
     from test_parser import DESIGN_EXAMPLE  # tests/ is on sys.path (rootdir conftest)
     check(parse(DESIGN_EXAMPLE))

@@ -350,3 +350,47 @@ def test_offsets_compile_under_torch_compile():
     compiled = torch.compile(lambda t: th.loss(m=t, validate=False), backend="aot_eager",
                              fullgraph=True)(z)
     torch.testing.assert_close(compiled, eager)
+
+
+@pytest.mark.parametrize("word", ["or", "and"])
+@pytest.mark.parametrize("semantics", ["log_product", "godel"])
+def test_a_chain_of_2000_terms_compiles_and_evaluates(word, semantics):
+    # one disjunct per class: a flat chain is no deep nesting, and nothing recurses
+    # once per term (the recursion limit stays 1000)
+    n = 2000
+    preds = "".join(f"predicate a{i}(s)\n" for i in range(n))
+    terms = f" {word} ".join(f"a{i}(x)" for i in range(n))
+    th = fl.compile(f"sort s\n{preds}rule r: forall x: {terms}\n", semantics)
+    small = r64(n, 2, 3) * (1e-3 if word == "or" else 5e-4)  # products far from 0 and 1
+    a = (small if word == "or" else 1.0 - small).requires_grad_()
+    facts = {f"a{i}": a[i] for i in range(n)}
+    ev = th.evaluate(**facts)
+    got_grad, = torch.autograd.grad(ev.loss, a)
+    # the same in plain torch: pairwise left to right is, for these, all at once
+    b = a.detach().clone().requires_grad_()
+    if semantics == "godel":  # max / min, forall min
+        chain = b.max(0).values if word == "or" else b.min(0).values
+        truth = chain.min(1).values
+        loss = (1.0 - truth).mean()
+    else:  # probsum / product, forall product, loss -log
+        chain = 1.0 - (1.0 - b).prod(0) if word == "or" else b.prod(0)
+        truth = chain.prod(1)
+        loss = -truth.log().mean()
+        assert 0.1 < float(truth.detach().min()) and float(truth.detach().max()) < 0.9
+    want_grad, = torch.autograd.grad(loss, b)
+    torch.testing.assert_close(ev.truth["r"], truth.detach(), rtol=1e-10, atol=0)
+    torch.testing.assert_close(ev.loss, loss.detach(), rtol=1e-10, atol=0)
+    assert torch.isfinite(got_grad).all()
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-8, atol=1e-12)
+
+
+def test_a_long_chain_plan_is_flat():
+    # plan nodes (and what QuantNode reads of its body) are built in loops
+    n = 2000
+    text = ("sort s\npredicate a(s)\npredicate b(s)\nrule r: forall x: "
+            + " or ".join(["a(x) and b(x)"] * n))
+    root = fl.compile(text)._plans[0].root
+    assert isinstance(root.body, compiler.ChainNode) and len(root.body.operands) == n
+    assert all(isinstance(o, compiler.ChainNode) and len(o.operands) == 2
+               for o in root.body.operands)
+    assert root.elementwise and root.heavy and root.covers

@@ -1,8 +1,10 @@
 """The rule language's parser: constructs -> AST, precedence, positions, errors, includes."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
+import pickle
 import time
 
 import pytest
@@ -371,10 +373,59 @@ def test_deep_nesting_is_a_parse_error_not_a_crash():
     assert "nested more than" in err.message
     t0 = time.perf_counter()
     raises(ParseError, "rule r: " + "not " * 20_000 + "a(x)")
-    raises(ParseError, "rule r: " + " and ".join(["a(x)"] * 2000))
+    raises(ParseError, "rule r: " + "(a(x) and " * 2000 + "a(x)" + ")" * 2000)
     assert time.perf_counter() - t0 < 20
     # parentheses alone do not nest the AST
     assert formula("(" * 3000 + "a(x)" + ")" * 3000) == A("a", "x")
+
+
+def chain_of(cls, operands):
+    """The left-nested tree ((a op b) op c) ..., built in a loop."""
+    f = operands[0]
+    for g in operands[1:]:
+        f = cls(f, g)
+    return f
+
+
+@pytest.mark.parametrize("word, cls", [("or", Or), ("and", And)])
+def test_a_flat_chain_is_one_level_however_long(word, cls):
+    atoms = [A(f"a{i}", "x") for i in range(2000)]
+    f = formula(f" {word} ".join(f"a{i}(x)" for i in range(2000)))
+    assert f == chain_of(cls, atoms)  # left-associative, as a short chain
+    links = ast.chain(f)
+    assert len(links) == 1999 and links[0].left == atoms[0]
+    assert [n.right for n in links] == atoms[1:]
+    assert links[-1].right.pos.column == 9 + sum(len(f"a{i}(x) {word} ") for i in range(1999))
+    # the AST's own methods walk the chain in a loop
+    other = chain_of(cls, atoms)
+    assert hash(f) == hash(other) and f != chain_of(cls, atoms[:-1] + [A("b", "x")])
+    assert f != chain_of(And if cls is Or else Or, atoms)
+    assert repr(f).startswith(f"{cls.__name__}(left={cls.__name__}(left=")
+    assert pickle.loads(pickle.dumps(f)) == f and copy.deepcopy(f) == f
+    short = cls(cls(atoms[0], atoms[1]), Not(atoms[2]), ast.Pos("s", 1, 2, 3, 4))
+    assert repr(short) == (f"{cls.__name__}(left={cls.__name__}(left={atoms[0]!r}, "
+                           f"right={atoms[1]!r}, pos={ast.NOPOS!r}), right={Not(atoms[2])!r}, "
+                           f"pos={ast.Pos('s', 1, 2, 3, 4)!r})")
+    # a chain whose operands are chains of the other connective: 3 levels
+    mixed = formula(" or ".join("a(x) and b(x)" for _ in range(1000)))
+    assert mixed == chain_of(Or, [And(A("a", "x"), A("b", "x"))] * 1000)
+
+
+def test_a_chain_counts_one_level_and_real_nesting_still_counts():
+    chain = " or ".join(["a(x)"] * 500)  # 2 levels
+    ok = "not " * (MAX_NESTING - 2) + f"({chain})"
+    assert isinstance(formula(ok), Not)
+    err = raises(ParseError, "rule r: not " + ok)
+    assert "nested more than" in err.message
+    # right-nested (parenthesised) chains and `not`s are real nesting, with their place
+    for text, word in [("(a(x) or " * 300 + "a(x)" + ")" * 300, "a(x)"),
+                       ("a(x) and (" * 300 + "a(x)" + ")" * 300, "a(x)"),
+                       ("not " * 300 + "a(x)", "not")]:
+        err = raises(ParseError, "rule r: " + text)
+        assert f"formula nested more than {MAX_NESTING} levels deep" in err.message
+        src, col = caret_of(err)
+        assert err.line == 1 and src[col - 1:].startswith(word), text
+        assert "^" in err.context()
 
 
 def test_long_lines_are_shown_as_a_window_around_the_column():

@@ -99,3 +99,26 @@ def test_a_softmax_over_one_of_two_same_sorted_arguments_prints_by_position():
     prog = ast.Program(sorts=(ast.SortDecl("class"),), predicates=(rel,))
     assert "predicate rel(class, class) softmax(2)" in format_program(prog)
     assert parse(format_program(prog)).predicates == (rel,)
+
+
+@pytest.mark.parametrize("word", ["or", "and"])
+def test_a_chain_of_2000_terms_prints_flat_and_reads_back(word):
+    n = 2000
+    preds = "".join(f"predicate a{i}(s)\n" for i in range(n))
+    # operands that need parentheses (the other connective, a quantifier) and some
+    # that do not (`not`, the tighter connective)
+    other = "and" if word == "or" else "or"
+    terms = [f"a{i}(x)" for i in range(n)]
+    terms[5] = f"(a5(x) {other} a4(x))" if word == "and" else f"a5(x) {other} a4(x)"
+    terms[7] = "not a7(x)"
+    terms[9] = "(exists y: a9(y))"
+    text = f"sort s\n{preds}rule r: forall x: {f' {word} '.join(terms)}\n"
+    prog = parse(text)
+    out = format_program(prog)
+    assert out.splitlines()[-1] == f"rule r: forall x: {f' {word} '.join(terms)}"
+    _same(parse(out), prog)
+    # a chain under `not`, or on the right of its own connective, keeps its parentheses
+    chain = f" {word} ".join(terms[:300])
+    for f in (f"not ({chain})", f"a0(x) {word} ({chain})"):
+        g = parse(f"rule r: {f}").rules[0].formula
+        assert format_formula(g) == f

@@ -94,3 +94,41 @@ def test_registered_operators_fall_back_to_their_tensor_function():
     text = "predicate a()\npredicate b()\nrule r [implication = reference_test_dienes]: a() -> b()"
     out = reference.evaluate(text, {"a": T([0.8]), "b": T([0.3])})
     assert out["r"] == [pytest.approx(0.3)]
+
+
+@pytest.mark.parametrize("word", ["or", "and"])
+def test_a_chain_of_300_terms_matches_the_compiled_theory(word):
+    n = 300
+    preds = "".join(f"predicate a{i}(s) logits\n" for i in range(n))
+    text = f"sort s\n{preds}rule r: exists x: " + f" {word} ".join(f"a{i}(x)" for i in range(n))
+    g = torch.Generator().manual_seed(5)
+    # logits around +-7: chains of 300 stay away from 0 and 1
+    shift = 7.0 if word == "and" else -7.0
+    f = {f"a{i}": torch.randn(2, 3, generator=g, dtype=torch.float64) + shift for i in range(n)}
+    for sem in ("product", "log_product", "godel", "lukasiewicz"):
+        got = fl.compile(text, sem).truth(**f)["r"]
+        want = reference.evaluate(text, f, semantics=sem)["r"]
+        assert got.tolist() == pytest.approx(want, abs=1e-9), sem
+
+
+def test_a_chain_is_folded_pairwise_left_to_right():
+    # a registered operator need not be associative (nor commutative): a chain is
+    # ((a0 op a1) op a2) ..., in the reference and in the compiled theory alike
+    @fl.register_operator("conjunction", "reference_test_lopsided")
+    def lopsided(a, b):
+        return (a + b * b) / 2
+
+    n = 300
+    preds = "".join(f"predicate a{i}()\n" for i in range(n))
+    text = (f"{preds}rule r [conjunction = reference_test_lopsided]: "
+            + " and ".join(f"a{i}()" for i in range(n)))
+    g = torch.Generator().manual_seed(6)
+    f = {f"a{i}": torch.rand(2, generator=g, dtype=torch.float64) for i in range(n)}
+    want = []
+    for b in range(2):
+        v = float(f["a0"][b])
+        for i in range(1, n):
+            v = (v + float(f[f"a{i}"][b]) ** 2) / 2
+        want.append(v)
+    assert reference.evaluate(text, f)["r"] == pytest.approx(want, abs=1e-12)
+    assert fl.compile(text).truth(**f)["r"].tolist() == pytest.approx(want, abs=1e-12)

@@ -185,6 +185,28 @@ def test_default_thresholds_compact_only_sparse_heavy_bodies(compactions):
     assert compactions == [(3, 2)]
 
 
+@pytest.mark.parametrize("word", ["or", "and"])
+def test_a_chain_of_2000_terms_is_compacted_like_any_body(word, compactions):
+    # one disjunct per class under a sparse guard: the compiler's look at the body
+    # (elementwise, heavy, full axes) and the compacted evaluation, in loops
+    n = 2000
+    text = ("sort region\nsort row\npredicate ov(region, region)\n"
+            + "".join(f"predicate m{i}(region, row) logits\n" for i in range(n))
+            + "rule r: forall a, b in ov(a, b): forall r: "
+            + f" {word} ".join(f"m{i}(a, r)" if i % 2 else f"m{i}(b, r)" for i in range(n)))
+    th = fl.compile(text, "log_product")
+    gen = torch.Generator().manual_seed(2)
+    ov = torch.zeros(2, 3, 3)
+    ov[0, 0, 1] = ov[1, 2, 0] = 1.0
+    shift = -9.0 if word == "or" else 9.0  # chains far from 0 and 1
+    facts = {f"m{i}": torch.randn(2, 3, 4, generator=gen, dtype=torch.float64) + shift
+             for i in range(n)}
+    ev = assert_identical(th, dict(facts, ov=ov), {}, ("m0", f"m{n - 1}"))
+    assert compactions == [(3, 2)]
+    t = ev.truth["r"].detach()
+    assert 0.01 < float(t.min()) and float(t.max()) < 0.99
+
+
 def test_dense_switch_and_weights_that_need_gradients(compactions, always_compact):
     th = fl.compile(RULES, "log_product")
     facts, domains = fixed_facts()

@@ -397,3 +397,17 @@ def test_a_nested_quantifier_over_nothing_still_counts_every_outer_element(seman
                 (grad,) = torch.autograd.grad(th.loss(domains=doms, **facts), g)
             grads.append(grad)
         assert all(torch.allclose(grads[0], x) for x in grads[1:]), ny
+
+
+def test_a_theory_with_a_chain_of_2000_terms_pickles_and_compiles_again():
+    # pickled as its program: the AST's pickling walks the chain in a loop
+    import pickle
+
+    n = 2000
+    text = ("sort s\n" + "".join(f"predicate a{i}(s)\n" for i in range(n))
+            + "rule r: forall x: " + " or ".join(f"a{i}(x)" for i in range(n)))
+    th = fl.compile(text)
+    again = pickle.loads(pickle.dumps(th))
+    assert again.program == th.program and hash(again.program) == hash(th.program)
+    facts = {f"a{i}": torch.full((1, 2), 1e-4, dtype=torch.float64) for i in range(n)}
+    assert torch.equal(again.truth(**facts)["r"], th.truth(**facts)["r"])
