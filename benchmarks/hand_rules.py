@@ -2,9 +2,9 @@
 
 What a careful person would write without the rule language, for the facts
 and domains that ``LogicFineTuner.facts`` builds: log-sigmoids of the mask
-logits, ``log(1 - e^x)`` for the Reichenbach implications, ``logaddexp`` for
-the agreement equivalence, weighted sums of logs for the product ∀ (SBR's
-``log_product`` semantics, loss ``-log t`` averaged over the batch). Two uses:
+logits, ``log(1 - e^x)`` for the Reichenbach implications, weighted sums of
+logs for the product ∀ (SBR's ``log_product`` semantics, loss ``-log t``
+averaged over the batch). Two uses:
 
 * ``bench_finetune.py --hand`` times it side by side with the compiled rule
   file inside the same training steps: how much the compiler costs over hand
@@ -38,11 +38,6 @@ def _implies(lp_a: Tensor, l1p_b: Tensor) -> Tensor:
     return log1mexp(lp_a + l1p_b)
 
 
-def _agree(lp_a: Tensor, l1p_a: Tensor, lp_b: Tensor, l1p_b: Tensor) -> Tensor:
-    """log(a b + (1 - a)(1 - b)): the log truth of a <-> b as agreement."""
-    return torch.logaddexp(lp_a + lp_b, l1p_a + l1p_b)
-
-
 def _grid(domains: Dict[str, Tensor], dtype) -> Tensor:
     """[B, H, W]: 1 on the grid cells inside the image."""
     return domains["row"].to(dtype)[:, :, None] * domains["col"].to(dtype)[:, None, :]
@@ -74,7 +69,7 @@ def _finish(rows: Dict[str, Tensor], weights: Dict[str, float]):
 
 VOC_BOXES_WEIGHTS = {
     "outside_is_background": 0.02, "inside_box": 0.02, "box_rows": 1.0, "box_cols": 1.0,
-    "exclusive": 0.02, "smooth_right": 0.1, "smooth_down": 0.1, "bg_colour": 0.02,
+    "exclusive": 0.02, "smooth_right": 0.3, "smooth_down": 0.3, "bg_colour": 0.02,
     "fg_colour": 0.02, "keep_fg": 0.1, "keep_bg": 0.1,
 }
 
@@ -104,10 +99,10 @@ def voc_boxes(facts: Dict[str, Tensor], domains: Dict[str, Tensor]):
     pair = facts["overlap"] * valid[:, :, None] * valid[:, None, :]  # [B, R, R]
     both = log1mexp(lp[:, :, None] + lp[:, None])  # log(1 - a b) [B, R, R, H, W]
     rows["exclusive"] = (pair[..., None, None] * grid[:, None, None] * both).sum((1, 2, 3, 4))
-    rows["smooth_right"] = (facts["similar_right"][:, None] * cells
-                            * _agree(lp, l1p, lp_r, l1p_r)).sum(s)
-    rows["smooth_down"] = (facts["similar_down"][:, None] * cells
-                           * _agree(lp, l1p, lp_d, l1p_d)).sum(s)
+    rows["smooth_right"] = (facts["similar_right"][:, None] * cells * (
+        _implies(lp, l1p_r) + _implies(lp_r, l1p))).sum(s)
+    rows["smooth_down"] = (facts["similar_down"][:, None] * cells * (
+        _implies(lp, l1p_d) + _implies(lp_d, l1p))).sum(s)
     rows["bg_colour"] = (bglike * cells * l1p).sum(s)
     rows["fg_colour"] = (inbox * (1 - bglike) * cells * lp).sum(s)
     rows["keep_fg"] = (facts["zs_fg"] * cells * lp).sum(s)
