@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     # (names checked against sam.pretrain.RECIPES when the command runs: importing
     # it here would load torch for every fuzzyseg command)
     pre.add_argument("--recipe", default=None, metavar="NAME",
-                     help="named recipe (docs/SAM.md): 'fast' (default; ~9 min on one CPU "
+                     help="named recipe (docs/SAM.md): 'fast' (default; ~8 min on one CPU "
                           "thread, its first 900 steps at half size; a better held-out box mIoU "
                           "than the shipped weights), 'quick' (~14 min, as good, one stage) or "
                           "'long' (the shipped weights' recipe, ~1 h); an unknown name lists "
