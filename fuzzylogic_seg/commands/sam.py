@@ -105,7 +105,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             if v < 0 or (name in ("steps", "images_per_step", "prompts_per_image") and v == 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
             setattr(cfg, name, v)
-    cfg.check()
+    cfg.check(args.minutes)  # (before the reuse check: a bad request is an error either way)
     out = args.out or cache_dir() / EMBEDDED_FILENAME
     card_file = card_path(out)
     if out.is_file() and card_file.is_file() and not args.force and args.init is None:

@@ -89,8 +89,13 @@ class PretrainConfig:
         return cls(model=model, **d)
 
 
-    def check(self) -> None:
-        """ConfigError for a recipe that cannot run."""
+    def check(self, minutes: Optional[float] = None) -> None:
+        """ConfigError for a recipe that cannot run (with a time budget of ``minutes``)."""
+        if minutes is not None and self.low_res_steps:
+            # (the budget fixes the step count after a few timed steps: of one stage)
+            raise ConfigError(f"a time budget (--minutes) needs a one-stage recipe (e.g. --recipe "
+                              f"{ONE_STAGE_RECIPE}); this one has {self.low_res_steps} "
+                              "low-resolution steps")
         if not 0 <= self.low_res_steps < self.steps:
             raise ConfigError(f"low_res_steps must be in [0, steps={self.steps}), "
                               f"got {self.low_res_steps}")
@@ -438,11 +443,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     """
     from tqdm import tqdm
 
-    cfg.check()
-    if minutes is not None and cfg.low_res_steps:
-        raise ConfigError(f"a time budget (--minutes) needs a one-stage recipe (e.g. --recipe "
-                          f"{ONE_STAGE_RECIPE}); this one has {cfg.low_res_steps} "
-                          "low-resolution steps")
+    cfg.check(minutes)
     out = Path(out)
     spath = state_path(out)
     recipe = cfg.to_dict()

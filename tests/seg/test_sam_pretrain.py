@@ -374,6 +374,9 @@ def test_a_time_capped_run_is_neither_resumed_nor_reused_as_the_full_recipe(tmp_
     assert ran == []  # reused
     main(argv(capped))
     assert ran == [capped]  # trained: its card holds fewer steps than the recipe
+    # a time budget for a two-stage recipe is refused, even where its weights exist
+    assert main(argv(full, "--recipe", "fast", "--minutes", "1")) != 0
+    assert ran == [capped]
 
 
 def test_correction_points_for_a_region_thinner_than_a_low_res_cell():
