@@ -37,8 +37,8 @@ def register(subparsers) -> None:
     pre.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     pre.add_argument("--workers", type=int, default=None,
                      help="processes drawing the synthetic batches ahead (same result; "
-                          "default: none on the CPU, on a GPU, where drawing scenes is the "
-                          "bottleneck, up to 8 of the free cores)")
+                          "default: on the CPU one from 4 cores up, on a GPU, where drawing "
+                          "scenes is the bottleneck, up to 8 of the free cores)")
     pre.add_argument("--iterative-rounds", type=int, default=None,
                      help="corrective-point rounds per step (default 0)")
     pre.add_argument("--eval-images", type=int, default=None, help="held-out scenes (default 96)")
@@ -64,16 +64,20 @@ def register(subparsers) -> None:
 
 
 def default_workers(device: str) -> int:
-    """Scene-drawing processes when ``--workers`` is not given: none on the CPU (they
-    would take cores from torch's threads), on a GPU up to 8 of the cores the main
-    process does not use."""
+    """Scene-drawing processes when ``--workers`` is not given. On a GPU, where
+    drawing scenes is the bottleneck, up to 8 of the cores the main process does
+    not use. On the CPU one from 4 cores up: the step's torch work spreads over
+    the cores while drawing a step's scenes (~25-70 ms of numpy) stays serial;
+    with fewer cores a worker would take too large a share from torch. (The
+    batches, hence the weights, are the same whatever the number.)"""
     import os
 
     import torch
 
+    cores = os.cpu_count() or 1
     if torch.device(device).type == "cpu":
-        return 0
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+        return 1 if cores >= 4 else 0
+    return max(0, min(8, cores - 1))
 
 
 def _pretrain(args: argparse.Namespace) -> int:

@@ -474,12 +474,14 @@ def test_shipped_weights_are_small_documented_and_reproduce_their_card():
     assert abs(res["miou"]["box_painted"] - card["heldout"]["miou"]["box_painted"]) < 0.15
 
 
-def test_default_workers_draw_scenes_only_beside_a_gpu(monkeypatch):
+def test_default_workers(monkeypatch):
     from fuzzylogic_seg.commands.sam import default_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert default_workers("cpu") == 0 and default_workers("cuda") == 8
+    assert default_workers("cpu") == 1 and default_workers("cuda") == 8
     monkeypatch.setattr("os.cpu_count", lambda: 4)
-    assert default_workers("cuda:0") == 3
+    assert default_workers("cpu") == 1 and default_workers("cuda:0") == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 2)  # (this project's machine)
+    assert default_workers("cpu") == 0 and default_workers("cuda") == 1
     monkeypatch.setattr("os.cpu_count", lambda: None)
-    assert default_workers("cuda") == 0
+    assert default_workers("cpu") == 0 and default_workers("cuda") == 0
