@@ -3,8 +3,9 @@
 # H100/H200, each step under its own time limit so that a slow one cannot eat
 # the rest): the fine-tuning benchmark eager (beside the same rules written by
 # hand) and compiled (CUDA graphs, beside eager) on both data sets, the CUDA tests
-# (tests/test_cuda.py: equality with the CPU, AMP, compiled loss) and a
-# pretraining speed probe. Run it from the repository root:
+# (tests/test_cuda.py: equality with the CPU, AMP, compiled loss), a
+# pretraining speed probe and a profile of a pretraining step. Run it from the
+# repository root:
 #
 #     OUT=gpu-results LIMIT=540 bash benchmarks/gpu_check.sh
 #
@@ -65,6 +66,9 @@ step 150 bf_voc_vitb "${BF[@]}" --dataset voc --sam-type vit_b --random-weights 
     --out "$OUT/bf_voc_vitb.json"
 step 120 pretrain_probe python3 -m fuzzylogic_seg sam pretrain --recipe quick --device "$DEVICE" --workers 8 \
     --steps $((STEPS + 10)) --out /tmp/probe.pt --force
+# where a pretraining step's time goes (parts, and the top kernels by device time)
+step 90 pretrain_profile python3 benchmarks/profile_pretrain.py --device "$DEVICE" --size 256 \
+    --steps 5 --out "$OUT/pretrain_profile.json"
 
 python3 - "$OUT" <<'PY'
 import glob, json, os, sys
@@ -77,6 +81,14 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "bf_*.json"))):
         if other in d:
             print(f"  {label}: logic share {d[other]['logic_share']:.3f}, "
                   f"rules / {other} {d['logic_vs_' + other]:.2f}")
+f = os.path.join(sys.argv[1], "pretrain_profile.json")
+if os.path.exists(f):
+    d = json.load(open(f))
+    print(f"pretrain step ({d['size']} px): {d['seconds_per_step']:.3f} s, shares "
+          + ", ".join(f"{k} {v:.2f}" for k, v in d["share"].items()))
+    for r in d["top_ops"][:8]:
+        print(f"  {r['name']}: {r['calls']} calls, device {r['self_device_ms_per_step']:.1f} ms, "
+              f"cpu {r['self_cpu_ms_per_step']:.1f} ms a step")
 PY
 tail -3 "$OUT/pytest_cuda.log" 2>/dev/null
 # the last progress line (time per step) and the card's numbers

@@ -86,3 +86,15 @@ def test_bench_data_small_run(tmp_path):
     run("bench_data.py", "--dataset", "both", "--n", 2, "--size", 64, "--workers", 0,
         "--epochs", 1, "--out", out)
     assert json.loads(out.read_text())
+
+
+def test_profile_pretrain_times_the_parts_of_a_step_and_lists_top_operators(tmp_path):
+    out = tmp_path / "pp.json"
+    run("profile_pretrain.py", "--size", 128, "--steps", 1, "--warmup", 0, "--top", 3,
+        "--threads", 1, "--out", out)
+    d = json.loads(out.read_text())
+    assert set(d["median_seconds"]) == {"data", "forward", "backward", "optimizer"}
+    assert d["seconds_per_step"] == pytest.approx(sum(d["median_seconds"].values()))
+    assert sum(d["share"].values()) == pytest.approx(1.0)
+    assert d["top_ops_by"] == "self_cpu_time_total" and len(d["top_ops"]) == 3
+    assert d["top_ops"][0]["self_cpu_ms_per_step"] >= d["top_ops"][-1]["self_cpu_ms_per_step"] > 0
