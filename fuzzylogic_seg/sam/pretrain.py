@@ -182,7 +182,8 @@ def _scene_size(rng: np.random.Generator, size: int, min_aspect: float) -> Tuple
     return (size, short) if rng.random() < 0.5 else (short, size)
 
 
-def make_batch(rng: np.random.Generator, cfg: PretrainConfig) -> Tuple[List[np.ndarray], Dict[str, PromptGroup]]:
+def make_batch(rng: np.random.Generator, cfg: PretrainConfig
+               ) -> Tuple[List[np.ndarray], Dict[str, PromptGroup]]:
     """Images (HWC uint8, long side = img_size) and prompt groups for one step."""
     size = cfg.model.img_size
     n_points = int(rng.integers(2, 4))  # for the "points" group of this step
@@ -210,17 +211,17 @@ def make_batch(rng: np.random.Generator, cfg: PretrainConfig) -> Tuple[List[np.n
             if kind in ("box", "box_point"):
                 g.boxes.append(box)
             if kind in ("box_point", "point"):
-                p, l = sample_points(rng, m, 1, 0, nonzero=nz)
-                g.points.append(p)
-                g.labels.append(l)
+                pts, lab = sample_points(rng, m, 1, 0, nonzero=nz)
+                g.points.append(pts)
+                g.labels.append(lab)
             if kind == "points":
                 n_pos = int(rng.integers(1, n_points + 1))
-                p, l = sample_points(rng, m, n_pos, n_points - n_pos, near=box, nonzero=nz)
-                if len(l) < n_points:  # no room for negatives: pad with positives
-                    p2, l2 = sample_points(rng, m, n_points - len(l), 0, nonzero=nz)
-                    p, l = np.concatenate([p, p2]), np.concatenate([l, l2])
-                g.points.append(p)
-                g.labels.append(l)
+                pts, lab = sample_points(rng, m, n_pos, n_points - n_pos, near=box, nonzero=nz)
+                if len(lab) < n_points:  # no room for negatives: pad with positives
+                    p2, l2 = sample_points(rng, m, n_points - len(lab), 0, nonzero=nz)
+                    pts, lab = np.concatenate([pts, p2]), np.concatenate([lab, l2])
+                g.points.append(pts)
+                g.labels.append(lab)
             g.image_index.append(b)
             g.targets.append(m)
     return images, {k: g for k, g in groups.items() if g.image_index}
