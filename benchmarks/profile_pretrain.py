@@ -34,10 +34,9 @@ PARTS = ("data", "forward", "backward", "optimizer")
 
 
 def main(argv=None):
-    from fuzzylogic_seg.sam.build import build_embedded
     from fuzzylogic_seg.sam.forward import PromptableSAM
-    from fuzzylogic_seg.sam.pretrain import (RECIPES, _fused_or_foreach, _step_batch,
-                                             recipe_config, step_loss, tie_decoder_qk)
+    from fuzzylogic_seg.sam.pretrain import (RECIPES, _step_batch, initial_model, make_optimizer,
+                                             recipe_config, step_loss)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -57,14 +56,9 @@ def main(argv=None):
     cfg = recipe_config(args.recipe)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, img_size=args.size))
     cfg.check()
-    torch.manual_seed(cfg.seed)
-    sam = build_embedded(cfg.model)
-    if cfg.tied_qk_init:
-        tie_decoder_qk(sam)
-    sam = sam.to(dev).train()
+    sam = initial_model(cfg, cfg.model).to(dev).train()
     model = PromptableSAM(sam)
-    opt = torch.optim.AdamW(sam.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            betas=(0.9, cfg.beta2), **_fused_or_foreach(dev))
+    opt = make_optimizer(sam, cfg, dev)
 
     def sync():
         if dev.type == "cuda":
