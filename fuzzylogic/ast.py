@@ -168,6 +168,13 @@ def chain(f, kind=None) -> list:
     return links
 
 
+def chain_operands(f) -> list:
+    """The operands of the chain ``a op b op c ...`` rooted at ``f``, left to right
+    (``[a, b, c, ...]``; found in a loop, however long the chain)."""
+    links = chain(f)
+    return [links[0].left] + [n.right for n in links]
+
+
 # (eq, hash and repr: _Chain's loops, not the generated recursive ones)
 @dataclass(frozen=True, eq=False, repr=False)
 class And(_Chain):

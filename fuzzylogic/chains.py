@@ -33,9 +33,9 @@ class _Pending(BaseException):
     swallow it; no ``__init__`` of its own: torch.compile traces it then.)"""
 
 
-class _Link(TruthValue):
-    """The level below, as the level above sees it: its computed components, or
-    :class:`_Pending`."""
+class _View(TruthValue):
+    """A level of the chain as another reads it: its computed components, and
+    :meth:`_missing` for the others."""
 
     __slots__ = ("_target",)
 
@@ -45,23 +45,28 @@ class _Link(TruthValue):
     def _get(self, i: int):
         v = self._s[i]
         if v is None or callable(v):
-            raise _Pending(self._target, i)
+            return self._missing(i)
         return v
 
 
-class _Top(TruthValue):
-    """The last level, as the consumer sees it: reads run :func:`_drive`."""
+class _Link(_View):
+    """The level below, as the level above sees it: a missing component stops
+    the reading level with :class:`_Pending`."""
 
-    __slots__ = ("_target",)
+    __slots__ = ()
 
-    def __init__(self, target: TruthValue):
-        self._target, self._s, self._given = target, target._s, target._given
+    def _missing(self, i: int):
+        raise _Pending(self._target, i)
 
-    def _get(self, i: int):
-        v = self._s[i]
-        if v is None or callable(v):
-            return _drive(self._target, i)
-        return v
+
+class _Top(_View):
+    """The last level, as the consumer sees it: a missing component is computed by
+    :func:`_drive`."""
+
+    __slots__ = ()
+
+    def _missing(self, i: int):
+        return _drive(self._target, i)
 
 
 def _drive(value: TruthValue, index: int):

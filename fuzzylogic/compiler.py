@@ -458,11 +458,8 @@ class _Builder:
             spec, _ = self.spec("negation")
             return NotNode(self.build(f.operand, scope), spec)
         if isinstance(f, (ast.And, ast.Or)):
-            # a long chain `a or b or ...`: its left spine in a loop, operands left to right
-            links = ast.chain(f)
-            operands = [self.build(links[0].left, scope)]
-            operands += [self.build(n.right, scope) for n in links]
-            return self.chain(f, operands)
+            # a long chain `a or b or ...`: its operands found in a loop, built left to right
+            return self.chain(f, [self.build(g, scope) for g in ast.chain_operands(f)])
         if isinstance(f, ast.Implies):
             left, right = self.build(f.left, scope), self.build(f.right, scope)
             spec, params = self.spec("implication")
@@ -680,9 +677,8 @@ def _unchecked(f) -> bool:
                 or (f.guard is not None and _unchecked(f.guard)))
     if isinstance(f, ast.Not):
         return _unchecked(f.operand)
-    if isinstance(f, (ast.And, ast.Or)):  # (a chain's left spine in a loop)
-        links = ast.chain(f)
-        return _unchecked(links[0].left) or any(_unchecked(n.right) for n in links)
+    if isinstance(f, (ast.And, ast.Or)):  # (a chain's operands found in a loop)
+        return any(_unchecked(g) for g in ast.chain_operands(f))
     if isinstance(f, (ast.Implies, ast.Iff)):
         return _unchecked(f.left) or _unchecked(f.right)
     return False

@@ -41,8 +41,8 @@ def _fmt(f: ast.Formula, slot: int) -> str:
         s = f"not {_fmt(f.operand, _NOT)}"
     elif isinstance(f, (ast.And, ast.Or)):  # left-associative
         word, right = (" and ", _NOT) if isinstance(f, ast.And) else (" or ", _AND)
-        links = ast.chain(f)
-        s = word.join([_fmt(links[0].left, _level(f))] + [_fmt(n.right, right) for n in links])
+        first, *rest = ast.chain_operands(f)
+        s = word.join([_fmt(first, _level(f))] + [_fmt(g, right) for g in rest])
     elif isinstance(f, ast.Implies):  # right-associative: a -> b -> c is a -> (b -> c)
         s = f"{_fmt(f.left, _OR)} -> {_fmt(f.right, _IMPLIES)}"
     elif isinstance(f, ast.Iff):

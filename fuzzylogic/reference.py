@@ -284,10 +284,10 @@ class _Eval:
             return float(get_operator("negation", sem.negation[0]).fn(torch.tensor(a, dtype=torch.float64)))
         if isinstance(f, (ast.And, ast.Or)):
             # a long chain `a or b or ...`: pairwise, left to right, in a loop
-            links = ast.chain(f)
-            a = self.ev(links[0].left, env, b, sem)
-            for n in links:
-                a = self.binary(n, a, self.ev(n.right, env, b, sem), sem, eps)
+            first, *rest = ast.chain_operands(f)
+            a = self.ev(first, env, b, sem)
+            for g in rest:  # (every link is of f's connective)
+                a = self.binary(f, a, self.ev(g, env, b, sem), sem, eps)
             return a
         if isinstance(f, (ast.Implies, ast.Iff)):
             a = self.ev(f.left, env, b, sem)
