@@ -31,9 +31,9 @@ def register(subparsers) -> None:
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--device", default="cpu")
     pre.add_argument("--minutes", type=float, default=None,
-                     help="time budget: fewer steps if they would not fit (result then "
-                          "depends on the machine's speed; one-stage recipes only: without "
-                          "--recipe, 'quick')")
+                     help="time budget: a few steps of each stage are timed first, then "
+                          "every stage is shortened by one factor to fit (the result then "
+                          "depends on the machine's speed)")
     pre.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     pre.add_argument("--workers", type=int, default=None,
                      help="processes drawing the synthetic batches ahead (same result; "
@@ -86,13 +86,11 @@ def _pretrain(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..io import load_json
     from ..sam.build import EMBEDDED_FILENAME, TINY_CONFIG, cache_dir
-    from ..sam.pretrain import (DEFAULT_RECIPE, ONE_STAGE_RECIPE, card_path, pretrain,
-                                recipe_config)
+    from ..sam.pretrain import DEFAULT_RECIPE, card_path, pretrain, recipe_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    default = ONE_STAGE_RECIPE if args.minutes is not None else DEFAULT_RECIPE
-    cfg = recipe_config(args.recipe or default, seed=args.seed)
+    cfg = recipe_config(args.recipe or DEFAULT_RECIPE, seed=args.seed)
     if args.arch == "tiny":
         cfg.model = TINY_CONFIG
     if args.lr is not None:

@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -91,11 +91,8 @@ class PretrainConfig:
 
     def check(self, minutes: Optional[float] = None) -> None:
         """ConfigError for a recipe that cannot run (with a time budget of ``minutes``)."""
-        if minutes is not None and self.low_res_steps:
-            # (the budget fixes the step count after a few timed steps: of one stage)
-            raise ConfigError(f"a time budget (--minutes) needs a one-stage recipe (e.g. --recipe "
-                              f"{ONE_STAGE_RECIPE}); this one has {self.low_res_steps} "
-                              "low-resolution steps")
+        if minutes is not None and not minutes > 0:
+            raise ConfigError(f"--minutes must be positive, got {minutes}")
         if not 0 <= self.low_res_steps < self.steps:
             raise ConfigError(f"low_res_steps must be in [0, steps={self.steps}), "
                               f"got {self.low_res_steps}")
@@ -131,10 +128,8 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     "fast": dict(steps=1200, images_per_step=3, prompts_per_image=12, tied_qk_init=True,
                  beta2=0.95, low_res_steps=900),
 }
-# The CLI's default: beats the shipped card in a seventh of the time (docs/SAM.md);
-# a --minutes run without a recipe uses ONE_STAGE_RECIPE (time caps need one stage).
+# The CLI's default: beats the shipped card in a seventh of the time (docs/SAM.md).
 DEFAULT_RECIPE = "fast"
-ONE_STAGE_RECIPE = "quick"
 
 
 def recipe_config(name: str = DEFAULT_RECIPE, **overrides) -> PretrainConfig:
@@ -364,8 +359,10 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
 
 
 # ------------------------------------------------------------------ schedule
-def lr_at(step: int, cfg: PretrainConfig, total: int) -> float:
-    warm = min(cfg.warmup, max(1, total // 10))
+def lr_at(step: int, cfg: PretrainConfig, total: int, warm_of: Optional[int] = None) -> float:
+    """Linear warm-up over min(warmup, warm_of / 10) steps (``warm_of``: the stage's
+    length in the recipe, default ``total``), then cosine decay to 0 at ``total``."""
+    warm = min(cfg.warmup, max(1, (total if warm_of is None else warm_of) // 10))
     if step < warm:
         return cfg.lr * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)
@@ -436,6 +433,122 @@ def make_optimizer(sam, cfg: PretrainConfig, device) -> torch.optim.Optimizer:
                              betas=(0.9, cfg.beta2), **kernel)
 
 
+def step_seconds(cfg: PretrainConfig, device, at: int = 0, workers: int = 0,
+                 warm: int = 2, timed: int = 3) -> float:
+    """Seconds a training step takes in the stage that holds step ``at``: the median of
+    ``timed`` steps after ``warm`` ones, on a throwaway model of that stage's size
+    and batches of their own stream ([seed, 2, i]: the run's batches and weights do
+    not depend on it). Drawing the scenes counts unless ``workers`` draw them."""
+    import statistics
+
+    stage = cfg.stage(at)[0]
+    dev = torch.device(device)
+    sam = build_embedded(stage.model).to(dev).train()
+    model, opt = PromptableSAM(sam), make_optimizer(sam, cfg, dev)
+    times = []
+    for i in range(warm + timed):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, 2, i])
+        images, groups = make_batch(rng, stage)
+        t1 = time.perf_counter()
+        loss, _ = step_loss(model, images, groups, cfg, rng)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(sam.parameters(), cfg.grad_clip)
+        opt.step()
+        float(loss.detach())  # (waits for the device)
+        times.append(time.perf_counter() - (t1 if workers else t0))
+    return statistics.median(times[warm:])
+
+
+def stage_seconds(cfg: PretrainConfig, device, workers: int = 0) -> Tuple[float, ...]:
+    """Seconds a step takes in each stage of the recipe (:func:`step_seconds`)."""
+    starts = (0, cfg.low_res_steps) if cfg.low_res_steps else (0,)
+    return tuple(step_seconds(cfg, device, at, workers) for at in starts)
+
+
+def budget_plan(cfg: PretrainConfig, seconds: float, per_step: Sequence[float]
+                ) -> Tuple[PretrainConfig, Dict[str, Any]]:
+    """The recipe shortened to fit ``seconds`` of training, given the seconds a step
+    of each stage takes: every stage keeps its share of the steps (at least one
+    each), all scaled by one factor; a recipe that fits is kept whole. Returns the
+    planned recipe and the plan (its step counts and the timings it rests on)."""
+    n = (cfg.low_res_steps, cfg.steps - cfg.low_res_steps) if cfg.low_res_steps else (cfg.steps,)
+    if len(per_step) != len(n):
+        raise ConfigError(f"budget_plan: {len(n)} stage(s), {len(per_step)} step time(s)")
+    full = sum(k * t for k, t in zip(n, per_step))
+    scale = min(1.0, max(0.0, seconds) / full) if full > 0 else 1.0
+    m = [max(1, int(scale * k)) for k in n]
+    plan = {"steps": sum(m), "low_res_steps": m[0] if len(m) == 2 else 0,
+            "step_seconds": [round(float(t), 4) for t in per_step]}
+    return dataclasses.replace(cfg, steps=plan["steps"], low_res_steps=plan["low_res_steps"]), plan
+
+
+def replan(recipe: PretrainConfig, planned: PretrainConfig, stage: int, step: int,
+           seconds_per_step: float, seconds_left: float, per_step: Sequence[float]
+           ) -> PretrainConfig:
+    """The plan corrected by the measured speed of its ``stage`` (0 or 1), ``step``
+    steps into the run (``seconds_per_step``: timed steps before training can be
+    off by tens of per cent on a busy machine), for ``seconds_left`` of the budget.
+
+    In the first of two stages, both are rescaled by one factor from the measured
+    speed (the second's step time by the timed ratio of the two); in the last
+    stage, it takes the steps that fit. Never fewer steps than are done, nor more
+    than the recipe's."""
+    if planned.low_res_steps and stage == 0:
+        n1, n2 = recipe.low_res_steps, recipe.steps - recipe.low_res_steps
+        t1, t2 = seconds_per_step, seconds_per_step * per_step[1] / per_step[0]
+        scale = min(1.0, max(0.0, seconds_left + step * t1) / (n1 * t1 + n2 * t2))
+        m1 = min(n1, max(1, step, int(scale * n1)))
+        m2 = min(n2, max(1, int(scale * n2)))
+        return dataclasses.replace(planned, steps=m1 + m2, low_res_steps=m1)
+    start = planned.low_res_steps
+    most = recipe.steps - recipe.low_res_steps  # the last stage's length in the recipe
+    n = int((step - start) + max(0.0, seconds_left) / seconds_per_step)
+    return dataclasses.replace(planned, steps=start + min(most, max(1, step - start, n)))
+
+
+def _keep_budget(plan: Dict[str, Any], asked: PretrainConfig, cfg: PretrainConfig, step: int,
+                 stage_start: int, elapsed: float, minutes: float
+                 ) -> Tuple[PretrainConfig, Optional[str]]:
+    """A budget run's check after ``step`` steps: the plan corrected by the run's
+    own speed over each stage's steps 3 to 13, and in the last stage again every
+    50 steps from the speed of the last 50 (the load of a shared machine drifts).
+    The timing window lives in ``plan``, which the state file keeps: a resumed run
+    corrects at the same steps. Returns the plan's recipe and, where it changed, a
+    line for the log."""
+    k = 1 if stage_start else 0
+    last = k == len(plan["measured"]) - 1
+    into = step - stage_start
+    if into == 3 and plan["measured"][k] is None:
+        plan["window"] = [step, elapsed]
+        return cfg, None
+    first = into == 13 and plan["measured"][k] is None
+    again = last and into > 13 and (into - 13) % 50 == 0
+    if not (first or again) or plan.get("window") is None:
+        return cfg, None
+    w0, e0 = plan.pop("window")
+    per = (elapsed - e0) / (step - w0)
+    new = replan(asked, cfg, k, step, per, minutes * 60 - plan["timing_seconds"] - elapsed,
+                 plan["step_seconds"])
+    plan.update(steps=new.steps, low_res_steps=new.low_res_steps)
+    if first:
+        plan["measured"][k] = round(per, 4)
+    if last:
+        plan["window"] = [step, elapsed]
+    if not first and new.steps == cfg.steps:
+        return cfg, None
+    return new, f"time budget {minutes} min at {per:.3f} s/step: {_describe(new)}"
+
+
+def _describe(cfg: PretrainConfig) -> str:
+    size = cfg.model.img_size
+    if not cfg.low_res_steps:
+        return f"{cfg.steps} steps at {size} px"
+    return (f"{cfg.low_res_steps} steps at {size // cfg.low_res_div} px, then "
+            f"{cfg.steps - cfg.low_res_steps} at {size} px")
+
+
 def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
              minutes: Optional[float] = None, save_every: int = 25, progress: bool = True,
              stop_after: Optional[int] = None, evaluate_result: bool = True,
@@ -444,8 +557,11 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     """Pretrain the embedded SAM; write `out` (weights, fp16) and its JSON card.
 
     Resumes from ``out.state`` when it holds the same recipe. ``minutes`` caps
-    the run by time: after 3 timed steps the number of steps is fixed to what
-    fits (then the result depends on the machine's speed). ``stop_after``
+    the run by time: a few steps of each stage are timed first on a throwaway
+    model (:func:`step_seconds`), then the recipe is shortened to what fits,
+    every stage by the same factor (:func:`budget_plan`), and corrected as the
+    run measures its own speed (:func:`_keep_budget`); the result then depends
+    on the machine's speed, and a resumed run keeps its plan. ``stop_after``
     stops early leaving only the state file (used to test resumption).
     ``init`` continues from an embedded checkpoint's weights (a second stage:
     give it another ``seed`` so it sees new scenes); its card is kept in ours.
@@ -459,9 +575,29 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     from tqdm import tqdm
 
     cfg.check(minutes)
+    asked = cfg  # (a time budget runs a shortened plan of it)
     out = Path(out)
     spath = state_path(out)
-    recipe = cfg.to_dict()
+    recipe = cfg.to_dict()  # (the recipe asked for; a time budget runs `plan` of it)
+    st = load_torch(spath, map_location=device) if spath.is_file() else None
+    plan = None
+    if minutes is not None:
+        if st is not None and st.get("plan") is not None:
+            # a resumed budget run keeps its plan (a state of another recipe is
+            # refused below)
+            plan = st["plan"]
+        elif st is not None and st.get("minutes") is not None:
+            raise CheckpointError(f"{spath}: the state of a --minutes run of an older version; "
+                                  "delete it")
+        else:
+            t0 = time.perf_counter()
+            per_step = stage_seconds(cfg, device, workers)
+            took = time.perf_counter() - t0  # (the timing counts against the budget)
+            plan = budget_plan(cfg, minutes * 60 - took, per_step)[1]
+            plan["timing_seconds"] = round(took, 1)
+            plan["measured"] = [None] * len(per_step)  # (the run's own speed, per stage)
+        cfg = dataclasses.replace(cfg, steps=plan["steps"], low_res_steps=plan["low_res_steps"])
+        log(f"time budget {minutes} min: {_describe(cfg)} (timed s/step: {plan['step_seconds']})")
     stage_cfg, stage_start, stage_end = cfg.stage(0)
     sam = initial_model(cfg, stage_cfg.model)
     init_card = None
@@ -490,15 +626,15 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     model = PromptableSAM(sam)
     opt = make_optimizer(sam, cfg, device)
     step, total, history, elapsed = 0, cfg.steps, [], 0.0
-    if spath.is_file():
-        st = load_torch(spath, map_location=device)
+    if st is not None:
         if st.get("recipe") != recipe:
             raise CheckpointError(f"{spath}: a pretraining state of another recipe; delete it or "
                                   "use another --out")
         if (st.get("minutes") is None) != (minutes is None):
             # a time-capped run has its own step count and learning-rate schedule
-            was = (f"a --minutes {st['minutes']} run ({int(st['total'])} of {cfg.steps} steps)"
-                   if st.get("minutes") is not None else f"a run of all {cfg.steps} steps")
+            was = (f"a --minutes {st['minutes']} run ({int(st['total'])} of {recipe['steps']} "
+                   "steps)" if st.get("minutes") is not None else
+                   f"a run of all {recipe['steps']} steps")
             raise CheckpointError(f"{spath}: the state of {was}; rerun it as it was started, or "
                                   "delete the state file")
         if st.get("img_size", cfg.model.img_size) != stage_cfg.model.img_size:
@@ -513,15 +649,14 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     def save_state():
         save_torch({"recipe": recipe, "model": sam.state_dict(), "optim": opt.state_dict(),
                     "step": step, "total": total, "history": history, "elapsed": elapsed,
-                    "minutes": minutes, "img_size": stage_cfg.model.img_size}, spath)
+                    "minutes": minutes, "plan": plan, "img_size": stage_cfg.model.img_size},
+                   spath)
 
-    first = step  # where this process starts (0, or the resumed step)
     sam.train()
     bar = tqdm(total=total, initial=step, desc="sam pretrain", disable=not progress,
                dynamic_ncols=True)
     run_loss = None
     batches = _batches(stage_cfg, step, workers)
-    timed_from = None  # budget timing starts after warm-up steps (CUDA/allocator start-up)
     while step < total:
         t0 = time.perf_counter()
         if step == stage_end:  # coarse to fine: the next stage's size
@@ -529,9 +664,14 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
             batches.close()
             batches = _batches(stage_cfg, step, workers)
         images, groups, rng = next(batches)
+        # (the warm-up follows the recipe's stage length: a budget plan corrected
+        # during the warm-up leaves the steps before unchanged)
+        asked_len = asked.low_res_steps if stage_start == 0 and cfg.low_res_steps else \
+            asked.steps - asked.low_res_steps
         for g in opt.param_groups:
             g["lr"] = lr_at(step - stage_start, cfg,
-                            (total if stage_end == cfg.steps else stage_end) - stage_start)
+                            (total if stage_end == cfg.steps else stage_end) - stage_start,
+                            warm_of=asked_len)
         loss, stats = step_loss(model, images, groups, cfg, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -549,17 +689,12 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
                         "train_iou": round(miou, 4)})
         bar.update(1)
         bar.set_postfix(loss=f"{run_loss:.3f}", iou=f"{miou:.2f}")
-        if minutes is not None and total == cfg.steps and step in (first + 3, first + 13):
-            # timed over 10 steps after 3 warm-up steps of this process (a resumed
-            # run times itself again)
-            if step == first + 3:
-                timed_from = (time.perf_counter(), elapsed)
-            elif timed_from is not None:
-                per_step = (time.perf_counter() - timed_from[0]) / 10
-                budget = minutes * 60 - elapsed
-                total = max(step, min(cfg.steps, step + int(budget / per_step)))
+        if plan is not None:
+            cfg, note = _keep_budget(plan, asked, cfg, step, stage_start, elapsed, minutes)
+            if note:
+                total, stage_end = cfg.steps, cfg.stage(step - 1)[2]
                 bar.total = total
-                log(f"time budget {minutes} min at {per_step:.3f} s/step: {total} steps")
+                log(note)
         if step % save_every == 0 or step == total or step == stop_after:
             save_state()
         if stop_after is not None and step >= stop_after and step < total:
@@ -575,6 +710,8 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
             "train_seconds": round(elapsed, 1), "threads": torch.get_num_threads(),
             "params": sum(p.numel() for p in sam.parameters()),
             "loss_curve": _summarise(history), "weights": out.name}
+    if plan is not None:
+        card["budget"] = {"minutes": minutes, **{k: v for k, v in plan.items() if k != "window"}}
     if init_card is not None:
         card["init_card"] = init_card
     if evaluate_result:

@@ -10,12 +10,7 @@ from fuzzylogic_seg.sam.cache import EmbeddingCache, encoder_fingerprint, image_
 from fuzzylogic_seg.sam.forward import PromptableSAM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/seg/conftest.py)
 
 
 def _model(seed=0):

@@ -22,13 +22,7 @@ def _model(config, seed=0):
     return sam
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # 2 shared cores: oversubscribed torch threads make these tests 10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/seg/conftest.py)
 
 
 @pytest.fixture(scope="module", params=["tiny", "embedded"])

@@ -9,12 +9,7 @@ from fuzzylogic_seg.sam.lora import (LoRALinear, add_lora, encoder_frozen, has_l
                                      trainable_parameters)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/seg/conftest.py)
 
 
 @pytest.fixture

@@ -18,12 +18,7 @@ from fuzzylogic_seg.sam.pretrain import (RECIPES, PretrainConfig, dice_loss, eva
 from fuzzylogic_seg.sam.shapes import generate_scene, jitter_box, mask_box, sample_points
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/seg/conftest.py)
 
 
 def _tiny(**kw):
@@ -316,8 +311,11 @@ def test_coarse_to_fine_stages_resume_anywhere_with_the_same_weights(tmp_path):
     pretrain(tmp_path / "c.pt", _tiny(steps=6), progress=False, evaluate_result=False)
     wc = load_torch(tmp_path / "c.pt")["state_dict"]
     assert not torch.equal(wa["image_encoder.pos_embed"], wc["image_encoder.pos_embed"])
-    with pytest.raises(ConfigError, match="--minutes"):
-        pretrain(tmp_path / "d.pt", cfg, progress=False, minutes=1.0)
+    # a time budget too small for anything: both stages shrink to one step each
+    card = pretrain(tmp_path / "d.pt", cfg, progress=False, evaluate_result=False, minutes=1e-6)
+    assert card["steps"] == 2 and card["budget"]["low_res_steps"] == 1
+    assert card["recipe"]["steps"] == 6 and len(card["budget"]["step_seconds"]) == 2
+    assert load_torch(tmp_path / "d.pt")["state_dict"]["image_encoder.pos_embed"].shape[1:3] == (4, 4)
 
 
 def test_worker_processes_draw_the_same_batches(tmp_path):
@@ -339,25 +337,28 @@ def test_state_of_another_recipe_is_refused(tmp_path):
         pretrain(out, _tiny(steps=4, lr=5e-4), progress=False, evaluate_result=False)
 
 
-def test_a_time_capped_run_is_neither_resumed_nor_reused_as_the_full_recipe(tmp_path, monkeypatch):
+def test_a_time_capped_run_is_neither_resumed_nor_reused_as_the_full_recipe(tmp_path, monkeypatch,
+                                                                           capsys):
     """`--minutes` trains fewer steps than the recipe names, on its own schedule:
     its state does not resume a full run, and its weights do not pass for them."""
     from fuzzylogic_seg.io import load_json
     from fuzzylogic_seg.sam.pretrain import card_path
 
+    import fuzzylogic_seg.sam.pretrain as P
+
+    monkeypatch.setattr(P, "stage_seconds",  # 1 s a step, in every stage
+                        lambda c, device, workers=0: (1.0,) * (2 if c.low_res_steps else 1))
     out = tmp_path / "w.pt"
-    pretrain(out, _tiny(steps=20), progress=False, evaluate_result=False, minutes=1e-6,
+    pretrain(out, _tiny(steps=20), progress=False, evaluate_result=False, minutes=10.5 / 60,
              stop_after=4)  # interrupted: its state is on disk
     with pytest.raises(CheckpointError, match="--minutes .* run .*rerun it as it was started"):
         pretrain(out, _tiny(steps=20), progress=False, evaluate_result=False)
-    pretrain(out, _tiny(steps=20), progress=False, evaluate_result=False, minutes=1e-6)
+    pretrain(out, _tiny(steps=20), progress=False, evaluate_result=False, minutes=10.5 / 60)
     card = load_json(card_path(out))
-    assert card["steps"] < 20
+    assert card["steps"] == 10 and card["budget"]["minutes"] == 10.5 / 60
     for name in ("steps", "images_per_step", "prompts_per_image", "eval_images", "lr"):
         assert card["recipe"][name] == getattr(_tiny(steps=20), name)
     # the command: a --minutes card is not reused for the full recipe; a full one is
-    import fuzzylogic_seg.sam.pretrain as P
-
     def argv(path, *extra):
         return ["sam", "pretrain", "--out", str(path), "--arch", "tiny", "--steps", "16",
                 "--images-per-step", "1", "--prompts-per-image", "2", "--eval-images", "2",
@@ -374,9 +375,114 @@ def test_a_time_capped_run_is_neither_resumed_nor_reused_as_the_full_recipe(tmp_
     assert ran == []  # reused
     main(argv(capped))
     assert ran == [capped]  # trained: its card holds fewer steps than the recipe
-    # a time budget for a two-stage recipe is refused, even where its weights exist
-    assert main(argv(full, "--recipe", "fast", "--minutes", "1")) != 0
+    # a time budget where the full recipe's weights exist (`fast`, two stages, the
+    # default): those are reused, as the budget could only shorten them
+    assert main(argv(full, "--recipe", "fast", "--minutes", "1")) == 0
     assert ran == [capped]
+    capsys.readouterr()
+    assert main(argv(full, "--minutes", "0")) != 0
+    assert "--minutes must be positive" in capsys.readouterr().err
+
+
+def test_a_time_budget_shortens_every_stage_by_one_factor(tmp_path, monkeypatch):
+    """The plan from the timed steps: each stage keeps its share; a resumed run keeps
+    its plan (no new timing) and ends with the uninterrupted run's weights."""
+    import fuzzylogic_seg.sam.pretrain as P
+
+    cfg = _tiny(steps=12, low_res_steps=8)
+    planned, plan = P.budget_plan(cfg, 10.5, (1.0, 3.0))  # the whole recipe: 8 + 12 = 20 s
+    assert (planned.low_res_steps, planned.steps) == (4, 6) == (plan["low_res_steps"], plan["steps"])
+    assert P.budget_plan(cfg, 100.0, (1.0, 3.0))[0] == cfg  # it fits: kept whole
+    assert P.budget_plan(_tiny(steps=12), 6.0, (1.0,))[0].steps == 6  # one stage
+    with pytest.raises(ConfigError, match="2 stage"):
+        P.budget_plan(cfg, 10.0, (1.0,))
+    # real timings: positive, one per stage, from a throwaway model (the run's weights
+    # do not depend on them: see the resume below, timed once)
+    assert all(t > 0 for t in P.stage_seconds(cfg, "cpu"))
+    monkeypatch.setattr(P, "stage_seconds", lambda c, device, workers=0: (1.0, 3.0))
+    a = pretrain(tmp_path / "a.pt", cfg, progress=False, evaluate_result=False, minutes=10.5 / 60)
+    assert a["steps"] == 6 and a["budget"]["low_res_steps"] == 4
+    b = tmp_path / "b.pt"
+    pretrain(b, cfg, progress=False, evaluate_result=False, minutes=10.5 / 60, stop_after=3)
+
+    def no_timing(*args, **kw):
+        raise AssertionError("a resumed run keeps its plan")
+
+    monkeypatch.setattr(P, "stage_seconds", no_timing)
+    pretrain(b, cfg, progress=False, evaluate_result=False, minutes=10.5 / 60, log=lambda s: None)
+    wa, wb = load_torch(tmp_path / "a.pt")["state_dict"], load_torch(b)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the same plan as a run of those steps without a budget: the same weights
+    pretrain(tmp_path / "c.pt", _tiny(steps=6, low_res_steps=4), progress=False,
+             evaluate_result=False)
+    wc = load_torch(tmp_path / "c.pt")["state_dict"]
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_replan_follows_the_measured_speed():
+    import dataclasses
+
+    from fuzzylogic_seg.sam.pretrain import replan
+
+    recipe = _tiny(steps=100, low_res_steps=60)
+    planned = dataclasses.replace(recipe, steps=50, low_res_steps=30)
+    timed = (2.0, 4.0)  # s/step timed before training: the second stage 2x the first
+    # first stage, 13 steps in at 1 s a step, 87 s left: (87 + 13) / (60 * 1 + 40 * 2)
+    out = replan(recipe, planned, 0, 13, 1.0, 87.0, timed)
+    assert (out.low_res_steps, out.steps) == (42, 42 + 28)
+    # nearly over budget: no fewer steps than are done (scale 8 / 140 leaves 3 of 60)
+    late = replan(recipe, planned, 0, 13, 1.0, -5.0, timed)
+    assert (late.low_res_steps, late.steps) == (13, 13 + 2)
+    # the last stage takes what fits, 5 steps in: 5 + 20 / 2; never more than the recipe's
+    assert replan(recipe, planned, 1, 35, 2.0, 20.0, timed).steps == 30 + 15
+    assert replan(recipe, planned, 1, 35, 2.0, 1e4, timed).steps == 30 + 40
+    assert replan(recipe, planned, 1, 35, 2.0, -1.0, timed).steps == 35
+    one = _tiny(steps=40)
+    assert replan(one, dataclasses.replace(one, steps=20), 0, 13, 0.5, 5.0, (1.0,)).steps == 23
+
+
+def test_a_budget_run_corrects_its_plan_once_and_resumes_to_the_same_weights(tmp_path,
+                                                                            monkeypatch):
+    import fuzzylogic_seg.sam.pretrain as P
+
+    # timed at 1 s a step: 20 of the 40 steps fit in 20.5 s; the run itself is far
+    # faster, so at its step 13 it plans all 40
+    monkeypatch.setattr(P, "stage_seconds", lambda c, device, workers=0: (1.0,))
+    cfg, minutes = _tiny(steps=40), 20.5 / 60
+    a = pretrain(tmp_path / "a.pt", cfg, progress=False, evaluate_result=False, minutes=minutes)
+    assert a["steps"] == 40 and a["budget"]["measured"][0] > 0 and "window" not in a["budget"]
+    wa = load_torch(tmp_path / "a.pt")["state_dict"]
+    for stop in (8, 20):  # inside the timing window (kept in the state), after the correction
+        b = tmp_path / f"b{stop}.pt"
+        pretrain(b, cfg, progress=False, evaluate_result=False, minutes=minutes, stop_after=stop)
+        pretrain(b, cfg, progress=False, evaluate_result=False, minutes=minutes, log=lambda s: None)
+        wb = load_torch(b)["state_dict"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), stop
+
+
+def test_a_budget_run_follows_a_machine_that_slows_down(tmp_path, monkeypatch):
+    """In the last stage the plan is corrected every 50 steps from the speed of the
+    last 50: a machine that slows down midway still ends on its budget."""
+    import types
+
+    import fuzzylogic_seg.sam.pretrain as P
+
+    class Clock:  # two reads before training, two a step: 50 steps of 0.5 s, then 1 s each
+        reads = 0
+
+        def perf_counter(self):
+            self.reads += 1
+            return 0.5 * min(self.reads, 102) + 1.0 * max(0, self.reads - 102)
+
+    monkeypatch.setattr(P, "time", types.SimpleNamespace(perf_counter=Clock().perf_counter))
+    monkeypatch.setattr(P, "stage_seconds", lambda c, device, workers=0: (1.0,))
+    # 100.5 s: 0.5 s for the timing, then 100 of the 200 steps at the timed 1 s
+    card = pretrain(tmp_path / "w.pt", _tiny(steps=200), progress=False, evaluate_result=False,
+                    minutes=100.5 / 60, log=lambda s: None)
+    # step 13 (0.5 s a step): all 200 fit; step 63 (0.63 s a step over the last
+    # 50): 161; step 113 (1 s): 113 + the 12 s left = 125
+    assert card["steps"] == 125 and card["budget"]["measured"] == [0.5]
+    assert card["train_seconds"] == 100.0  # 50 * 0.5 + 75 * 1: on budget
 
 
 def test_correction_points_for_a_region_thinner_than_a_low_res_cell():
