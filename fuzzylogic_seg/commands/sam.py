@@ -112,9 +112,14 @@ def _pretrain(args: argparse.Namespace) -> int:
     card_file = card_path(out)
     if out.is_file() and card_file.is_file() and not args.force and args.init is None:
         old = load_json(card_file)
-        # (a --minutes run trained fewer steps than its recipe names: not this recipe)
-        if old.get("recipe") == cfg.to_dict() and old.get("steps") == cfg.steps:
-            print(f"{out} already holds this recipe's weights; reusing them (--force to retrain)")
+        # The recipe in full, or (asking for the same budget) a budget run of it; a
+        # budget run trained fewer steps than its recipe names: not the full recipe.
+        same = old.get("recipe") == cfg.to_dict()
+        full = same and old.get("steps") == cfg.steps
+        budget = (old.get("budget") or {}).get("minutes")
+        if full or (same and args.minutes is not None and budget == args.minutes):
+            what = "this recipe's" if full else f"a --minutes {budget} run's"
+            print(f"{out} already holds {what} weights; reusing them (--force to retrain)")
             print(json.dumps(old.get("heldout", {}).get("miou", {}), indent=2))
             return 0
     # deterministic kernels (cuDNN's convolution gradients are not by default): a

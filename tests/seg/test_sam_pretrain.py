@@ -375,10 +375,14 @@ def test_a_time_capped_run_is_neither_resumed_nor_reused_as_the_full_recipe(tmp_
     assert ran == []  # reused
     main(argv(capped))
     assert ran == [capped]  # trained: its card holds fewer steps than the recipe
+    main(argv(capped, "--minutes", "1e-6"))
+    assert ran == [capped]  # reused: the same budget
+    main(argv(capped, "--minutes", "2e-6"))
+    assert ran == [capped, capped]  # trained: another budget
     # a time budget where the full recipe's weights exist (`fast`, two stages, the
     # default): those are reused, as the budget could only shorten them
     assert main(argv(full, "--recipe", "fast", "--minutes", "1")) == 0
-    assert ran == [capped]
+    assert ran == [capped, capped]
     capsys.readouterr()
     assert main(argv(full, "--minutes", "0")) != 0
     assert "--minutes must be positive" in capsys.readouterr().err
