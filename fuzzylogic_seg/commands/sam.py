@@ -130,9 +130,12 @@ def _pretrain(args: argparse.Namespace) -> int:
     card = pretrain(out, cfg, device=args.device, minutes=args.minutes,
                     progress=not args.no_progress, init=args.init,
                     workers=default_workers(args.device) if args.workers is None else args.workers)
-    print(json.dumps({"weights": str(out), "card": str(card_file), "steps": card["steps"],
-                      "train_seconds": card["train_seconds"],
-                      "heldout_miou": card.get("heldout", {}).get("miou")}, indent=2))
+    summary = {"weights": str(out), "card": str(card_file), "steps": card["steps"],
+               "train_seconds": card["train_seconds"]}
+    if "budget" in card:  # (the plan a --minutes run followed)
+        summary["budget"] = card["budget"]
+    summary["heldout_miou"] = card.get("heldout", {}).get("miou")
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -365,7 +365,11 @@ def test_a_time_capped_run_is_neither_resumed_nor_reused_as_the_full_recipe(tmp_
                 "--no-progress", *extra]
 
     capped, full = tmp_path / "capped.pt", tmp_path / "full.pt"
+    capsys.readouterr()
     assert main(argv(capped, "--minutes", "1e-6")) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{"):])  # (after the plan's log line)
+    assert summary["budget"]["minutes"] == 1e-6 and summary["steps"] == summary["budget"]["steps"]
     assert main(argv(full)) == 0
     assert load_json(card_path(capped))["steps"] < 16 == load_json(card_path(full))["steps"]
     ran = []
