@@ -694,7 +694,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
             if note:
                 total, stage_end = cfg.steps, cfg.stage(step - 1)[2]
                 bar.total = total
-                log(note)
+                (bar.write if progress else log)(note)  # (above the bar, not through it)
         if step % save_every == 0 or step == total or step == stop_after:
             save_state()
         if stop_after is not None and step >= stop_after and step < total:
