@@ -275,31 +275,34 @@ def _low_res(target: torch.Tensor, valid: torch.Tensor, k: int) -> Tuple[torch.T
 
 
 def _correction_points(rng: np.random.Generator, logits: torch.Tensor, target: torch.Tensor,
-                       valid: torch.Tensor, k: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+                       valid: torch.Tensor, k: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
     """One point per prompt from its error region: positive on a miss, negative on a
-    false alarm (SAM's interactive training); [P, 1, 2] and [P, 1]."""
-    pred = (logits.detach() > 0).cpu().numpy()[:, 0]
-    share = target.cpu().numpy()[:, 0]
+    false alarm (SAM's interactive training); [P, 1, 2] float and [P, 1] long, on
+    the logits' device. A cell is drawn uniformly from the region (the argmax of
+    uniform noise there), by tensor ops: no read of the device (a GPU sync)."""
+    pred = logits.detach()[:, 0] > 0  # [P, h, w]
+    share = target[:, 0]
     tgt = share > 0.5
-    val = valid.cpu().numpy()[:, 0] > 0.5
-    pts, labs = [], []
-    for p, t, s, v in zip(pred, tgt, share, val):
-        err = (p != t) & v
-        # No error cell: a target cell; a region thinner than a low-res cell has none
-        # above half, so then any cell it touches (positive); else a padding point.
-        for where, positive in ((err, None), (t & v, True), ((s > 0) & v, True)):
-            if where.any():
-                break
-        else:
-            pts.append([[0.0, 0.0]])
-            labs.append([-1])  # (ignored by the prompt encoder)
-            continue
-        ys, xs = np.nonzero(where)
-        j = int(rng.integers(len(ys)))
-        # Cell centre in input pixels (k = 1: the pixel itself).
-        pts.append([[xs[j] * k + (k - 1) / 2, ys[j] * k + (k - 1) / 2]])
-        labs.append([1 if (positive or t[ys[j], xs[j]]) else 0])
-    return np.asarray(pts, np.float32), np.asarray(labs, np.int64)
+    val = valid[:, 0] > 0.5
+    # Where to point: the error cells; with none, a target cell; a region thinner
+    # than a low-res cell has none above half, so then any cell it touches
+    # (positive); with none of these, a padding point.
+    options = torch.stack([(pred != tgt) & val, tgt & val, (share > 0) & val])  # [3, P, h, w]
+    has = options.flatten(2).any(2)  # [3, P]
+    which = has.int().argmax(0)  # the first option with a cell (0 where none has)
+    where = options.gather(0, which[None, :, None, None].expand(1, *options.shape[1:]))[0]
+    gen = torch.Generator(device=logits.device)
+    gen.manual_seed(int(rng.integers(2 ** 62)))
+    noise = torch.rand(where.shape, generator=gen, device=logits.device)
+    j = torch.where(where, noise, -1.0).flatten(1).argmax(1)  # [P]
+    w = where.shape[-1]
+    ys, xs = torch.div(j, w, rounding_mode="floor"), j % w
+    # cell centre in input pixels (k = 1: the pixel itself)
+    pts = torch.stack([xs * k + (k - 1) / 2, ys * k + (k - 1) / 2], -1).float()[:, None]
+    positive = (which > 0) | tgt.flatten(1).gather(1, j[:, None])[:, 0]
+    found = has.any(0)
+    labs = torch.where(found, positive.long(), -1)[:, None]  # -1: ignored by the prompt encoder
+    return torch.where(found[:, None, None], pts, 0.0), labs
 
 
 def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, PromptGroup],
@@ -348,7 +351,6 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
             if rnd < cfg.iterative_rounds:
                 chosen = logits.gather(1, best[:, None, None, None].expand(-1, 1, *logits.shape[2:]))
                 p_new, l_new = _correction_points(rng, chosen, target, valid, k)
-                p_new, l_new = torch.from_numpy(p_new).to(dev), torch.from_numpy(l_new).to(dev)
                 pts = p_new if pts is None else torch.cat([pts, p_new], 1)
                 labs = l_new if labs is None else torch.cat([labs, l_new], 1)
                 mask_in = low.gather(1, best[:, None, None, None].expand(-1, 1, *low.shape[2:])).detach()

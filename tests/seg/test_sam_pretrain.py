@@ -507,6 +507,38 @@ def test_correction_points_for_a_region_thinner_than_a_low_res_cell():
     assert labs.tolist() == [[-1]]  # nothing to point at: a padding point
 
 
+def test_correction_points_lie_in_the_error_region_with_its_label():
+    """Against the rule written out per prompt in numpy: a miss gives a positive point
+    on the target, a false alarm a negative one off it; no error: a target cell; each
+    cell of a small error region is drawn (uniformly, over many draws)."""
+    from fuzzylogic_seg.sam.pretrain import _correction_points
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 1, 8, 8, generator=g)
+    target = (torch.rand(6, 1, 8, 8, generator=g) > 0.6).float()
+    valid = torch.ones_like(target)
+    valid[2, :, :, 6:] = 0  # padding
+    logits[3] = torch.where(target[3] > 0, 5.0, -5.0)  # no error: a target cell
+    pts, labs = _correction_points(np.random.default_rng(1), logits, target, valid, k=1)
+    assert pts.shape == (6, 1, 2) and labs.shape == (6, 1) and pts.dtype == torch.float32
+    for p in range(6):
+        x, y = int(pts[p, 0, 0]), int(pts[p, 0, 1])
+        pred, t, v = logits[p, 0].numpy() > 0, target[p, 0].numpy() > 0.5, valid[p, 0].numpy() > 0.5
+        err = (pred != t) & v
+        if err.any():
+            assert err[y, x] and labs[p, 0] == int(t[y, x])
+        else:
+            assert t[y, x] and v[y, x] and labs[p, 0] == 1
+    # a two-cell error region: both cells come up
+    logits = torch.full((1, 1, 4, 4), -5.0)
+    target = torch.zeros(1, 1, 4, 4)
+    target[0, 0, 1, 2] = target[0, 0, 3, 0] = 1
+    rng = np.random.default_rng(2)
+    seen = {tuple(_correction_points(rng, logits, target, torch.ones_like(target))[0][0, 0].tolist())
+            for _ in range(40)}
+    assert seen == {(2.0, 1.0), (0.0, 3.0)}
+
+
 def test_second_stage_starts_from_init_weights(tmp_path):
     a = tmp_path / "a.pt"
     pretrain(a, _tiny(steps=3), progress=False, evaluate_result=False)
