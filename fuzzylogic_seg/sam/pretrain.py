@@ -391,15 +391,23 @@ def _step_batch(args: Tuple[int, int, PretrainConfig]):
     return images, groups, rng
 
 
-def _batches(cfg: PretrainConfig, start: int, workers: int):
-    """Yield ``_step_batch`` results for steps start, start+1, ... (forever).
+def _batches(plan: Callable[[], PretrainConfig], start: int, workers: int):
+    """Yield ``_step_batch`` results for steps start, start+1, ... (forever), each
+    drawn at the size of the stage that holds it in the recipe ``plan()`` returns
+    when the step comes (a time budget's plan may move the switch between stages).
 
-    With workers > 0 a process pool draws batches ahead: scene generation is
-    numpy on the CPU and, on a GPU, costs more than the step itself."""
+    With workers > 0 a process pool draws batches ahead, across both stages (one
+    pool a run: spawning it costs seconds): scene generation is numpy on the CPU
+    and, on a GPU, costs more than the step itself. A batch drawn ahead at a size
+    that the plan has since changed is drawn again (the same as a serial run's)."""
+    def stage_at(t: int) -> PretrainConfig:
+        return plan().stage(t)[0]
+
     if workers <= 0:
         t = start
         while True:
-            yield _step_batch((cfg.seed, t, cfg))
+            c = stage_at(t)
+            yield _step_batch((c.seed, t, c))
             t += 1
     import collections
     import multiprocessing as mp
@@ -412,9 +420,16 @@ def _batches(cfg: PretrainConfig, start: int, workers: int):
         t = start
         while True:
             while len(pending) < 2 * workers:
-                pending.append(pool.apply_async(_step_batch, ((cfg.seed, t, cfg),)))
+                c = stage_at(t)
+                pending.append((t, c.model.img_size,
+                                pool.apply_async(_step_batch, ((c.seed, t, c),))))
                 t += 1
-            yield pending.popleft().get()
+            t0, size, res = pending.popleft()
+            out = res.get()
+            c = stage_at(t0)
+            if c.model.img_size != size:  # (the only field a plan's change moves)
+                out = _step_batch((c.seed, t0, c))
+            yield out
 
 
 def initial_model(cfg: PretrainConfig, model: EmbeddedConfig):
@@ -577,13 +592,11 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
     bar = tqdm(total=total, initial=step, desc="sam pretrain", disable=not progress,
                dynamic_ncols=True)
     run_loss = None
-    batches = _batches(stage_cfg, step, workers)
+    batches = _batches(lambda: cfg, step, workers)  # (cfg: the plan, as it is then)
     while step < total:
         t0 = time.perf_counter()
         if step == stage_end:  # coarse to fine: the next stage's size
             sam, model, opt, (stage_cfg, stage_start, stage_end) = next_stage(sam, step)
-            batches.close()
-            batches = _batches(stage_cfg, step, workers)
         images, groups, rng = next(batches)
         # (the warm-up follows the recipe's stage length: a budget plan corrected
         # during the warm-up leaves the steps before unchanged)

@@ -330,6 +330,22 @@ def test_worker_processes_draw_the_same_batches(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_worker_batches_follow_a_plan_that_moves_the_switch_between_stages(tmp_path, monkeypatch):
+    """One pool serves both stages. A budget run first plans 15 + 5 steps (timed at
+    1 s a step), then, at its step 13, all 30 + 10: the batches the workers drew
+    ahead for steps 15.. at the second stage's size are drawn again at the first's.
+    The weights equal a serial run's."""
+    import fuzzylogic_seg.sam.pretrain as P
+
+    monkeypatch.setattr(P, "stage_seconds", lambda c, device, workers=0: (1.0, 1.0))
+    cfg = _tiny(steps=40, low_res_steps=30)
+    cards = [pretrain(tmp_path / f"{w}.pt", cfg, progress=False, evaluate_result=False,
+                      minutes=20.5 / 60, workers=w, log=lambda s: None) for w in (0, 2)]
+    assert all((c["steps"], c["budget"]["low_res_steps"]) == (40, 30) for c in cards)
+    wa, wb = (load_torch(tmp_path / f"{w}.pt")["state_dict"] for w in (0, 2))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_state_of_another_recipe_is_refused(tmp_path):
     out = tmp_path / "w.pt"
     pretrain(out, _tiny(steps=4), progress=False, evaluate_result=False, stop_after=2)
