@@ -451,6 +451,15 @@ def make_optimizer(sam, cfg: PretrainConfig, device) -> torch.optim.Optimizer:
                              betas=(0.9, cfg.beta2), **kernel)
 
 
+def update(sam, opt: torch.optim.Optimizer, loss: torch.Tensor, cfg: PretrainConfig) -> None:
+    """A training step's update from its loss: gradients, clipped to the recipe's norm,
+    and the optimizer's step (the same in a run and in its timed steps)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(sam.parameters(), cfg.grad_clip)
+    opt.step()
+
+
 def step_seconds(cfg: PretrainConfig, device, at: int = 0, workers: int = 0,
                  warm: int = 2, timed: int = 3) -> float:
     """Seconds a training step takes in the stage that holds step ``at``: the median of
@@ -470,10 +479,7 @@ def step_seconds(cfg: PretrainConfig, device, at: int = 0, workers: int = 0,
         images, groups = make_batch(rng, stage)
         t1 = time.perf_counter()
         loss, _ = step_loss(model, images, groups, cfg, rng)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(sam.parameters(), cfg.grad_clip)
-        opt.step()
+        update(sam, opt, loss, cfg)
         float(loss.detach())  # (waits for the device)
         times.append(time.perf_counter() - (t1 if workers else t0))
     return statistics.median(times[warm:])
@@ -607,10 +613,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
                             (total if stage_end == cfg.steps else stage_end) - stage_start,
                             warm_of=asked_len)
         loss, stats = step_loss(model, images, groups, cfg, rng)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(sam.parameters(), cfg.grad_clip)
-        opt.step()
+        update(sam, opt, loss, cfg)
         # the step's one read of the device (a GPU sync), after its work is queued; a
         # diverged step is caught here, before anything of it is saved
         loss_v, miou = torch.stack([loss.detach().float(), stats["miou"].float()]).tolist()

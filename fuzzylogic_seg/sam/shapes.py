@@ -204,7 +204,6 @@ def generate_scene(rng: np.random.Generator, height: int, width: int,
     low: List[bool] = []
 
     def paint(kind: str, m: np.ndarray, par: int) -> int:
-        nonlocal canvas
         lc = bool(rng.random() < p_low_contrast)
         blur_max = 1.0 if kind == "thin" else (3.0 if lc else 1.5)
         blur = rng.uniform(0, blur_max) * size / 256 if rng.random() < 0.6 else 0.0
