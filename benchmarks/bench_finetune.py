@@ -8,10 +8,10 @@ share of a step spent in the logic loss (goal: under 10%).
         [--compile-loss default|reduce-overhead|...] [--eager] [--dense-guards] [--hand]
 
 Per-part times are medians over the steps (robust to other processes on a
-shared machine); steps/s is also given from the wall clock. A step is: decode the prompts of a batch of images from their cached image
-embeddings, build the facts, evaluate the compiled theory and take its
-gradient with respect to the mask logits ("logic"), back-propagate that
-gradient through the decoder and step AdamW. Each part is timed on its own
+shared machine); steps/s is also given from the wall clock. A step is: decode the
+prompts of a batch of images from their cached image embeddings, build the facts,
+evaluate the compiled theory and take its gradient with respect to the mask logits
+("logic"), back-propagate that gradient through the decoder and step AdamW. Each part is timed on its own
 (with a device synchronisation between parts on CUDA); "logic share" is the
 logic part over the whole step. With ``--compile-loss`` the logic part runs
 through torch.compile (compiled during the warm-up steps). With ``--hand``

@@ -69,7 +69,11 @@ def toy_batch(n, size, g):
         img = 0.2 + 0.4 * disc.float() + 0.3 * cup.float() + 0.15 * torch.randn(size, size, generator=g)
         r = torch.stack([disc.any(1), cup.any(1)], -1).float()  # the tight boxes' rows
         c = torch.stack([disc.any(0), cup.any(0)], -1).float()
-        imgs.append(img[None]); rows.append(r); cols.append(c); discs.append(disc); cups.append(cup)
+        imgs.append(img[None])
+        rows.append(r)
+        cols.append(c)
+        discs.append(disc)
+        cups.append(cup)
     return torch.stack(imgs), torch.stack(rows), torch.stack(cols), torch.stack(discs), torch.stack(cups)
 
 

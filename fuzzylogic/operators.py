@@ -855,22 +855,22 @@ def _pmean_error_log(x, dims, weight, p=2.0):
     return TruthValue(q=lambda: pmean(x.q, dims, weight, p))  # works on 1 - a directly
 
 
-def _weighted_sum(l: torch.Tensor, weight: Optional[torch.Tensor], dims) -> torch.Tensor:
-    """Σ over ``dims`` of ``weight * l`` (weight None: 1).
+def _weighted_sum(x: torch.Tensor, weight: Optional[torch.Tensor], dims) -> torch.Tensor:
+    """Σ over ``dims`` of ``weight * x`` (weight None: 1).
 
-    Where ``l`` is a permuted view (an atom in another variable order than its
+    Where ``x`` is a permuted view (an atom in another variable order than its
     fact's), it is reduced in its memory order, and the result permuted back:
-    the same sums, but the backward pass then hands ``l`` a gradient in its
+    the same sums, but the backward pass then hands ``x`` a gradient in its
     own layout, not a strided one that every elementwise op before it would
     traverse about twice as slowly (outside torch.compile, which picks its own
     layouts)."""
-    n = l.dim()
-    if l.is_contiguous() or n < 2 or _is_compiling():
-        return (l if weight is None else weight * l).sum(dims)
-    order = sorted(range(n), key=lambda d: -l.stride(d))  # memory order, outermost first
-    lm = l.permute(order)
+    n = x.dim()
+    if x.is_contiguous() or n < 2 or _is_compiling():
+        return (x if weight is None else weight * x).sum(dims)
+    order = sorted(range(n), key=lambda d: -x.stride(d))  # memory order, outermost first
+    lm = x.permute(order)
     if not lm.is_contiguous():  # (not a permutation of a dense tensor)
-        return (l if weight is None else weight * l).sum(dims)
+        return (x if weight is None else weight * x).sum(dims)
     if weight is not None:
         weight = weight.reshape((1,) * (n - weight.dim()) + tuple(weight.shape)).permute(order)
     red = set(d % n for d in dims)

@@ -153,7 +153,7 @@ class Theory:
     def expected_shape(self, predicate: str) -> str:
         """The shape a fact must have, e.g. ``[B, H, W, BOX]``."""
         decl = self.predicates[predicate]
-        return "[" + ", ".join(["B"] + [l for s in decl.args for l in self._labels[s]]) + "]"
+        return "[" + ", ".join(["B"] + [lab for s in decl.args for lab in self._labels[s]]) + "]"
 
     def signature(self) -> Dict[str, str]:
         """Each required fact's expected shape and input kind."""
@@ -206,11 +206,11 @@ class Theory:
         it = iter(vals)
         rep = Report(loss=next(it), batch=ctx.B)
         for p in self._plans:
-            t, l = next(it), next(it)
+            t, lv = next(it), next(it)
             pr = vi = None
             if p.name in shares:
                 pr, vi = next(it), next(it)
-            rep.rules.append(RuleReport(p.name, p.weight, t, l, pr, vi))
+            rep.rules.append(RuleReport(p.name, p.weight, t, lv, pr, vi))
         return rep
 
     # ----------------------------------------------------------- internals
@@ -537,7 +537,7 @@ class _Context:
         labels = th._labels
 
         def axes_desc(sort_list):
-            return ", ".join(["B"] + [l for s in sort_list for l in labels[s]])
+            return ", ".join(["B"] + [lab for s in sort_list for lab in labels[s]])
 
         def odd_one_out(sort: str) -> FactError:
             """The error for facts (and domains) disagreeing on a sort's size: the size

@@ -482,10 +482,10 @@ class LogicFineTuner:
                 k = max(it.prompts.points.shape[1] for it in items)
                 pts, labs = [], []
                 for it in items:
-                    p, l = it.prompts.points, it.prompts.point_labels
+                    p, pl = it.prompts.points, it.prompts.point_labels
                     pad = k - p.shape[1]
                     pts.append(torch.cat([p, p.new_zeros(len(p), pad, 2)], 1))
-                    labs.append(torch.cat([l, l.new_full((len(l), pad), -1)], 1))
+                    labs.append(torch.cat([pl, pl.new_full((len(pl), pad), -1)], 1))
                 low, iou = self.psam.decode(emb, points=self._to_device(torch.cat(pts)),
                                             point_labels=self._to_device(torch.cat(labs)),
                                             orig_size=sizes, image_index=idx, multimask=multimask)

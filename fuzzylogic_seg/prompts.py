@@ -56,7 +56,9 @@ class Prompts:
         return int(self.labels.numel())
 
     def to(self, device) -> "Prompts":
-        mv = (lambda t: None if t is None else t.to(device))
+        def mv(t):
+            return None if t is None else t.to(device)
+
         return replace(self, labels=mv(self.labels), boxes=mv(self.boxes),
                        points=mv(self.points), point_labels=mv(self.point_labels))
 
@@ -73,7 +75,9 @@ class Prompts:
 
     def select(self, index) -> "Prompts":
         """A subset of the prompts (index: LongTensor or bool mask over P)."""
-        pick = (lambda t: None if t is None else t[index])
+        def pick(t):
+            return None if t is None else t[index]
+
         return replace(self, labels=pick(self.labels), boxes=pick(self.boxes),
                        points=pick(self.points), point_labels=pick(self.point_labels))
 

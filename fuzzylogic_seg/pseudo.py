@@ -270,15 +270,15 @@ def evaluate_labels(dataset, out_dir: Path, dataset_kind: str, ids: Sequence[str
                             torch.where(unsure, torch.full_like(gt, IGNORE), gt), image_id)
     out: Dict = {"coverage": covered / max(total, 1)}
     if have_gt and ids:
-        a, l = allpx.as_dict(), labelled.as_dict()
+        a, lab = allpx.as_dict(), labelled.as_dict()
         if dataset_kind == "refuge":
             out.update({"dice_disc": a["dice_disc"], "dice_cup": a["dice_cup"],
                         "dice_mean": (a["dice_disc"] + a["dice_cup"]) / 2,
-                        "vcdr_mae": a["vcdr_mae"], "dice_disc_labelled": l["dice_disc"],
-                        "dice_cup_labelled": l["dice_cup"], "miou": a["miou"]})
+                        "vcdr_mae": a["vcdr_mae"], "dice_disc_labelled": lab["dice_disc"],
+                        "dice_cup_labelled": lab["dice_cup"], "miou": a["miou"]})
         else:
             out.update({"miou": a["miou"], "per_class_iou": a["per_class_iou"],
-                        "miou_labelled": l["miou"]})
+                        "miou_labelled": lab["miou"]})
     return out
 
 

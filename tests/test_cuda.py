@@ -91,7 +91,8 @@ def test_saturated_truths_under_autocast_stay_finite():
 def test_torch_compile_inductor_on_cuda_matches_eager():
     crit = LogicLoss(RULES, semantics="log_product")
     # inductor on CUDA (Triton kernels); aot_eager elsewhere (no C++ build in a check run)
-    compiled = torch.compile(crit, fullgraph=True, backend="inductor" if DEV == "cuda" or os.environ.get("FUZZYSEG_TEST_INDUCTOR") else "aot_eager")
+    backend = "inductor" if DEV == "cuda" or os.environ.get("FUZZYSEG_TEST_INDUCTOR") else "aot_eager"
+    compiled = torch.compile(crit, fullgraph=True, backend=backend)
     f1, f2 = _facts(DEV, 3), _facts(DEV, 3)
     l1, l2 = compiled(**f1), crit(**f2)
     l1.backward()

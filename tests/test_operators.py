@@ -151,7 +151,9 @@ def test_equivalence_agrees_with_ltntorch(fo):
                                      ("lukasiewicz", "goguen", "AndLuk", "ImpliesGoguen")]:
         sem = fl.Semantics(conjunction=conj, implication=impl)
         got = fl.compile(text, sem).truth(a=x, b=y)["r"]
-        kw = lambda c: {"stable": False} if c in ("AndProd", "ImpliesReichenbach", "ImpliesGoguen") else {}
+        def kw(c):
+            return {"stable": False} if c in ("AndProd", "ImpliesReichenbach", "ImpliesGoguen") else {}
+
         want = fo.Equiv(getattr(fo, lconj)(**kw(lconj)), getattr(fo, limpl)(**kw(limpl)))(x, y)
         assert torch.allclose(got, want, atol=1e-6), conj
 
@@ -274,7 +276,7 @@ def test_weighted_sum_of_a_permuted_view_equals_the_plain_sum(weighted, perm, di
     shape = base.permute(perm).shape
     w = torch.rand(shape[0], 1, *shape[2:], generator=g, dtype=torch.float64) if weighted else None
     out = []
-    for fn in (O._weighted_sum, lambda l, w, d: (l if w is None else w * l).sum(d)):
+    for fn in (O._weighted_sum, lambda t, w, d: (t if w is None else w * t).sum(d)):
         x = base.clone().requires_grad_()
         y = fn(x.permute(perm), w, dims)
         gy = torch.rand(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)

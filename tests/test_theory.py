@@ -144,7 +144,8 @@ def test_fact_error_names_predicate_expected_and_actual_shape():
 @pytest.mark.parametrize("change,match", [
     (dict(cup=None), r"missing 'cup' \(\[B, H, W\] logits\)"),
     (dict(cupp=torch.zeros(2, 6, 5)), "unknown fact or constant 'cupp' \\(did you mean 'cup'\\?\\)"),
-    (dict(cup=torch.zeros(6, 5)), r"fact 'cup': expected 3 axes \[B, H, W\], got 2 axes \[6, 5\] \(missing the batch axis"),
+    (dict(cup=torch.zeros(6, 5)),
+     r"fact 'cup': expected 3 axes \[B, H, W\], got 2 axes \[6, 5\] \(missing the batch axis"),
     (dict(disc=torch.zeros(3, 6, 5)), "fact 'disc': batch size 3 does not match 2 .from fact 'cup'"),
     (dict(inside=torch.full((2, 6, 5, 3), 1.5)), r"fact 'inside' \(prob\): values must lie in \[0, 1\], got min 1.5"),
     (dict(disc=torch.full((2, 6, 5), float("nan"))), "fact 'disc' \\(logits\\) contains NaN or inf"),

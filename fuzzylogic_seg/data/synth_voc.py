@@ -156,13 +156,20 @@ def _person(rng) -> List[Prim]:
 
 CLASS_MODELS: Dict[str, Dict] = {
     # aspect: (height / width) range of the object's frame
-    "aeroplane": {"draw": _aeroplane, "texture": "vgradient", "hues": (0.58, 0.0, 0.62), "sat": (0.0, 0.35), "aspect": (0.45, 0.7)},
-    "bird": {"draw": _bird, "texture": "grain", "hues": (0.08, 0.12, 0.6), "sat": (0.4, 0.8), "aspect": (0.7, 1.0)},
-    "boat": {"draw": _boat, "texture": "hstripes", "hues": (0.0, 0.6, 0.62), "sat": (0.5, 0.9), "aspect": (0.8, 1.1)},
-    "bottle": {"draw": _bottle, "texture": "smooth", "hues": (0.3, 0.08, 0.55), "sat": (0.5, 0.9), "aspect": (2.0, 3.0)},
-    "car": {"draw": _car, "texture": "spots", "hues": (0.0, 0.6, 0.15), "sat": (0.5, 0.9), "aspect": (0.5, 0.7)},
-    "cat": {"draw": _cat, "texture": "stripes", "hues": (0.07, 0.1, 0.0), "sat": (0.2, 0.7), "aspect": (0.65, 0.9)},
-    "person": {"draw": _person, "texture": "checks", "hues": (0.0, 0.6, 0.3, 0.15), "sat": (0.3, 0.8), "aspect": (1.8, 2.6)},
+    "aeroplane": {"draw": _aeroplane, "texture": "vgradient", "hues": (0.58, 0.0, 0.62),
+                  "sat": (0.0, 0.35), "aspect": (0.45, 0.7)},
+    "bird": {"draw": _bird, "texture": "grain", "hues": (0.08, 0.12, 0.6),
+             "sat": (0.4, 0.8), "aspect": (0.7, 1.0)},
+    "boat": {"draw": _boat, "texture": "hstripes", "hues": (0.0, 0.6, 0.62),
+             "sat": (0.5, 0.9), "aspect": (0.8, 1.1)},
+    "bottle": {"draw": _bottle, "texture": "smooth", "hues": (0.3, 0.08, 0.55),
+               "sat": (0.5, 0.9), "aspect": (2.0, 3.0)},
+    "car": {"draw": _car, "texture": "spots", "hues": (0.0, 0.6, 0.15),
+            "sat": (0.5, 0.9), "aspect": (0.5, 0.7)},
+    "cat": {"draw": _cat, "texture": "stripes", "hues": (0.07, 0.1, 0.0),
+            "sat": (0.2, 0.7), "aspect": (0.65, 0.9)},
+    "person": {"draw": _person, "texture": "checks", "hues": (0.0, 0.6, 0.3, 0.15),
+               "sat": (0.3, 0.8), "aspect": (1.8, 2.6)},
 }
 PART_SHADE = {"body": None, "accent": 0.45, "window": 0.3, "wheel": 0.12, "sail": 1.0, "skin": None}
 

@@ -43,11 +43,11 @@ def test_scribble_prompts_positive_on_own_class_negative_elsewhere():
     for k, c in enumerate(p.labels.tolist()):
         lab = p.point_labels[k]
         pts = p.points[k]
-        for (x, y), l in zip(pts.tolist(), lab.tolist()):
-            if l == -1:
+        for (x, y), label in zip(pts.tolist(), lab.tolist()):
+            if label == -1:
                 continue
             cls = int(scr[int(y), int(x)])  # points sit at pixel centres
-            assert (cls == c) == (l == 1)
+            assert (cls == c) == (label == 1)
         assert int((lab == 1).sum()) == 3 and int((lab == 0).sum()) == 2
 
 

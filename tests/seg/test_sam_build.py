@@ -9,11 +9,11 @@ import torch
 
 from fuzzylogic_seg.errors import CheckpointError, ConfigError
 from fuzzylogic_seg.sam import build as B
-# The package re-exports a function named build_sam, hiding the submodule.
-sa_build = importlib.import_module("segment_anything.build_sam")
-
 from fuzzylogic_seg.sam.build import (TINY_CONFIG, EmbeddedConfig, build_embedded,
                                       embedded_checkpoint, load_sam, model_fingerprint)
+
+# The package re-exports a function named build_sam, hiding the submodule.
+sa_build = importlib.import_module("segment_anything.build_sam")
 
 
 def _perturbed(model, seed=0):
