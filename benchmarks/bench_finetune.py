@@ -106,7 +106,8 @@ def main(argv=None):
                          "are then empty); for vit_b/l/h where no weights are at hand")
     ap.add_argument("--compile-loss", default=None, metavar="MODE",
                     help="torch.compile the logic loss: default, reduce-overhead (CUDA graphs), "
-                         "max-autotune-no-cudagraphs, or aot_eager (a backend, for checking)")
+                         "max-autotune-no-cudagraphs, or aot_eager (a backend, for checking); "
+                         "or cuda-graphs: the eager loss replayed as CUDA graphs, no compile")
     ap.add_argument("--dense-guards", action="store_true",
                     help="evaluate guarded quantifier bodies densely (fuzzylogic.compiler."
                          "sparse_guards(False)), to compare with the default sparse CPU path")
@@ -192,6 +193,8 @@ def _run(args):
         "share": {k: v / total for k, v in tm.items()},
         "logic_share": tm["logic"] / total,
         "prepare_seconds": prep,
+        # cuda-graphs: signatures captured (1 = every timed step replayed one graph)
+        "graph_captures": getattr(tuner._compiled, "captures", None),
         "goal_logic_share_below": 0.10,
     }
     for other in ("eager", "hand"):

@@ -1,8 +1,9 @@
 #!/bin/bash
-# The checks that need a CUDA GPU, as one short script (about 9 minutes on an
+# The checks that need a CUDA GPU, as one short script (about 10 minutes on an
 # H100/H200, each step under its own time limit so that a slow one cannot eat
 # the rest): the fine-tuning benchmark eager (beside the same rules written by
-# hand) and compiled (CUDA graphs, beside eager) on both data sets, the CUDA tests
+# hand), replayed as CUDA graphs of the eager kernels and compiled (inductor's
+# CUDA graphs), each beside eager, on both data sets, the CUDA tests
 # (tests/test_cuda.py: equality with the CPU, AMP, compiled loss), a
 # pretraining time-budget probe and a profile of a pretraining step. Run it from the
 # repository root:
@@ -52,6 +53,13 @@ step() {  # step SECONDS NAME COMMAND...: run under a limit of SECONDS, or of wh
 BF=(python3 benchmarks/bench_finetune.py --device "$DEVICE" --steps "$STEPS")
 
 step 90 bf_voc_eager "${BF[@]}" --dataset voc --hand --out "$OUT/bf_voc_eager.json"
+# the eager loss replayed as CUDA graphs (no compile; fuzzylogic/graphs.py), beside eager
+# (CUDA only: the CPU dry run skips it)
+for ds in voc refuge; do
+    [ "$DEVICE" = cpu ] && echo "skip bf_${ds}_graphs (CPU dry run)" ||
+    step 90 "bf_${ds}_graphs" "${BF[@]}" --dataset "$ds" --compile-loss cuda-graphs --eager \
+        --out "$OUT/bf_${ds}_graphs.json"
+done
 step 150 bf_voc_cudagraphs "${BF[@]}" --dataset voc --compile-loss reduce-overhead --eager \
     --out "$OUT/bf_voc_cudagraphs.json"
 step 90 bf_refuge_eager "${BF[@]}" --dataset refuge --hand --out "$OUT/bf_refuge_eager.json"
@@ -79,7 +87,8 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "bf_*.json"))):
     d = json.load(open(f))
     m = {k: round(v * 1e3, 2) for k, v in d["median_seconds_per_step"].items()}
     print(f"{os.path.basename(f)}: logic share {d['logic_share']:.3f}, "
-          f"{d['steps_per_second']:.1f} steps/s, ms {m}")
+          f"{d['steps_per_second']:.1f} steps/s, ms {m}"
+          + (f", graph captures {d['graph_captures']}" if d.get("graph_captures") is not None else ""))
     for other, label in (("eager", "eager rules"), ("hand", "hand-written rules")):
         if other in d:
             print(f"  {label}: logic share {d[other]['logic_share']:.3f}, "

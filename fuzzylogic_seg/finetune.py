@@ -227,14 +227,20 @@ class _Embeddings:
         return to_device(hit.embedding, device)
 
 
+CUDA_GRAPHS = "cuda-graphs"
+
+
 def _compile_options(value) -> Optional[Dict]:
     """``compile_loss``: False (eager), True (torch.compile defaults), a mode name
     ("default", "reduce-overhead" = CUDA graphs, "max-autotune", ...) or torch.compile's keyword
-    arguments as a dict; None stands for eager."""
+    arguments as a dict; "cuda-graphs": the eager loss replayed as CUDA graphs, no compile
+    (:mod:`fuzzylogic.graphs`); None stands for eager."""
     if value is False or value is None:
         return None
     if value is True:
         return {}
+    if value == CUDA_GRAPHS:
+        return {CUDA_GRAPHS: True}
     if isinstance(value, str):
         return {"mode": value}
     if isinstance(value, dict):
@@ -323,6 +329,9 @@ class LogicFineTuner:
         self.timing = defaultdict(float)
         self._validated = False
         self.compile_loss = _compile_options(compile_loss)
+        if self.compile_loss and self.compile_loss.get(CUDA_GRAPHS) and self.device.type != "cuda":
+            raise ConfigError(f"compile_loss={CUDA_GRAPHS!r} replays the loss as CUDA graphs: it needs a "
+                              f"CUDA device, got {self.device}")
         self._compiled = None
         self._resamplers: Dict[Tuple[int, torch.dtype], torch.Tensor] = {}
         self.region_pad: Optional[int] = None  # set by prepare() when the loss is compiled
@@ -583,12 +592,17 @@ class LogicFineTuner:
         with ``report``, its satisfaction [B] under :func:`report_semantics`.
 
         With ``compile_loss``, the training loss runs through ``torch.compile``
-        after a first eager call has validated the facts (compiled code skips
-        the value checks)."""
+        (or is replayed as CUDA graphs) after a first eager call has validated
+        the facts (compiled code and replays skip the value checks)."""
         if not report and self.compile_loss is not None and self._validated:
             if self._compiled is None:
-                self._compiled = torch.compile(self._evaluate, fullgraph=True, dynamic=False,
-                                               **self.compile_loss)
+                if self.compile_loss.get(CUDA_GRAPHS):
+                    from fuzzylogic.graphs import GraphedFunction
+
+                    self._compiled = GraphedFunction(self._evaluate)
+                else:
+                    self._compiled = torch.compile(self._evaluate, fullgraph=True, dynamic=False,
+                                                   **self.compile_loss)
             return self._compiled(facts, doms)
         return self._evaluate(facts, doms, report)
 

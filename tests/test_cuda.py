@@ -191,6 +191,79 @@ def test_fine_tuning_loss_compiled_on_cuda_matches_eager(mode):
             torch.testing.assert_close(gc, ge, rtol=1e-3, atol=1e-3 * ge.abs().max().item())
 
 
+def test_graphed_logic_loss_replays_the_eager_kernels():
+    # fuzzylogic.graphs with torch.cuda.make_graphed_callables: the replay gives the
+    # eager values and gradients without running the Python function again.
+    from fuzzylogic.graphs import GraphedFunction
+
+    if DEV != "cuda":
+        pytest.skip("CUDA graphs are a CUDA matter")
+    crit = LogicLoss(RULES, semantics="log_product")
+    calls = []
+
+    def counted(**facts):
+        calls.append(1)
+        return crit(**facts)
+
+    f = GraphedFunction(counted)
+    for seed in (1, 2, 3):  # first call eager (and the capture), then replays
+        facts = _facts(DEV, seed)
+        got = f(**facts)
+        g_got, = torch.autograd.grad(got, facts["cup"])
+        want = crit(**facts)
+        g_want, = torch.autograd.grad(want, facts["cup"])
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(g_got, g_want, rtol=1e-6, atol=1e-7)
+    assert f.captures == 1
+    n = len(calls)
+    f(**_facts(DEV, 4))
+    assert len(calls) == n  # replayed: the function did not run
+
+
+def test_fine_tuning_loss_replayed_as_cuda_graphs_matches_eager_without_syncs():
+    # compile_loss="cuda-graphs": the eager loss captured once per signature (the
+    # region axis padded as for torch.compile) and replayed; a replayed step queues
+    # its work without a host sync.
+    from fuzzylogic_seg.data.synth_voc import generate_voc
+    from fuzzylogic_seg.data.voc import VOCSegmentation
+    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
+    from fuzzylogic_seg.sam.build import load_sam
+    import tempfile
+
+    if DEV != "cuda":
+        pytest.skip("CUDA graphs are a CUDA matter")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=6, n_val=0, progress=False)
+        ds = VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
+        out, tuners = [], []
+        for compile_loss in (False, "cuda-graphs"):
+            t = LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
+                               dataset_kind="voc", weak="boxes", device=DEV, progress=False,
+                               compile_loss=compile_loss, amp=False)
+            items = t.prepare(ds)
+            t.region_pad = max(it.n_regions for it in items)
+            res = []
+            for b in (items[:2], items[2:4], items[:2], items[4:6], items[2:4]):
+                loss, _, g = t.loss_and_grad(b, t.decode(b)[0])
+                res.append((loss.detach().cpu(), g.cpu()))
+            out.append(res)
+            tuners.append((t, items))
+        for (le, ge), (lc, gc) in zip(*out):
+            torch.testing.assert_close(lc, le, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(gc, ge, rtol=1e-5, atol=1e-6 * ge.abs().max().item())
+        t, items = tuners[1]
+        assert t._compiled.captures == 1  # one signature: every batch replayed it
+        opt = t.optimizer()
+        t._step(items[:2], opt)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            loss, rule_loss = t._step(items[2:4], opt)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert torch.isfinite(loss).item() and len(rule_loss) == 11
+
+
 def test_a_fine_tuning_step_does_not_wait_for_the_gpu():
     # After the first call (which validates the facts once), a training step
     # with box prompts queues its work without a host sync: no blocking copies,

@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--compile-loss", default=None, metavar="MODE",
                    help="torch.compile the logic loss (default, reduce-overhead = CUDA graphs, "
                         "max-autotune-no-cudagraphs): a faster loss after a one-time compile "
-                        "(~30 s on a CPU; docs/FINETUNE.md)")
+                        "(~30 s on a CPU; docs/FINETUNE.md); or cuda-graphs: the eager loss "
+                        "replayed as CUDA graphs, no compile (GPU only)")
     p.add_argument("--no-cache-facts", action="store_true",
                    help="rebuild each image's rule facts every step instead of keeping them "
                         "(saves ~0.2 MB of host memory per image at grid 64, 16x that at "

@@ -186,6 +186,66 @@ def test_compiled_loss_equals_eager_and_pads_regions_to_one_count():
     assert counts == [1, 2]
     with pytest.raises(ConfigError, match="compile_loss"):
         tuner(compile_loss={"fullgraph": False})
+    # CUDA graphs replay on a GPU only (tests/test_cuda.py runs them there)
+    with pytest.raises(ConfigError, match="cuda-graphs.*needs a CUDA device, got cpu"):
+        tuner(compile_loss="cuda-graphs")
+
+
+def test_loss_replayed_as_graphs_sees_the_facts_and_returns_what_eager_does():
+    # compile_loss="cuda-graphs" on the CPU, with a stand-in grapher whose "replay"
+    # runs the captured function on the graph's own input copies: the facts and
+    # domains go through flattening into one signature per layout and come back
+    # whole (the real capture is tested in tests/test_cuda.py).
+    from torch.utils import _pytree as pytree
+
+    from fuzzylogic.graphs import GraphedFunction
+
+    captured = []
+
+    def grapher(fn, samples, num_warmup_iters):
+        # make_graphed_callables' shape: one autograd node whose forward copies the
+        # arguments into the static inputs and "replays", whose backward returns the
+        # gradients of the static inputs
+        captured.append(len(samples))
+        spec = []
+
+        class Replay(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, *tensors):
+                for st, t in zip(samples, tensors):
+                    st.data.copy_(t)
+                with torch.enable_grad():
+                    leaves, sp = pytree.tree_flatten(fn(*samples))
+                spec[:] = [sp]
+                ctx.outs = leaves
+                return tuple(o.detach() for o in leaves)
+
+            @staticmethod
+            def backward(ctx, *grads):
+                outs = [(o, g) for o, g in zip(ctx.outs, grads) if o.requires_grad]
+                wrt = [st for st in samples if st.requires_grad]
+                got = iter(torch.autograd.grad([o for o, _ in outs], wrt, [g for _, g in outs]))
+                return tuple(next(got) if st.requires_grad else None for st in samples)
+
+        def replay(*tensors):
+            return pytree.tree_unflatten(list(Replay.apply(*tensors)), spec[0])
+        return replay
+
+    eager, graphed = tuner(epochs=1), tuner(epochs=1)
+    graphed.compile_loss = {"cuda-graphs": True}
+    graphed._compiled = GraphedFunction(graphed._evaluate, grapher=grapher)
+    ds = Shapes(4)
+    items_e, items_g = eager.prepare(ds), graphed.prepare(ds)
+    assert graphed.region_pad == 2  # padded as for torch.compile: one layout
+    eager.region_pad = 2
+    for b in ((0, 2), (0, 1), (2, 0), (1, 3), (0, 1)):
+        le, re, ge = eager.loss_and_grad([items_e[i] for i in b], eager.decode([items_e[i] for i in b])[0])
+        lg, rg, gg = graphed.loss_and_grad([items_g[i] for i in b], graphed.decode([items_g[i] for i in b])[0])
+        torch.testing.assert_close(lg.detach(), le.detach())
+        assert set(rg) == set(re) and all(not v.requires_grad for v in rg.values())
+        torch.testing.assert_close(gg, ge)
+    # the first call validates eagerly, the second captures, the rest replay
+    assert graphed._compiled.captures == 1 and len(captured) == 1
 
 
 def test_static_facts_are_built_once_per_image_and_rebuilt_when_their_inputs_change():
