@@ -221,6 +221,19 @@ def test_graphed_logic_loss_replays_the_eager_kernels():
     assert len(calls) == n  # replayed: the function did not run
 
 
+def _step_without_host_sync(t, items):
+    """A training step on items[:2] (its first calls may read the GPU: validation,
+    capture), then one on items[2:4] under sync debug mode "error": (loss, rule losses)."""
+    opt = t.optimizer()
+    t._step(items[:2], opt)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        return t._step(items[2:4], opt)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_fine_tuning_loss_replayed_as_cuda_graphs_matches_eager_without_syncs():
     # compile_loss="cuda-graphs": the eager loss captured once per signature (the
     # region axis padded as for torch.compile) and replayed; a replayed step queues
@@ -254,14 +267,7 @@ def test_fine_tuning_loss_replayed_as_cuda_graphs_matches_eager_without_syncs():
             torch.testing.assert_close(gc, ge, rtol=1e-5, atol=1e-6 * ge.abs().max().item())
         t, items = tuners[1]
         assert t._compiled.captures == 1  # one signature: every batch replayed it
-        opt = t.optimizer()
-        t._step(items[:2], opt)
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            loss, rule_loss = t._step(items[2:4], opt)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        loss, rule_loss = _step_without_host_sync(t, items)
         assert torch.isfinite(loss).item() and len(rule_loss) == 11
 
 
@@ -284,14 +290,7 @@ def test_a_fine_tuning_step_does_not_wait_for_the_gpu():
                            dataset_kind="voc", weak="boxes", device=DEV, progress=False,
                            cache_dir=os.path.join(tmp, "emb"))  # as the pipeline: on disk
         items = t.prepare(ds)
-        opt = t.optimizer()
-        t._step(items[:2], opt)
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            loss, rule_loss = t._step(items[2:4], opt)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        loss, rule_loss = _step_without_host_sync(t, items)
         assert torch.isfinite(loss).item() and len(rule_loss) == 11  # voc_boxes.rules
 
 
