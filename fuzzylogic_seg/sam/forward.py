@@ -14,7 +14,7 @@ against SamPredictor to 1e-4).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..devices import to_device
+from .padded import masks_and_iou, padded_predict_masks
 
 Size = Tuple[int, int]
 
@@ -134,6 +135,65 @@ class PromptableSAM(nn.Module):
         mask_input: [P, 1, 4h, 4w] low-res logits of a previous round.
         M = 3 with `multimask`, else 1 (SAM's single-output token).
         """
+        sparse, dense, image_index = self._prompt_embeddings(
+            emb, boxes, points, point_labels, orig_size, image_index, mask_input)
+        low_res, iou = predict_masks(self.sam.mask_decoder, emb[image_index] + dense,
+                                     self._dense_pe().expand(sparse.shape[0], -1, -1, -1), sparse)
+        sl = slice(1, None) if multimask else slice(0, 1)
+        return low_res[:, sl], iou[:, sl]
+
+    def decode_groups(self, emb: torch.Tensor, groups: Sequence[Mapping[str, Any]]
+                      ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """``decode`` for several groups of prompts in one mask-decoder pass.
+
+        Each group is a mapping of ``decode``'s keyword arguments (``boxes``,
+        ``points``, ``point_labels``, ``multimask``, ``orig_size``, ``image_index``,
+        ``mask_input``); groups may differ in structure (a box, one point, three
+        points...). Their prompt tokens are padded to one length and the padding is
+        masked out of every attention (``padded_predict_masks``), so each group gets
+        what ``decode`` gives it, to float rounding (tested), for one pass over the
+        decoder instead of one per group: pretraining mixes four prompt kinds a
+        step, and at 128 px a pass is mostly fixed cost.
+        """
+        if not groups:
+            return []
+        known = {"boxes", "points", "point_labels", "multimask", "orig_size", "image_index",
+                 "mask_input"}
+        parts = []
+        for g in groups:
+            if set(g) - known:
+                raise ConfigError(f"decode_groups: unknown keys {sorted(set(g) - known)}")
+            parts.append(self._prompt_embeddings(
+                emb, g.get("boxes"), g.get("points"), g.get("point_labels"), g.get("orig_size"),
+                g.get("image_index"), g.get("mask_input")))
+        if len(parts) == 1:
+            sparse, dense, index = parts[0]
+            valid = None
+        else:
+            n = max(p[0].shape[1] for p in parts)
+            sparse = torch.cat([F.pad(p[0], (0, 0, 0, n - p[0].shape[1])) for p in parts])
+            tok = torch.arange(n, device=sparse.device)
+            valid = torch.cat([(tok < p[0].shape[1]).expand(p[0].shape[0], n) for p in parts])
+            dense = torch.cat([p[1] for p in parts])
+            index = torch.cat([p[2] for p in parts])
+        low_res, iou = padded_predict_masks(self.sam.mask_decoder, emb[index] + dense,
+                                            self._dense_pe(), sparse, valid)
+        out, start = [], 0
+        for g, p in zip(groups, parts):
+            stop = start + p[0].shape[0]
+            sl = slice(1, None) if g.get("multimask", False) else slice(0, 1)
+            out.append((low_res[start:stop, sl], iou[start:stop, sl]))
+            start = stop
+        return out
+
+    def _dense_pe(self) -> torch.Tensor:
+        with torch.autocast(self.device.type, enabled=False):  # (see _prompt_embeddings)
+            return self.sam.prompt_encoder.get_dense_pe()
+
+    def _prompt_embeddings(self, emb, boxes, points, point_labels, orig_size, image_index,
+                           mask_input) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The prompt encoder's (sparse [P, N, C], dense [P, C, h, w]) and the image
+        of each prompt [P], with ``decode``'s checks and coordinate scaling."""
         if boxes is None and points is None and mask_input is None:
             raise ConfigError("decode: give boxes, points or a mask_input")
         n_prompts = next(t.shape[0] for t in (boxes, points, mask_input) if t is not None)
@@ -181,11 +241,7 @@ class PromptableSAM(nn.Module):
         with torch.autocast(dev.type, enabled=False):
             sparse, dense = pe(points=None if coords is None else (coords, labels), boxes=boxes,
                                masks=None if mask_input is None else mask_input.float())
-            dense_pe = pe.get_dense_pe()
-        low_res, iou = predict_masks(self.sam.mask_decoder, emb[image_index] + dense,
-                                     dense_pe.expand(n_prompts, -1, -1, -1), sparse)
-        sl = slice(1, None) if multimask else slice(0, 1)
-        return low_res[:, sl], iou[:, sl]
+        return sparse, dense, image_index
 
     # ---------------------------------------------------------- postprocess
     def postprocess(self, low_res: torch.Tensor, input_size: Size, orig_size: Size) -> torch.Tensor:
@@ -221,14 +277,5 @@ def predict_masks(decoder: nn.Module, src: torch.Tensor, pos_src: torch.Tensor,
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
     tokens = torch.cat((output_tokens, sparse), dim=1)
-    b, c, h, w = src.shape
-    hs, src = decoder.transformer(src, pos_src, tokens)
-    iou_token_out = hs[:, 0, :]
-    mask_tokens_out = hs[:, 1: (1 + decoder.num_mask_tokens), :]
-    src = src.transpose(1, 2).reshape(b, c, h, w)
-    upscaled = decoder.output_upscaling(src)
-    hyper_in = torch.stack([decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
-                            for i in range(decoder.num_mask_tokens)], dim=1)
-    b, c, h, w = upscaled.shape
-    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-    return masks, decoder.iou_prediction_head(iou_token_out)
+    hs, keys = decoder.transformer(src, pos_src, tokens)
+    return masks_and_iou(decoder, hs, keys, src.shape)

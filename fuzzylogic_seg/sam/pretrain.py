@@ -65,6 +65,8 @@ class PretrainConfig:
     beta2: float = 0.999            # AdamW's second-moment decay
     low_res_steps: int = 0          # the first steps at img_size / low_res_div px (coarse to
     low_res_div: int = 2            # fine: ~2.4x cheaper steps; positional tables resized)
+    one_decoder_pass: bool = False  # the step's prompt kinds in one decoder pass, padded
+                                    # (sam/padded.py): the same loss to float rounding, faster
     eval_images: int = 96
     model: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
@@ -113,7 +115,8 @@ class PretrainConfig:
         return self, self.low_res_steps, self.steps
 
 
-_NEUTRAL = {"tied_qk_init": False, "beta2": 0.999, "low_res_steps": 0, "low_res_div": 2}
+_NEUTRAL = {"tied_qk_init": False, "beta2": 0.999, "low_res_steps": 0, "low_res_div": 2,
+            "one_decoder_pass": False}
 
 # Named recipes: changes to the dataclass defaults. `fuzzyseg sam pretrain --recipe NAME`.
 RECIPES: Dict[str, Dict[str, Any]] = {
@@ -127,7 +130,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # ~8 min on one thread, as good as "quick": its first 900 steps see 128 px scenes (8 x 8
     # tokens, a step ~0.3 s instead of ~0.7 s), then 300 steps at 256 px (docs/SAM.md).
     "fast": dict(steps=1200, images_per_step=3, prompts_per_image=12, tied_qk_init=True,
-                 beta2=0.95, low_res_steps=900),
+                 beta2=0.95, low_res_steps=900, one_decoder_pass=True),
 }
 # The CLI's default: beats the shipped card in a seventh of the time (docs/SAM.md).
 DEFAULT_RECIPE = "fast"
@@ -317,38 +320,72 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
         emb = model.embed(x)
     total, n = 0.0, 0
     stats = {k: torch.zeros((), device=dev) for k in ("mask", "iou", "miou")}
+    prompts = []
     for g in groups.values():
-        idx = torch.tensor(g.image_index, device=dev)
-        boxes = torch.from_numpy(np.stack(g.boxes)).to(dev) if g.boxes else None
-        pts = torch.from_numpy(np.stack(g.points)).to(dev) if g.points else None
-        labs = torch.from_numpy(np.stack(g.labels)).to(dev) if g.labels else None
-        target, valid = _pad_masks(g.targets, model.img_size, dev)
+        prompts.append(dict(
+            image_index=torch.tensor(g.image_index, device=dev), multimask=g.multimask,
+            boxes=torch.from_numpy(np.stack(g.boxes)).to(dev) if g.boxes else None,
+            points=torch.from_numpy(np.stack(g.points)).to(dev) if g.points else None,
+            point_labels=torch.from_numpy(np.stack(g.labels)).to(dev) if g.labels else None))
+
+    def targets(masks):
+        target, valid = _pad_masks(masks, model.img_size, dev)
         k = 1
         if cfg.low_res_loss:
             k = model.img_size // (4 * model.embedding_size[0])
             target, valid = _low_res(target, valid, k)
+        return target, valid, k
+
+    def prompt_losses(low, iou_pred, target, valid, k, record=True):
+        """The prompts' mean loss (their best output's mask loss and the IoU head's
+        error), the logits and the best output of each; ``record``: add to the stats."""
+        low, iou_pred = low.float(), iou_pred.float()
+        logits = low if k > 1 else model.upscale(low)
+        per = (cfg.focal_weight * focal_loss(logits, target, valid)
+               + cfg.dice_weight * dice_loss(logits, target, valid))  # [P, M]
+        if cfg.bce_weight:
+            per = per + cfg.bce_weight * bce_loss(logits, target, valid)
+        best = per.argmin(1)
+        iou_true = mask_iou(logits, target, valid)
+        iou_mse = F.mse_loss(iou_pred, iou_true)
+        loss = per.gather(1, best[:, None]).mean() + cfg.iou_weight * iou_mse
+        if record:  # (tensors: read once per step, not a GPU sync per group)
+            stats["mask"] += per.detach().gather(1, best[:, None]).sum()
+            stats["miou"] += iou_true.detach().gather(1, best[:, None]).sum()
+            stats["iou"] += iou_mse.detach() * len(low)
+        return loss, logits, best
+
+    if not cfg.iterative_rounds and cfg.one_decoder_pass:
+        # Every group in one decoder pass (padded prompts), and the losses of the
+        # groups with one output (and of those with three) together: the same sum
+        # as group by group (a group's mean times its size), to float rounding.
+        with amp:
+            outs = model.decode_groups(emb, prompts)
+        gs = list(groups.values())
+        for multimask in (False, True):
+            sel = [i for i, g in enumerate(gs) if g.multimask == multimask]
+            if not sel:
+                continue
+            loss, _, _ = prompt_losses(torch.cat([outs[i][0] for i in sel]),
+                                       torch.cat([outs[i][1] for i in sel]),
+                                       *targets([m for i in sel for m in gs[i].targets]))
+            m = sum(len(gs[i].image_index) for i in sel)
+            total, n = total + loss * m, n + m
+        return total / n, {name: v / n for name, v in stats.items()}
+    for g, kw in zip(groups.values(), prompts):
+        idx, boxes = kw["image_index"], kw["boxes"]
+        pts, labs = kw["points"], kw["point_labels"]
+        target, valid, k = targets(g.targets)
         multimask, mask_in = g.multimask, None
         for rnd in range(1 + cfg.iterative_rounds):
             with amp:
                 low, iou_pred = model.decode(emb, boxes=boxes, points=pts, point_labels=labs,
                                              multimask=multimask, image_index=idx,
                                              mask_input=mask_in)
-            low, iou_pred = low.float(), iou_pred.float()
-            logits = low if k > 1 else model.upscale(low)
-            per = (cfg.focal_weight * focal_loss(logits, target, valid)
-                   + cfg.dice_weight * dice_loss(logits, target, valid))  # [P, M]
-            if cfg.bce_weight:
-                per = per + cfg.bce_weight * bce_loss(logits, target, valid)
-            best = per.argmin(1)
-            iou_true = mask_iou(logits, target, valid)
-            iou_mse = F.mse_loss(iou_pred, iou_true)
-            loss = per.gather(1, best[:, None]).mean() + cfg.iou_weight * iou_mse
+            # (the statistics are those of the first round)
+            loss, logits, best = prompt_losses(low, iou_pred, target, valid, k, record=not rnd)
             total = total + loss * len(g.image_index)
             n += len(g.image_index)
-            if rnd == 0:  # (tensors: read once per step, not a GPU sync per group)
-                stats["mask"] += per.detach().gather(1, best[:, None]).sum()
-                stats["miou"] += iou_true.detach().gather(1, best[:, None]).sum()
-                stats["iou"] += iou_mse.detach() * len(g.image_index)
             if rnd < cfg.iterative_rounds:
                 chosen = logits.gather(1, best[:, None, None, None].expand(-1, 1, *logits.shape[2:]))
                 p_new, l_new = _correction_points(rng, chosen, target, valid, k)

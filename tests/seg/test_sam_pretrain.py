@@ -258,6 +258,8 @@ def test_recipes():
     assert 0 < fast.low_res_steps < fast.steps and fast.stage(0)[0].model.img_size == 128
     assert fast.stage(fast.low_res_steps) == (fast, fast.low_res_steps, fast.steps)
     assert "low_res_steps" not in quick.to_dict() and PretrainConfig.from_dict(fast.to_dict()) == fast
+    # fast decodes a step's prompt kinds in one pass (tests/seg/test_sam_padded.py)
+    assert fast.one_decoder_pass and "one_decoder_pass" not in long.to_dict()
     assert recipe_config("quick", low_res_div=4).to_dict() == quick.to_dict() | {"seed": 0}
     for bad in (dict(low_res_steps=8), dict(low_res_steps=2, low_res_div=3),
                 dict(low_res_steps=2, low_res_div=1), dict(low_res_steps=2, low_res_div=8)):
