@@ -320,3 +320,24 @@ def test_fine_tuning_on_another_loss_grid_is_deterministic_under_amp():
             assert all(np.isfinite(e["loss"]) for e in hist["epochs"])
             states.append({k: v.detach().cpu() for k, v in t.sam.mask_decoder.state_dict().items()})
         assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_pretraining_step_in_one_decoder_pass_under_autocast_matches_a_pass_per_kind():
+    """The padded decoder pass (sam/padded.py) under the pretraining's autocast (bf16
+    where native): the same loss as a pass per prompt kind, finite gradients."""
+    from fuzzylogic_seg.sam.build import TINY_CONFIG, build_embedded
+    from fuzzylogic_seg.sam.forward import PromptableSAM
+    from fuzzylogic_seg.sam.pretrain import PretrainConfig, make_batch, step_loss
+
+    torch.manual_seed(0)
+    model = PromptableSAM(build_embedded(TINY_CONFIG).to(DEV))
+    cfg = PretrainConfig(steps=2, images_per_step=3, prompts_per_image=8, model=TINY_CONFIG)
+    images, groups = make_batch(np.random.default_rng([0, 0, 3]), cfg)
+    losses = {}
+    for one in (False, True):
+        c = PretrainConfig(**{**cfg.__dict__, "one_decoder_pass": one})
+        loss, _ = step_loss(model, images, groups, c, np.random.default_rng(0))
+        grads = torch.autograd.grad(loss, list(model.sam.mask_decoder.parameters()))
+        assert all(torch.isfinite(g).all() for g in grads)
+        losses[one] = loss.item()
+    assert losses[True] == pytest.approx(losses[False], rel=2e-2)

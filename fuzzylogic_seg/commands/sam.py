@@ -17,9 +17,9 @@ def register(subparsers) -> None:
     # (names checked against sam.pretrain.RECIPES when the command runs: importing
     # it here would load torch for every fuzzyseg command)
     pre.add_argument("--recipe", default=None, metavar="NAME",
-                     help="named recipe (docs/SAM.md): 'fast' (default; ~8 min on one CPU "
-                          "thread, its first 900 steps at half size; a better held-out box mIoU "
-                          "than the shipped weights), 'quick' (~14 min, as good, one stage) or "
+                     help="named recipe (docs/SAM.md): 'fast' (default; ~5 min on 2 CPU "
+                          "cores, 7 on one thread; its first 900 steps at half size; a better "
+                          "held-out box mIoU than the shipped weights), 'quick' (~14 min, as good, one stage) or "
                           "'long' (the shipped weights' recipe, ~1 h); an unknown name lists "
                           "the known ones")
     pre.add_argument("--steps", type=int, default=None,
@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                      help="time budget for the training: a few steps of each stage are "
                           "timed first, every stage is shortened by one factor to fit, and "
                           "the plan follows the run's own speed (the result then depends on "
-                          "the machine's; --minutes 5: box mIoU 0.46 on 2 CPU cores, "
+                          "the machine's; --minutes 5: box mIoU 0.50 on 2 CPU cores, "
                           "docs/SAM.md)")
     pre.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     pre.add_argument("--workers", type=int, default=None,

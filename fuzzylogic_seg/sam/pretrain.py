@@ -127,8 +127,9 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # pass is shared by the prompts), a shorter second-moment memory (beta2 0.95).
     "quick": dict(steps=1200, images_per_step=3, prompts_per_image=12, tied_qk_init=True,
                   beta2=0.95),
-    # ~8 min on one thread, as good as "quick": its first 900 steps see 128 px scenes (8 x 8
-    # tokens, a step ~0.3 s instead of ~0.7 s), then 300 steps at 256 px (docs/SAM.md).
+    # ~5 min on 2 CPU cores (7 on one), as good as "quick": its first 900 steps see 128 px
+    # scenes (8 x 8 tokens, a step ~0.2 s instead of ~0.5 s), then 300 steps at 256 px, a
+    # step's prompt kinds in one decoder pass (docs/SAM.md).
     "fast": dict(steps=1200, images_per_step=3, prompts_per_image=12, tied_qk_init=True,
                  beta2=0.95, low_res_steps=900, one_decoder_pass=True),
 }
