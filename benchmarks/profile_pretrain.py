@@ -7,7 +7,8 @@ A step of ``fuzzyseg sam pretrain`` (its recipe's batch at ``--size`` px: 128 is
 `fast` recipe's first stage, 256 its second) is timed in parts, with a device
 synchronisation between them on CUDA: drawing the scenes ("data", which
 ``--workers`` moves to other processes), the loss's forward ("forward": image
-encoder, mask decoder per prompt group, losses), its backward, and the clipped
+encoder, mask decoder (one pass for all prompt kinds where the recipe has
+``one_decoder_pass``, as `fast` does; else one per kind), losses), its backward, and the clipped
 AdamW step ("optimizer", the recipe's kernel). Medians over ``--steps`` steps
 after ``--warmup``. Then ``torch.profiler`` records the same steps once more and
 the JSON lists the operators that take the most time: self CUDA time on a GPU
