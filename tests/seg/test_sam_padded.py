@@ -44,6 +44,10 @@ def _groups(s, g):
              image_index=torch.tensor([0, 0, 1, 1])),
         dict(points=r(1, 3, 2), point_labels=torch.tensor([[1, 0, 1]], dtype=torch.int),
              image_index=torch.tensor([1])),
+        # coordinates in original images of other sizes, and a previous round's mask
+        dict(boxes=boxes[1:], orig_size=[(2 * s, s), (s, 3 * s // 2)],
+             mask_input=torch.randn(2, 1, 4 * (s // 16), 4 * (s // 16), generator=g),
+             image_index=torch.tensor([0, 1])),
     ]
 
 
