@@ -91,8 +91,8 @@ def padded_predict_masks(decoder: nn.Module, src: torch.Tensor, pos_src: torch.T
         if valid.shape != sparse.shape[:2]:
             raise ConfigError(f"padded_predict_masks: valid must be [P, N] = {tuple(sparse.shape[:2])}, "
                              f"got {tuple(valid.shape)}")
-        out_valid = valid.new_ones(p, output_tokens.shape[0])
-        key_valid = torch.cat([out_valid, valid.bool()], 1)[:, None, None, :]
+        valid = valid.bool()
+        key_valid = torch.cat([valid.new_ones(p, output_tokens.shape[0]), valid], 1)[:, None, None, :]
     hs, keys = padded_transformer(decoder.transformer, src, pos_src, tokens, key_valid)
     return masks_and_iou(decoder, hs, keys, src.shape, contiguous=True)
 

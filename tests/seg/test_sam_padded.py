@@ -98,6 +98,8 @@ def test_padding_tokens_are_inert(model):
     b, bi = padded_predict_masks(dec, src, pos, torch.where(valid[..., None], sparse, noise), valid)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     torch.testing.assert_close(ai, bi, atol=1e-6, rtol=0)
+    c, _ = padded_predict_masks(dec, src, pos, sparse, valid.int())  # (a 0/1 mask as well)
+    torch.testing.assert_close(c, a, atol=0, rtol=0)
     # each prompt alone, unpadded, through segment_anything's own transformer
     for i in range(p):
         k = int(valid[i].sum())
