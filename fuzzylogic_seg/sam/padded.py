@@ -89,8 +89,8 @@ def padded_predict_masks(decoder: nn.Module, src: torch.Tensor, pos_src: torch.T
     key_valid = None
     if valid is not None:
         if valid.shape != sparse.shape[:2]:
-            raise ConfigError(f"padded_predict_masks: valid must be [P, N] = {tuple(sparse.shape[:2])}, "
-                             f"got {tuple(valid.shape)}")
+            raise ConfigError(f"padded_predict_masks: valid must be [P, N] = "
+                              f"{tuple(sparse.shape[:2])}, got {tuple(valid.shape)}")
         valid = valid.bool()
         key_valid = torch.cat([valid.new_ones(p, output_tokens.shape[0]), valid], 1)[:, None, None, :]
     hs, keys = padded_transformer(decoder.transformer, src, pos_src, tokens, key_valid)
