@@ -161,3 +161,16 @@ def test_pretraining_loss_is_the_same_in_one_decoder_pass():
         else:
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
+
+
+def test_iterative_rounds_keep_a_pass_per_kind():
+    """Corrective rounds decode each kind again with its own points: the one-pass
+    option leaves such a step on the per-kind path (the same loss, bit for bit)."""
+    cfg = PretrainConfig(steps=4, images_per_step=2, prompts_per_image=6, iterative_rounds=1,
+                         model=TINY_CONFIG)
+    model = PromptableSAM(_sam(TINY_CONFIG, seed=5))
+    images, groups = make_batch(np.random.default_rng([0, 0, 4]), cfg)
+    losses = [step_loss(model, images, groups,
+                        PretrainConfig(**{**cfg.__dict__, "one_decoder_pass": one}),
+                        np.random.default_rng(0))[0] for one in (False, True)]
+    assert torch.equal(losses[0], losses[1])
