@@ -11,23 +11,12 @@ from fuzzylogic_seg.sam.forward import PromptableSAM
 TOL = 1e-4
 
 
-def _model(config, seed=0):
-    torch.manual_seed(seed)
-    sam = build_embedded(config)
-    # Random init gives near-constant masks; perturb so logits vary across pixels.
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in sam.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return sam
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/seg/conftest.py)
 
 
 @pytest.fixture(scope="module", params=["tiny", "embedded"])
-def sam(request):
-    return _model(TINY_CONFIG if request.param == "tiny" else EmbeddedConfig())
+def sam(request, varied_sam):
+    return varied_sam(TINY_CONFIG if request.param == "tiny" else EmbeddedConfig())
 
 
 def _image(h, w, seed=0):
@@ -133,8 +122,8 @@ def test_padded_point_labels_in_a_batch(sam):
         _check(ref, model.postprocess(low[row:row + 1], ins, (100, 100))[0])
 
 
-def test_gradients_flow_to_decoder_prompt_encoder_and_encoder():
-    sam = _model(TINY_CONFIG, seed=1)
+def test_gradients_flow_to_decoder_prompt_encoder_and_encoder(varied_sam):
+    sam = varied_sam(TINY_CONFIG, seed=1)
     model = PromptableSAM(sam)
     img = _chw(_image(50, 64, seed=6))
     logits, iou = model(img, boxes=torch.tensor([[5.0, 5.0, 40.0, 30.0]]), multimask=True)
@@ -174,10 +163,10 @@ def test_errors_are_actionable():
         model.decode(emb[:1])
 
 
-def test_orig_size_may_be_a_tensor_floats_or_one_per_image():
+def test_orig_size_may_be_a_tensor_floats_or_one_per_image(varied_sam):
     from fuzzylogic_seg.errors import ConfigError
 
-    model = PromptableSAM(_model(TINY_CONFIG))
+    model = PromptableSAM(varied_sam(TINY_CONFIG))
     x, _ = model.preprocess(torch.from_numpy(_image(40, 60)).permute(2, 0, 1).contiguous())
     emb = model.embed(x)
     box = torch.tensor([[5.0, 6.0, 30.0, 33.0]])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fuzzylogic_seg.errors import ConfigError
-from fuzzylogic_seg.sam.build import TINY_CONFIG, EmbeddedConfig, build_embedded
+from fuzzylogic_seg.sam.build import TINY_CONFIG, EmbeddedConfig
 from fuzzylogic_seg.sam.forward import PromptableSAM, predict_masks
 from fuzzylogic_seg.sam.padded import padded_predict_masks
 from fuzzylogic_seg.sam.pretrain import PretrainConfig, make_batch, step_loss
@@ -13,19 +13,9 @@ from fuzzylogic_seg.sam.pretrain import PretrainConfig, make_batch, step_loss
 pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/seg/conftest.py)
 
 
-def _sam(config, seed=0):
-    torch.manual_seed(seed)
-    sam = build_embedded(config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # (random init gives near-constant masks)
-        for p in sam.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return sam
-
-
 @pytest.fixture(scope="module", params=["tiny", "embedded"])
-def model(request):
-    return PromptableSAM(_sam(TINY_CONFIG if request.param == "tiny" else EmbeddedConfig()))
+def model(request, varied_sam):
+    return PromptableSAM(varied_sam(TINY_CONFIG if request.param == "tiny" else EmbeddedConfig()))
 
 
 def _groups(s, g):
@@ -138,11 +128,11 @@ def test_errors_name_what_is_wrong(model):
                              torch.ones(2, 2, dtype=torch.bool))
 
 
-def test_pretraining_loss_is_the_same_in_one_decoder_pass():
+def test_pretraining_loss_is_the_same_in_one_decoder_pass(varied_sam):
     """A pretraining step's loss and gradient with ``one_decoder_pass`` equal those of a
     pass per prompt kind, to float rounding."""
     cfg = PretrainConfig(steps=4, images_per_step=3, prompts_per_image=8, model=TINY_CONFIG)
-    model = PromptableSAM(_sam(TINY_CONFIG, seed=4))
+    model = PromptableSAM(varied_sam(TINY_CONFIG, seed=4))
     params = list(model.sam.parameters())
     images, groups = make_batch(np.random.default_rng([0, 0, 3]), cfg)
     assert len(groups) >= 3  # several prompt structures in the step
@@ -163,12 +153,12 @@ def test_pretraining_loss_is_the_same_in_one_decoder_pass():
 
 
 
-def test_iterative_rounds_keep_a_pass_per_kind():
+def test_iterative_rounds_keep_a_pass_per_kind(varied_sam):
     """Corrective rounds decode each kind again with its own points: the one-pass
     option leaves such a step on the per-kind path (the same loss, bit for bit)."""
     cfg = PretrainConfig(steps=4, images_per_step=2, prompts_per_image=6, iterative_rounds=1,
                          model=TINY_CONFIG)
-    model = PromptableSAM(_sam(TINY_CONFIG, seed=5))
+    model = PromptableSAM(varied_sam(TINY_CONFIG, seed=5))
     images, groups = make_batch(np.random.default_rng([0, 0, 4]), cfg)
     losses = [step_loss(model, images, groups,
                         PretrainConfig(**{**cfg.__dict__, "one_decoder_pass": one}),
