@@ -157,26 +157,37 @@ def test_pipeline_runs_on_cuda_with_amp(dataset, tmp_path):
     assert set(metrics["students"]) == {"logic", "gt"}
 
 
+def _voc_boxes(tmp, n_train):
+    """A small synthetic VOC set (seed 5) with box weak labels, read by the real loader."""
+    from fuzzylogic_seg.data.synth_voc import generate_voc
+    from fuzzylogic_seg.data.voc import VOCSegmentation
+
+    root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=n_train, n_val=0, progress=False)
+    return VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
+
+
+def _box_tuner(**kw):
+    """A fine-tuner of the shipped embedded SAM on DEV with the VOC box rules."""
+    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
+    from fuzzylogic_seg.sam.build import load_sam
+
+    return LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
+                          dataset_kind="voc", weak="boxes", device=DEV, progress=False, **kw)
+
+
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_fine_tuning_loss_compiled_on_cuda_matches_eager(mode):
     # The fine-tuner's compile_loss path (inductor; CUDA graphs with reduce-overhead)
     # on the VOC box rules: same loss and logit gradient as eager, three batches.
-    from fuzzylogic_seg.data.synth_voc import generate_voc
-    from fuzzylogic_seg.data.voc import VOCSegmentation
-    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
-    from fuzzylogic_seg.sam.build import load_sam
     import tempfile
 
     inductor = DEV == "cuda" or os.environ.get("FUZZYSEG_TEST_INDUCTOR")
     opt = mode if inductor else {"backend": "aot_eager"}
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=6, n_val=0, progress=False)
-        ds = VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
+        ds = _voc_boxes(tmp, 6)
         out = []
         for compile_loss in (False, opt):
-            t = LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
-                               dataset_kind="voc", weak="boxes", device=DEV, progress=False,
-                               compile_loss=compile_loss, amp=False)
+            t = _box_tuner(compile_loss=compile_loss, amp=False)
             items = t.prepare(ds)
             n = max(it.n_regions for it in items)
             assert t.region_pad == (n if compile_loss else None)
@@ -238,22 +249,15 @@ def test_fine_tuning_loss_replayed_as_cuda_graphs_matches_eager_without_syncs():
     # compile_loss="cuda-graphs": the eager loss captured once per signature (the
     # region axis padded as for torch.compile) and replayed; a replayed step queues
     # its work without a host sync.
-    from fuzzylogic_seg.data.synth_voc import generate_voc
-    from fuzzylogic_seg.data.voc import VOCSegmentation
-    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
-    from fuzzylogic_seg.sam.build import load_sam
     import tempfile
 
     if DEV != "cuda":
         pytest.skip("CUDA graphs are a CUDA matter")
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=6, n_val=0, progress=False)
-        ds = VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
+        ds = _voc_boxes(tmp, 6)
         out, tuners = [], []
         for compile_loss in (False, "cuda-graphs"):
-            t = LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
-                               dataset_kind="voc", weak="boxes", device=DEV, progress=False,
-                               compile_loss=compile_loss, amp=False)
+            t = _box_tuner(compile_loss=compile_loss, amp=False)
             items = t.prepare(ds)
             t.region_pad = max(it.n_regions for it in items)
             res = []
@@ -275,20 +279,13 @@ def test_a_fine_tuning_step_does_not_wait_for_the_gpu():
     # After the first call (which validates the facts once), a training step
     # with box prompts queues its work without a host sync: no blocking copies,
     # no reads of the loss (the epoch reads its sums once at the end).
-    from fuzzylogic_seg.data.synth_voc import generate_voc
-    from fuzzylogic_seg.data.voc import VOCSegmentation
-    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
-    from fuzzylogic_seg.sam.build import load_sam
     import tempfile
 
     if DEV != "cuda":
         pytest.skip("host syncs are a CUDA matter")
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=4, n_val=0, progress=False)
-        ds = VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
-        t = LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
-                           dataset_kind="voc", weak="boxes", device=DEV, progress=False,
-                           cache_dir=os.path.join(tmp, "emb"))  # as the pipeline: on disk
+        ds = _voc_boxes(tmp, 4)
+        t = _box_tuner(cache_dir=os.path.join(tmp, "emb"))  # as the pipeline: on disk
         items = t.prepare(ds)
         loss, rule_loss = _step_without_host_sync(t, items)
         assert torch.isfinite(loss).item() and len(rule_loss) == 11  # voc_boxes.rules
@@ -299,23 +296,16 @@ def test_fine_tuning_on_another_loss_grid_is_deterministic_under_amp():
     # matrix, whose backward (a matrix product) is deterministic on CUDA, where
     # interpolate's (atomic adds) was not: two runs of two epochs, same weights.
     # The embedded SAM stands in with a loss grid of 48 (its own is 64); AMP on.
-    from fuzzylogic_seg.data.synth_voc import generate_voc
-    from fuzzylogic_seg.data.voc import VOCSegmentation
     from fuzzylogic_seg.distributed import set_deterministic
-    from fuzzylogic_seg.finetune import LogicFineTuner, default_rules
-    from fuzzylogic_seg.sam.build import load_sam
     import tempfile
 
     set_deterministic(True)
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_voc(os.path.join(tmp, "d"), seed=5, n_train=6, n_val=0, progress=False)
-        ds = VOCSegmentation(root, "train", with_gt=False, kinds=("boxes",))
+        ds = _voc_boxes(tmp, 6)
         states = []
         for run in range(2):
-            t = LogicFineTuner(load_sam(), rules=[str(default_rules("voc", "boxes"))],
-                               dataset_kind="voc", weak="boxes", device=DEV, progress=False,
-                               epochs=2, loss_grid=48, amp=True,
-                               cache_dir=os.path.join(tmp, f"emb{run}"))
+            t = _box_tuner(epochs=2, loss_grid=48, amp=True,
+                           cache_dir=os.path.join(tmp, f"emb{run}"))
             hist = t.fit(ds)
             assert all(np.isfinite(e["loss"]) for e in hist["epochs"])
             states.append({k: v.detach().cpu() for k, v in t.sam.mask_decoder.state_dict().items()})
