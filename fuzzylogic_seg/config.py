@@ -179,6 +179,12 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     StudentConfig.from_dict(cfg["student"])  # raises on bad student options
     _need_numbers("student", cfg["student"], StudentConfig().to_dict())
     _need_numbers("finetune", cfg["finetune"], NUMERIC_FINETUNE)
+    if cfg["finetune"].get("compile_loss") is not None:
+        from .finetune import compile_options
+
+        # ("auto" is told at run time: the fine-tuner checks cuda-graphs again there)
+        device = cfg.get("device")
+        compile_options(cfg["finetune"]["compile_loss"], None if device in (None, "auto") else device)
     need(isinstance(cfg.get("seed"), int), f"seed must be an integer, got {cfg.get('seed')!r}")
     # Paths absolute, so that `fuzzyseg run --config OUT/config.yaml` repeats the run
     # from any folder (rule files given by a name the package resolves stay names).

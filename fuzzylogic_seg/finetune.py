@@ -230,18 +230,37 @@ class _Embeddings:
 CUDA_GRAPHS = "cuda-graphs"
 
 
-def _compile_options(value) -> Optional[Dict]:
+def compile_modes() -> Tuple[str, ...]:
+    """The ``compile_loss`` names: torch.compile's modes on this torch, and "cuda-graphs"."""
+    try:  # (a private listing; the documented modes where it is gone)
+        from torch._inductor import list_mode_options
+
+        modes = tuple(list_mode_options())
+    except Exception:  # pragma: no cover - depends on the torch build
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    return modes + (CUDA_GRAPHS,)
+
+
+def compile_options(value, device=None) -> Optional[Dict]:
     """``compile_loss``: False (eager), True (torch.compile defaults), a mode name
     ("default", "reduce-overhead" = CUDA graphs, "max-autotune", ...) or torch.compile's keyword
     arguments as a dict; "cuda-graphs": the eager loss replayed as CUDA graphs, no compile
-    (:mod:`fuzzylogic.graphs`); None stands for eager."""
+    (:mod:`fuzzylogic.graphs`); None stands for eager. Checked here, so that a typo
+    stops a run before its first stage instead of at the fine-tuning step (with
+    ``device``: "cuda-graphs" needs a CUDA one)."""
     if value is False or value is None:
         return None
     if value is True:
         return {}
     if value == CUDA_GRAPHS:
+        if device is not None and torch.device(device).type != "cuda":
+            raise ConfigError(f"compile_loss={CUDA_GRAPHS!r} replays the loss as CUDA graphs: it "
+                              f"needs a CUDA device, got {device}")
         return {CUDA_GRAPHS: True}
     if isinstance(value, str):
+        if value not in compile_modes():
+            raise ConfigError(f"compile_loss: unknown mode {value!r}; choose one of "
+                              f"{', '.join(compile_modes())} (or leave it out: eager)")
         return {"mode": value}
     if isinstance(value, dict):
         bad = set(value) - {"mode", "backend", "options"}
@@ -328,10 +347,7 @@ class LogicFineTuner:
             self.sam.to(self.device)
         self.timing = defaultdict(float)
         self._validated = False
-        self.compile_loss = _compile_options(compile_loss)
-        if self.compile_loss and self.compile_loss.get(CUDA_GRAPHS) and self.device.type != "cuda":
-            raise ConfigError(f"compile_loss={CUDA_GRAPHS!r} replays the loss as CUDA graphs: it needs a "
-                              f"CUDA device, got {self.device}")
+        self.compile_loss = compile_options(compile_loss, self.device)
         self._compiled = None
         self._resamplers: Dict[Tuple[int, torch.dtype], torch.Tensor] = {}
         self.region_pad: Optional[int] = None  # set by prepare() when the loss is compiled

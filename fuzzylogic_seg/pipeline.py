@@ -133,6 +133,11 @@ class Pipeline:
         self.progress = progress
         self.ctx = ctx or D.DistContext(device=D.resolve_device(cfg["device"]))
         self.device = self.ctx.device
+        if cfg["finetune"].get("compile_loss") is not None:
+            from .finetune import compile_options
+
+            # device "auto" is resolved now: cuda-graphs on a CPU stops here, before any stage
+            compile_options(cfg["finetune"]["compile_loss"], self.device)
         self._sam = None
         self._given_weak_fp: Optional[str] = None  # fp_weak's hash of a given weak folder
         self._ids: Dict[str, List[str]] = {}

@@ -118,3 +118,22 @@ def test_paths_are_stored_absolute_so_the_written_config_runs_from_anywhere(tmp_
     assert cfg["root"] == str(tmp_path / "data" / "voc") and cfg["out"] == str(tmp_path / "runs" / "a")
     # an existing file becomes absolute; a name the package resolves stays a name
     assert cfg["finetune"]["rules"] == [str(tmp_path / "my.rules"), "voc_boxes"]
+
+
+def test_compile_loss_flag_reaches_the_finetune_section_and_is_checked_before_any_stage():
+    args = parse(["--dataset", "voc", "--root", "/voc", "--out", "/o", "--compile-loss", "reduce-overhead"])
+    assert C.build(None, flags_to_config(args))["finetune"]["compile_loss"] == "reduce-overhead"
+    assert "compile_loss" not in C.build(None, flags_to_config(parse(BASE_ARGV)))["finetune"]
+    # a typo names the modes instead of failing in torch.compile after the first stages
+    with pytest.raises(ConfigError, match="unknown mode 'reduce_overhead'; choose one of .*"
+                                          "reduce-overhead.*cuda-graphs"):
+        C.build(None, {**BASE, "finetune": {"compile_loss": "reduce_overhead"}})
+    with pytest.raises(ConfigError, match="cuda-graphs.*needs a CUDA device, got cpu"):
+        C.build(None, {**BASE, "device": "cpu", "finetune": {"compile_loss": "cuda-graphs"}})
+    # device auto is told at run time (the pipeline checks it then); dicts pass to torch.compile
+    assert C.build(None, {**BASE, "finetune": {"compile_loss": "cuda-graphs"}})
+    assert C.build(None, BASE, ["finetune.compile_loss={backend: aot_eager}"])[
+        "finetune"]["compile_loss"] == {"backend": "aot_eager"}
+
+
+BASE_ARGV = ["--dataset", "voc", "--root", "/voc", "--out", "/o"]

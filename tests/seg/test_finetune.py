@@ -186,6 +186,8 @@ def test_compiled_loss_equals_eager_and_pads_regions_to_one_count():
     assert counts == [1, 2]
     with pytest.raises(ConfigError, match="compile_loss"):
         tuner(compile_loss={"fullgraph": False})
+    with pytest.raises(ConfigError, match="unknown mode 'max_autotune'; choose one of .*max-autotune"):
+        tuner(compile_loss="max_autotune")
     # CUDA graphs replay on a GPU only (tests/test_cuda.py runs them there)
     with pytest.raises(ConfigError, match="cuda-graphs.*needs a CUDA device, got cpu"):
         tuner(compile_loss="cuda-graphs")

@@ -131,3 +131,34 @@ def test_a_given_weak_folder_without_the_chosen_kind_stops_the_weak_stage(data, 
     with pytest.raises(ConfigError, match="holds no boxes.*--weak points"):
         p.run_weak()
     assert pipeline(data, tmp_path / "b", weak_dir=str(weak), weak="points").run_weak()["given"]
+
+
+def test_compile_loss_reaches_the_fine_tuner_and_cuda_graphs_on_a_cpu_stop_the_run_first(
+        data, tmp_path, monkeypatch):
+    import fuzzylogic_seg.distributed as D
+    import fuzzylogic_seg.pseudo as pseudo_mod
+    from fuzzylogic_seg.errors import ConfigError
+
+    seen = {}
+
+    def fake(method, dataset, sam=None, out_dir=None, **kw):
+        seen[method] = kw.get("tuner_options", {})
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return {"seconds": 0.0, "n_images": 0}
+
+    monkeypatch.setattr(pseudo_mod, "make_pseudo_labels", fake)
+    monkeypatch.setattr(Pipeline, "score", lambda self, *a, **k: {})
+    p = pipeline(data, tmp_path / "c", finetune={"compile_loss": "default"})
+    eager_fp = pipeline(data, tmp_path / "e").fp_pseudo("logic")
+    assert p.fp_pseudo("logic") != eager_fp  # compiled arithmetic: a stage of its own
+    p.run_weak()
+    p.run_pseudo("logic")
+    assert seen["logic"]["compile_loss"] == "default"
+    # device "auto" resolved to a CPU: the pipeline refuses cuda-graphs before any stage
+    monkeypatch.setattr(D, "resolve_device", lambda name: torch.device("cpu"))
+    cfg = C.build(None, {"dataset": "refuge", "root": str(data), "out": str(tmp_path / "g"),
+                         "device": "auto", "students": ["logic"], "main_student": "logic",
+                         "finetune": {"compile_loss": "cuda-graphs"}})
+    with pytest.raises(ConfigError, match="needs a CUDA device, got cpu"):
+        Pipeline(cfg, progress=False)
+    assert not (tmp_path / "g" / "stages").exists()
