@@ -386,7 +386,9 @@ class LogicFineTuner:
                 "batch_size": self.batch_size, "weight_decay": self.weight_decay,
                 "keep_threshold": self.keep_threshold, "roi_margin": self.roi_margin,
                 "grid": self.grid_size, "prompt_options": self.prompt_options,
-                **({"amp": "bf16"} if self.bf16 else {})}  # (only when on: fp32 configs as before)
+                **({"amp": "bf16"} if self.bf16 else {}),  # (only when on: fp32 configs as before)
+                # compiled arithmetic rounds differently: a run of its own (eager: as before)
+                **({"compile_loss": self.compile_loss} if self.compile_loss is not None else {})}
 
     # ----------------------------------------------------------- prepare
     def prepare(self, dataset, zero_shot: bool = True) -> List[Item]:

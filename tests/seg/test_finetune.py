@@ -375,3 +375,12 @@ def test_colour_affinity_facts_sit_on_the_image_edge_in_a_wide_view():
     others = torch.cat([col[:edge_row], col[edge_row + 1:]])
     assert (others > 0.99).all()
     assert (right[:g.rows, :g.cols - 1] > 0.99).all()  # no vertical edge anywhere
+
+
+def test_a_compiled_loss_is_part_of_the_run_config_and_eager_configs_stay_as_they_were():
+    # (resume compares configs: an eager checkpoint of an older version still resumes,
+    # a compiled run, whose arithmetic rounds differently, does not continue an eager one)
+    assert "compile_loss" not in tuner().config()
+    assert tuner(compile_loss="default").config()["compile_loss"] == {"mode": "default"}
+    assert tuner(compile_loss={"backend": "aot_eager"}).config()["compile_loss"] == {
+        "backend": "aot_eager"}
