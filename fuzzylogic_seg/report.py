@@ -186,7 +186,8 @@ def plot_student_curves(histories: Dict[str, List[Dict[str, Any]]], path: Path) 
     plt = _plt()
     with_rules = {v: h for v, h in histories.items() if any(r.get("rules") for r in h)}
     ncols = 2 if with_rules else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols + (1.6 if with_rules else 0), 3.6),
+                             squeeze=False)
     ax = axes[0, 0]
     for v, h in histories.items():
         ax.plot([r["epoch"] for r in h], [r.get("ce", r["loss"]) for r in h], label=variant_title(v))
@@ -197,16 +198,18 @@ def plot_student_curves(histories: Dict[str, List[Dict[str, Any]]], path: Path) 
     ax.legend(fontsize=7)
     if with_rules:
         ax = axes[0, 1]
+        i = 0
         for v, h in with_rules.items():
             names = sorted({k for r in h for k in (r.get("rules") or {})})
             for name in names:
                 ax.plot([r["epoch"] for r in h], [(r.get("rules") or {}).get(name, float("nan")) for r in h],
-                        label=f"{name} ({variant_title(v)})")
+                        label=f"{name} ({variant_title(v)})", **_line_style(i))
+                i += 1
         ax.set_xlabel("epoch")
         ax.set_ylabel("rule satisfaction")
         ax.set_ylim(0, 1.02)
         ax.set_title("student rules on its own predictions")
-        ax.legend(fontsize=7)
+        _legend_outside(ax)
     fig.tight_layout()
     return _savefig(fig, path)
 
@@ -240,12 +243,23 @@ def finetune_series(history: Any) -> Tuple[List[float], Dict[str, List[float]], 
     return epochs, scalars, rule_epochs, rules
 
 
+def _line_style(i: int) -> Dict[str, Any]:
+    """The i-th of many curves: ten colours, then the same with other dashes (rule
+    files hold more rules than a colour cycle has colours)."""
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[(i // 10) % 4]}
+
+
+def _legend_outside(ax) -> None:
+    # (beside the axes: inside, a dozen rules' names cover the curves)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+
+
 def plot_finetune_curves(history: Any, path: Path) -> Optional[Path]:
     epochs, scalars, rule_epochs, rules = finetune_series(history)
     if not epochs:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 3.6), gridspec_kw={"width_ratios": [1, 1.1]})
     ax = axes[0]
     losses = {k: v for k, v in scalars.items() if "loss" in k} or scalars
     for k, v in losses.items():
@@ -256,14 +270,14 @@ def plot_finetune_curves(history: Any, path: Path) -> Optional[Path]:
     if losses:
         ax.legend(fontsize=7)
     ax = axes[1]
-    for name, v in rules.items():
-        ax.plot(rule_epochs, v, label=name)
+    for i, (name, v) in enumerate(rules.items()):
+        ax.plot(rule_epochs, v, label=name, **_line_style(i))
     ax.set_xlabel("epoch")
     ax.set_ylabel("satisfaction")
     ax.set_ylim(0, 1.02)
     ax.set_title("per-rule satisfaction")
     if rules:
-        ax.legend(fontsize=7)
+        _legend_outside(ax)
     fig.tight_layout()
     return _savefig(fig, path)
 

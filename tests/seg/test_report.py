@@ -106,3 +106,11 @@ def test_render_without_optional_parts(tmp_path):
     assert "png" not in text and "| student (val) on logic fine-tuned SAM | 0.500 |" in text
     with pytest.raises(KeyError):
         R.render(tmp_path, {"dataset": "coco"})
+
+
+def test_many_rules_get_curves_that_can_be_told_apart():
+    from fuzzylogic_seg.report import _line_style
+
+    # more rules than the ten colours of matplotlib's cycle: each curve its own look
+    looks = {tuple(sorted(_line_style(i).items())) for i in range(40)}
+    assert len(looks) == 40
