@@ -318,7 +318,32 @@ def plot_overlays(rows: List[Dict[str, Any]], kind: str, path: Path) -> Optional
             if r == 0:
                 ax.set_title(panel, fontsize=8)
     fig.tight_layout()
+    handles = _class_legend(rows, kind)
+    if handles:
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(len(handles), 8), fontsize=7, frameon=False)
     return _savefig(fig, path)
+
+
+def _class_legend(rows: List[Dict[str, Any]], kind: str) -> List[Any]:
+    """Colour patches of the classes that the panels show (255: unsure or void)."""
+    from matplotlib.patches import Patch
+
+    from .io import VOC_CLASSES
+
+    present = set()
+    for row in rows:
+        for panel in PANELS[2:]:
+            if row.get(panel) is not None:
+                present.update(int(v) for v in np.unique(np.asarray(row[panel])))
+    names = ({1: "disc (rim)", 2: "cup"} if kind == "refuge"
+             else dict(enumerate(VOC_CLASSES)))
+    handles = [Patch(facecolor=_class_colour(c, kind), edgecolor="black", linewidth=0.4,
+                     label=names.get(c, str(c))) for c in sorted(present - {0, 255})]
+    if 255 in present:
+        handles.append(Patch(facecolor=(200 / 255,) * 3, edgecolor="black", linewidth=0.4,
+                             label="unsure / void (255)"))
+    return handles
 
 
 # --------------------------------------------------------------------- report

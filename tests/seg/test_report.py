@@ -114,3 +114,15 @@ def test_many_rules_get_curves_that_can_be_told_apart():
     # more rules than the ten colours of matplotlib's cycle: each curve its own look
     looks = {tuple(sorted(_line_style(i).items())) for i in range(40)}
     assert len(looks) == 40
+
+
+def test_the_overlay_legend_names_the_classes_shown():
+    lab = np.zeros((8, 8), np.int64)
+    lab[1:3, 1:3], lab[5:7, 5:7], lab[0, 7] = 7, 15, 255  # car, person, void
+    rows = [{"id": "a", "image": np.zeros((8, 8, 3), np.uint8), "logic SAM": lab,
+             "ground truth": None}]
+    names = [h.get_label() for h in R._class_legend(rows, "voc")]
+    assert names == ["car", "person", "unsure / void (255)"]
+    assert [h.get_label() for h in R._class_legend(
+        [{"id": "b", "image": None, "student": np.array([[0, 1], [2, 2]])}], "refuge")] == [
+        "disc (rim)", "cup"]
