@@ -204,11 +204,30 @@ def _run(args):
                              "logic_share": th["logic"] / sum(th.values())}
             result[f"logic_vs_{other}"] = tm["logic"] / th["logic"]
     print(json.dumps(result, indent=2))
+    print(summary(result), file=sys.stderr)  # (stdout stays one JSON document)
     if args.out:
         from fuzzylogic_seg.io import save_json
 
         save_json(result, args.out)
     return result
+
+
+def summary(result) -> str:
+    """The headline in words: each form's logic share against the goal."""
+    goal = result["goal_logic_share_below"]
+
+    def line(name, share):
+        return f"  {name}: logic share {share:.2%} ({'under' if share < goal else 'not under'} " \
+               f"the {goal:.0%} goal)"
+
+    lines = [f"{result['dataset']} rules on {result['device_name']}, batch {result['batch_size']}: "
+             f"{result['steps_per_second']:.2f} steps/s",
+             line(f"rule file, {result['compile_loss']}", result["logic_share"])]
+    for other, name in (("eager", "rule file, eager"), ("hand", "hand-written torch")):
+        if other in result:
+            lines.append(line(name, result[other]["logic_share"]) +
+                         f"; its loss {1 / result[f'logic_vs_{other}']:.2f}x the line above's")
+    return "\n".join(lines)
 
 
 def hand_loss(rules: str, tuner):

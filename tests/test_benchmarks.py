@@ -23,8 +23,10 @@ def run(script, *args, ok=True):
 
 def test_bench_finetune_reports_the_logic_share_beside_hand_written_rules(tmp_path):
     out = tmp_path / "bf.json"
-    run("bench_finetune.py", "--images", 4, "--steps", 2, "--warmup", 1, "--hand", "--out", out)
+    p = run("bench_finetune.py", "--images", 4, "--steps", 2, "--warmup", 1, "--hand", "--out", out)
     d = json.loads(out.read_text())
+    assert json.loads(p.stdout) == d  # stdout: the JSON alone; the words go to stderr
+    assert "rule file, eager: logic share" in p.stderr and "hand-written torch: logic share" in p.stderr
     assert d["steps"] == 2 and d["steps_per_second"] > 0
     parts = d["median_seconds_per_step"]
     assert set(parts) == {"decode", "facts", "logic", "backward_step"}
