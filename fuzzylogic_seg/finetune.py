@@ -359,14 +359,7 @@ class LogicFineTuner:
 
     def available_facts(self) -> Tuple[str, ...]:
         """The vocabulary this data's weak labels can feed."""
-        names = set(rf.MODEL_FACTS) | set(rf.ZS_FACTS) | set(rf.IMAGE_FACTS)
-        if self.weak == "boxes":
-            names |= set(rf.BOX_FACTS) | set(rf.BOX_IMAGE_FACTS)
-        if self.weak == "scribbles":
-            names |= set(rf.SCRIBBLE_FACTS)
-        if self.weak == "points":
-            names |= set(rf.POINT_FACTS)
-        return tuple(sorted(names))
+        return rf.available_facts(self.weak)
 
     def trainable_parameters(self) -> List[torch.nn.Parameter]:
         """Freeze SAM but the parts in ``train`` (LoRA adapters added on first call)."""

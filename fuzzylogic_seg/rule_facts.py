@@ -90,6 +90,34 @@ TAG_VOCABULARY: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "border": (("proposal",), "prob"),             # share of the image frame the proposal covers
     "large": (("proposal",), "prob"),              # share of the image the proposal covers
 }
+# What each fact says (``fuzzyseg rules facts`` prints these; a test keeps them complete).
+MEANINGS: Dict[str, str] = {
+    "mask": "SAM's mask for the region's prompt",
+    "mask_right": "`mask` at (row, col + 1); `mask(a, r, c + 1)` says the same",
+    "mask_down": "`mask` at (row + 1, col); `mask(a, r + 1, c)` says the same",
+    "mask_inward": "`mask` one step towards the region's centre",
+    "inbox": "share of the cell inside the region's box",
+    "rowin": "share of the row inside the box's rows",
+    "colin": "share of the column inside the box's columns",
+    "outside": "the cell is covered by no box",
+    "overlap": "two different regions whose boxes intersect",
+    "ellipse": "the ellipse inscribed in the region's box",
+    "zs": "the frozen (zero-shot) model's probability",
+    "zs_fg": "1 where zero-shot is sure of the region",
+    "zs_bg": "1 where zero-shot is sure of not-the-region",
+    "scrib": "a scribble of the region's class in the cell",
+    "scrib_other": "a scribble of another class in the cell",
+    "point": "a point of the region's class in the cell",
+    "point_other": "a point of another class in the cell",
+    "bglike": "in the box, a colour seen in a band just outside it",
+    "similar_right": "colour affinity of (row, col) and (row, col + 1)",
+    "similar_down": "colour affinity of (row, col) and (row + 1, col)",
+    "cls": "the class head's class of each proposal",
+    "tagged": "the class is tagged (it occurs)",
+    "absent": "a foreground class without a tag (it does not occur)",
+    "border": "share of the image frame the proposal covers",
+    "large": "share of the image the proposal covers",
+}
 MODEL_FACTS = ("mask", "mask_right", "mask_down", "mask_inward")
 BOX_FACTS = ("inbox", "rowin", "colin", "outside", "overlap", "ellipse")
 ZS_FACTS = ("zs", "zs_fg", "zs_bg")
@@ -97,6 +125,20 @@ SCRIBBLE_FACTS = ("scrib", "scrib_other")
 POINT_FACTS = ("point", "point_other")
 IMAGE_FACTS = ("similar_right", "similar_down")
 BOX_IMAGE_FACTS = ("bglike",)
+
+
+def available_facts(weak: str) -> Tuple[str, ...]:
+    """The vocabulary that SAM fine-tuning on weak labels of kind ``weak`` can feed:
+    SAM's masks, the zero-shot and image facts, and those of the kind's own
+    (tags have a vocabulary of their own: TAG_VOCABULARY)."""
+    names = set(MODEL_FACTS) | set(ZS_FACTS) | set(IMAGE_FACTS)
+    if weak == "boxes":
+        names |= set(BOX_FACTS) | set(BOX_IMAGE_FACTS)
+    if weak == "scribbles":
+        names |= set(SCRIBBLE_FACTS)
+    if weak == "points":
+        names |= set(POINT_FACTS)
+    return tuple(sorted(names))
 
 
 # ------------------------------------------------------------ binding a file

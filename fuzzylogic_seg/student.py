@@ -502,6 +502,27 @@ def _voc_facts(logits: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, torch.T
 
 
 STUDENT_FACTS: Dict[str, Callable] = {"refuge": _refuge_facts, "voc": _voc_facts}
+# What each student fact says (``fuzzyseg rules facts --for student-voc``; a test checks
+# the names against what STUDENT_FACTS builds).
+STUDENT_FACT_DOCS: Dict[str, Dict[str, str]] = {
+    "refuge": {
+        "background": "the student's background probability [B, H, W]",
+        "rim": "its rim probability (disc minus cup)",
+        "disc": "rim + cup",
+        "cup": "its cup probability",
+        "near_cup": "the cup probability max-pooled over 2% of the input side: within reach of the cup",
+    },
+    "voc": {
+        "seg": "the student's class logits, seg(class, row, col); declare it softmax(class)",
+        "present": "the class is in the image's weak labels, present(class)",
+        "inbox": "the pixel lies in a weak box of the class, inbox(class, row, col)",
+        "rowin": "the row crosses a box of the class, rowin(class, row)",
+        "colin": "the column crosses a box of the class, colin(class, col)",
+        "outside": "an image pixel in no box, outside(row, col)",
+        "valid": "an image pixel, not padding, valid(row, col)",
+        "boxed": "a box of the class is in view, boxed(class)",
+    },
+}
 
 
 class StudentLogic:

@@ -1,5 +1,6 @@
 """`fuzzyseg rules check FILE...`: parse and check rule files;
-`fuzzyseg rules show FILE`: the program as the compiler sees it.
+`fuzzyseg rules show FILE`: the program as the compiler sees it;
+`fuzzyseg rules facts [--for USE]`: the facts a rule file can bind to.
 
 Every file is checked (one failure does not hide the next); each prints
 ``FILE: OK (...)`` on stdout or its error with the caret on stderr. The exit
@@ -7,6 +8,13 @@ status is 1 if any file failed. ``--json`` prints one JSON summary instead.
 ``show`` prints one rule file with its includes resolved, one rule a line,
 with the parentheses the grammar needs (``fuzzylogic.printer``): what the
 rules mean, without comments or layout.
+
+``check --for USE`` also binds each file to the facts of that use, as the
+pipeline will (``boxes``, ``scribbles``, ``points``: SAM fine-tuning on those
+weak labels; ``tags``: the tags class head; ``student-voc``,
+``student-refuge``: a student rule file): an unknown fact, one those weak
+labels cannot feed, a wrong arity or input kind is reported now, with its
+file and line, instead of after the embeddings of a run are computed.
 """
 from __future__ import annotations
 
@@ -14,6 +22,25 @@ import argparse
 import json
 import sys
 from typing import List
+
+
+# what a rule file can be checked against: SAM fine-tuning on a weak-label kind, the
+# tags class head, or a student's own predictions
+USES = ("boxes", "scribbles", "points", "tags", "student-voc", "student-refuge")
+
+
+def bind_for(program, path: str, use: str) -> None:
+    """ConfigError unless the checked ``program`` binds to the facts of ``use``."""
+    from .. import rule_facts as rf
+
+    if use.startswith("student-"):
+        from ..student import StudentLogic
+
+        StudentLogic(path, use.split("-", 1)[1])
+    elif use == "tags":
+        rf.bind(program, vocabulary=rf.TAG_VOCABULARY)
+    else:
+        rf.bind(program, rf.available_facts(use))
 
 
 def register(subparsers) -> None:
@@ -27,7 +54,17 @@ def register(subparsers) -> None:
     check.add_argument("files", nargs="+", metavar="FILE", help="rule files")
     check.add_argument("--json", action="store_true",
                        help="print a JSON summary on stdout instead of text")
+    check.add_argument("--for", dest="use", choices=USES, metavar="USE",
+                       help="also bind the files to the facts of this use, as a run will: "
+                            + ", ".join(USES))
     check.set_defaults(func=run_check)
+    facts = actions.add_parser(
+        "facts", help="list the facts (predicates) a rule file can use",
+        description="The facts the pipeline feeds rule files: name, argument roles, input "
+        "kind and meaning. With --for USE, only those that use provides.")
+    facts.add_argument("--for", dest="use", choices=USES, metavar="USE",
+                       help=", ".join(USES) + " (default: every fine-tuning fact)")
+    facts.set_defaults(func=run_facts)
     show = actions.add_parser(
         "show", help="print a rule file with its includes resolved, as the compiler reads it",
         description="Parse and check FILE (with its includes) and print the program: "
@@ -58,12 +95,22 @@ def run_check(args: argparse.Namespace) -> int:
     from fuzzylogic.errors import FuzzyLogicError, SourceError
     from fuzzylogic.parser import parse_file
 
+    from ..errors import ConfigError
+
+    use = getattr(args, "use", None)
     results: List[dict] = []
     for path in args.files:
         entry = {"file": path, "ok": False}
         try:
             program = check(parse_file(path))
             compile_program(program)  # operator and semantics names resolve at compile time
+            if use:
+                bind_for(program, path, use)
+        except ConfigError as exc:  # (the binding: its message names the file and line)
+            entry["error"] = str(exc)
+            entry["kind"] = type(exc).__name__
+            if not args.json:
+                print(str(exc), file=sys.stderr, flush=True)
         except FuzzyLogicError as exc:
             entry["error"] = str(exc)
             entry["kind"] = type(exc).__name__
@@ -76,8 +123,11 @@ def run_check(args: argparse.Namespace) -> int:
             entry.update(ok=True, rules=[r.name for r in program.rules],
                          predicates=[p.name for p in program.predicates],
                          sorts=[s.name for s in program.sorts], semantics=program.semantics)
+            if use:
+                entry["for"] = use
             if not args.json:
-                print(f"{path}: OK ({_summary(program)})", flush=True)
+                print(f"{path}: OK ({_summary(program)}" + (f"; binds to the {use} facts" if use else "")
+                      + ")", flush=True)
         results.append(entry)
     failed = sum(not r["ok"] for r in results)
     if args.json:
@@ -102,3 +152,36 @@ def run_show(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.write(text)
     return 0
+
+
+def run_facts(args: argparse.Namespace) -> int:
+    from .. import rule_facts as rf
+
+    use = args.use
+    if use and use.startswith("student-"):
+        return _student_facts(use.split("-", 1)[1])
+    if use == "tags":
+        vocab = rf.TAG_VOCABULARY
+        names = sorted(vocab)
+    else:
+        vocab = rf.VOCABULARY
+        names = sorted(rf.available_facts(use)) if use else sorted(vocab)
+    rows = [(n, ", ".join(vocab[n][0]), vocab[n][1], rf.MEANINGS.get(n, "")) for n in names]
+    _table(("name", "arguments", "input", "meaning"), rows)
+    if not use:
+        print("\n(box facts need boxes, scrib* scribbles, point* points; `--for tags` and "
+              "`--for student-voc|student-refuge` list the other vocabularies)")
+    return 0
+
+
+def _student_facts(kind: str) -> int:
+    from ..student import STUDENT_FACT_DOCS
+
+    _table(("name", "meaning"), sorted(STUDENT_FACT_DOCS[kind].items()))
+    return 0
+
+
+def _table(head, rows) -> None:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())

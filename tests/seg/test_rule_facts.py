@@ -97,3 +97,67 @@ def test_bind_maps_sorts_to_roles_and_rejects_mistakes():
                          "rule q: forall a, i, j: scrib(a, i, j)\n"), available=rf.BOX_FACTS)
     with pytest.raises(ConfigError, match="3 arguments"):
         rf.bind(_program("sort r\nsort y\npredicate inbox(r, y)\nrule q: forall a, i: inbox(a, i)\n"))
+
+
+# ------------------------------------------------- `fuzzyseg rules check --for` / `rules facts`
+RULES_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples" / "rules"
+
+
+@pytest.mark.parametrize("use, files", [
+    ("boxes", ["voc_boxes.rules", "refuge.rules"]), ("scribbles", ["scribbles.rules"]),
+    ("points", ["points.rules"]), ("tags", ["tags.rules"]),
+    ("student-voc", ["student_voc.rules"]), ("student-refuge", ["student_refuge.rules"])])
+def test_each_shipped_rule_file_binds_to_the_facts_of_its_use(use, files, capsys):
+    from fuzzylogic_seg.cli import main
+
+    assert main(["rules", "check", "--for", use, *[str(RULES_DIR / f) for f in files]]) == 0
+    assert f"binds to the {use} facts" in capsys.readouterr().out
+
+
+def test_check_for_a_use_names_the_fact_it_cannot_feed_with_file_and_line(tmp_path, capsys):
+    import json
+
+    from fuzzylogic_seg.cli import main
+
+    # scribble rules checked for box fine-tuning: `scrib` cannot be built from boxes
+    path = str(RULES_DIR / "scribbles.rules")
+    assert main(["rules", "check", "--for", "boxes", path]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:" in err and "predicate 'scrib' cannot be built from these weak labels" in err
+    mine = tmp_path / "mine.rules"  # a prior over a fact that does not exist
+    mine.write_text("sort region\nsort row\nsort col\npredicate mask(region, row, col) logits\n"
+                    "predicate hue(region, row, col)\n"
+                    "rule red: forall a, r, c in hue(a, r, c): mask(a, r, c)\n")
+    assert main(["rules", "check", "--json", "--for", "boxes", str(mine)]) == 1
+    entry = json.loads(capsys.readouterr().out)["files"][0]
+    assert entry["kind"] == "ConfigError" and f"{mine}:5: predicate 'hue' is not a fact" in entry["error"]
+    # without --for, the language alone is checked: the same file is fine
+    assert main(["rules", "check", str(mine)]) == 0
+
+
+def test_facts_lists_what_each_use_provides_with_its_meaning(capsys):
+    from fuzzylogic_seg.cli import main
+
+    def names(*argv):
+        assert main(["rules", "facts", *argv]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        return {ln.split()[0] for ln in lines[2:] if ln and not ln.startswith("(")}
+
+    boxes, scribbles = names("--for", "boxes"), names("--for", "scribbles")
+    assert {"inbox", "bglike", "mask", "zs_fg"} <= boxes and "scrib" not in boxes
+    assert {"scrib", "scrib_other", "mask"} <= scribbles and "inbox" not in scribbles
+    assert names() == set(rf.VOCABULARY)
+    assert names("--for", "tags") == set(rf.TAG_VOCABULARY)
+    assert "near_cup" in names("--for", "student-refuge")
+    assert {"seg", "present", "inbox"} <= names("--for", "student-voc")
+
+
+def test_every_fact_has_a_meaning_and_the_student_docs_match_the_student_facts():
+    from fuzzylogic_seg.student import NUM_CLASSES, STUDENT_FACT_DOCS, STUDENT_FACTS
+
+    assert set(rf.VOCABULARY) | set(rf.TAG_VOCABULARY) == set(rf.MEANINGS)
+    for kind, build in STUDENT_FACTS.items():
+        c = NUM_CLASSES[kind]
+        batch = {"present": torch.ones(1, c), "valid": torch.ones(1, 4, 4, dtype=torch.bool),
+                 "inbox": torch.ones(1, c, 4, 4, dtype=torch.bool)}
+        assert set(build(torch.zeros(1, c, 4, 4), batch)) == set(STUDENT_FACT_DOCS[kind])
