@@ -425,6 +425,7 @@ class Pipeline:
         if cfg.get("students") and n_train < batch:  # (found now, not after the SAM stages)
             raise ConfigError(f"student batch size {batch} is larger than the {n_train} training "
                               "images: lower it (--batch-size N, or --set student.batch_size=N)")
+        self.check_rules()
         self.stage("weak", self.fp_weak(), self.run_weak, [self.weak_dir / "weak.json"])
         pseudo = {}
         for method in cfg["pseudo"]["methods"]:
@@ -447,6 +448,19 @@ class Pipeline:
             log.info(f"metrics: {self.out / 'metrics.json'}; report: {path}")
         D.barrier(self.ctx)
         return metrics
+
+    def check_rules(self) -> None:
+        """Bind every rule file the run will use to its facts now (ConfigError naming
+        the file and line), not when its stage comes, after the SAM stages."""
+        from . import rule_facts as rf
+
+        cfg = self.cfg
+        if "logic" in cfg["pseudo"]["methods"]:
+            paths = cfg["finetune"].get("rules") or self._default_rules()
+            for p in [paths] if isinstance(paths, str) else paths:
+                rf.check_file_for(p, cfg["weak"])
+        if any(v.endswith("+rules") for v in cfg.get("students") or []):
+            rf.check_file_for(cfg["student"]["logic_rules"], f"student-{self.kind}")
 
     def collect(self, pseudo: Dict[str, Any], students: Dict[str, Any]) -> Dict[str, Any]:
         s = self.cfg["student"]

@@ -205,6 +205,36 @@ def bind(program, available: Optional[Iterable[str]] = None,
     return Binding(tuple(names), roles)
 
 
+def bind_for(program, path: str, use: str) -> None:
+    """ConfigError (naming the file and line) unless the checked ``program`` read
+    from ``path`` binds to the facts that ``use`` feeds, as a run will bind it."""
+    from .rulefiles import RULE_USES
+
+    if use not in RULE_USES:
+        raise ConfigError(f"unknown rule-file use {use!r}; choose one of {', '.join(RULE_USES)}")
+    if use.startswith("student-"):
+        from .student import StudentLogic
+
+        StudentLogic(path, use.split("-", 1)[1])
+    elif use == "tags":
+        bind(program, vocabulary=TAG_VOCABULARY)
+    else:
+        bind(program, available_facts(use))
+
+
+def check_file_for(path, use: str) -> None:
+    """Parse, check and bind one rule file for ``use`` (errors name the file and line)."""
+    from pathlib import Path
+
+    from fuzzylogic.checker import check
+    from fuzzylogic.parser import parse
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such rule file")
+    bind_for(check(parse(p.read_text(), source=str(p), base_dir=p.parent)), str(p), use)
+
+
 # ------------------------------------------------------------------ geometry
 @dataclass(frozen=True)
 class Grid:

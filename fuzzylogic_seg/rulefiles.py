@@ -15,6 +15,10 @@ from .errors import ConfigError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
+# What a rule file can be bound to (`fuzzyseg rules check --for USE`): SAM fine-tuning on
+# a weak-label kind, the tags class head, or a student's own predictions.
+RULE_USES = ("boxes", "scribbles", "points", "tags", "student-voc", "student-refuge")
+
 
 def rules_dirs() -> Tuple[Path, ...]:
     """The candidate folders, in order: the checkout's, then the packaged copy."""

@@ -23,24 +23,7 @@ import json
 import sys
 from typing import List
 
-
-# what a rule file can be checked against: SAM fine-tuning on a weak-label kind, the
-# tags class head, or a student's own predictions
-USES = ("boxes", "scribbles", "points", "tags", "student-voc", "student-refuge")
-
-
-def bind_for(program, path: str, use: str) -> None:
-    """ConfigError unless the checked ``program`` binds to the facts of ``use``."""
-    from .. import rule_facts as rf
-
-    if use.startswith("student-"):
-        from ..student import StudentLogic
-
-        StudentLogic(path, use.split("-", 1)[1])
-    elif use == "tags":
-        rf.bind(program, vocabulary=rf.TAG_VOCABULARY)
-    else:
-        rf.bind(program, rf.available_facts(use))
+from ..rulefiles import RULE_USES as USES
 
 
 def register(subparsers) -> None:
@@ -96,6 +79,7 @@ def run_check(args: argparse.Namespace) -> int:
     from fuzzylogic.parser import parse_file
 
     from ..errors import ConfigError
+    from ..rule_facts import bind_for
 
     use = getattr(args, "use", None)
     results: List[dict] = []

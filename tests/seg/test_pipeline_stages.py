@@ -162,3 +162,29 @@ def test_compile_loss_reaches_the_fine_tuner_and_cuda_graphs_on_a_cpu_stop_the_r
     with pytest.raises(ConfigError, match="needs a CUDA device, got cpu"):
         Pipeline(cfg, progress=False)
     assert not (tmp_path / "g" / "stages").exists()
+
+
+def test_a_rule_file_that_cannot_bind_stops_the_run_before_any_stage(data, tmp_path):
+    from fuzzylogic_seg.errors import ConfigError
+    from fuzzylogic_seg.pipeline import run
+
+    bad = tmp_path / "prior.rules"  # REFUGE boxes, but a prior over scribbles
+    bad.write_text("sort region\nsort row\nsort col\npredicate mask(region, row, col) logits\n"
+                   "predicate scrib(region, row, col)\n"
+                   "rule s: forall a, r, c in scrib(a, r, c): mask(a, r, c)\n")
+    cfg = C.build(None, {"dataset": "refuge", "root": str(data), "out": str(tmp_path / "o"),
+                         "device": "cpu", "students": ["logic"], "main_student": "logic",
+                         "finetune": {"rules": [str(bad)]}, "student": {"batch_size": 2}})
+    with pytest.raises(ConfigError, match=r"prior.rules:5: predicate 'scrib' cannot be built"):
+        run(cfg, progress=False)
+    assert not (tmp_path / "o" / "stages").exists()
+    # the same for a student rule file over facts the REFUGE student does not have
+    student = tmp_path / "student.rules"
+    student.write_text("sort pixel[2]\npredicate cup(pixel)\npredicate seg(pixel)\n"
+                       "rule r: forall p: cup(p) -> seg(p)\n")
+    cfg = C.build(None, {"dataset": "refuge", "root": str(data), "out": str(tmp_path / "p"),
+                         "device": "cpu", "students": ["logic+rules"], "main_student": "logic+rules",
+                         "student": {"batch_size": 2, "logic_rules": str(student)}})
+    with pytest.raises(ConfigError, match=r"student.rules: the rule file uses \['seg'\]"):
+        run(cfg, progress=False)
+    assert not (tmp_path / "p" / "stages").exists()
