@@ -344,6 +344,12 @@ def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_ki
         raise ConfigError("tags need a multi-class data set (voc)")
     if sam is None:
         raise ConfigError(f"method {method!r} needs a SAM model")
+    compiled = paths = None
+    if method == "logic":  # (a rule file that cannot bind stops here, before the proposals)
+        from .finetune import default_rules
+
+        paths = rules or [default_rules("voc", "tags")]
+        compiled = load_rules(paths, vocabulary=rf.TAG_VOCABULARY)
     tuner = LogicFineTuner(sam, rules=[], dataset_kind=dataset_kind, weak="tags", epochs=0,
                            seed=seed, device=device, progress=progress, cache_dir=cache_dir,
                            prompt_options={"n_per_side": n_per_side}, amp=amp)
@@ -356,10 +362,6 @@ def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_ki
         extra["tag_features"] = tag_features
     head = None
     if method == "logic":
-        from .finetune import default_rules
-
-        paths = rules or [default_rules("voc", "tags")]
-        compiled = load_rules(paths, vocabulary=rf.TAG_VOCABULARY)
         log = None
         if progress:
             from tqdm.auto import tqdm

@@ -147,3 +147,17 @@ def test_zero_shot_tags_frame_is_background_single_tag_otherwise():
                          torch.tensor([False, True, False, True, False, False]))
     cls, _ = proposal_classes(two, None, "cpu")
     assert cls.tolist() == [0, -1]            # several tags: class unknown
+
+
+def test_a_tag_rule_file_that_cannot_bind_stops_before_the_proposals(tmp_path, monkeypatch):
+    from fuzzylogic_seg import tags as T
+    from fuzzylogic_seg.errors import ConfigError
+
+    bad = tmp_path / "t.rules"  # a box fact in a tags file
+    bad.write_text("sort proposal\nsort class\npredicate cls(proposal, class) softmax(class)\n"
+                   "predicate inbox(proposal, class)\nrule r: forall p, c in inbox(p, c): cls(p, c)\n")
+    monkeypatch.setattr(T, "make_proposals", lambda *a, **k: pytest.fail("proposals computed"))
+    with pytest.raises(ConfigError, match=r"t.rules:4: predicate 'inbox' is not a fact"):
+        T.tag_pseudo_labels("logic", dataset=None, sam=object(), threshold=0.5, dataset_kind="voc",
+                            rules=[bad], epochs=1, seed=0, device="cpu", progress=False,
+                            write=lambda *a: None)
