@@ -51,7 +51,7 @@ import torch
 from . import rule_facts as rf
 from .errors import CheckpointError, ConfigError
 from .devices import compute_precision, native_bf16, to_device
-from .rulefiles import example_rules
+from .rulefiles import example_rules, resolve_rule_file
 from .prompts import PROMPT_KINDS, Prompts, View, full_view, prompts_from_weak, roi_view
 
 DATASET_KINDS = ("voc", "refuge")
@@ -112,9 +112,7 @@ def load_rules(paths: Sequence[Union[str, Path]], available=None, semantics=None
 
     out = []
     for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such rule file")
+        p = resolve_rule_file(p)
         program = check(parse(p.read_text(), source=str(p), base_dir=p.parent))
         binding = rf.bind(program, available, vocabulary)
         theory = compile_rules(program, semantics=semantics)
@@ -327,7 +325,8 @@ class LogicFineTuner:
         self.bf16 = self.amp and native_bf16(self.device)
         if rules is None:
             rules = [default_rules(dataset_kind, weak)]
-        self.rule_paths = [str(p) for p in rules]  # [] = no rules: prediction only (zero-shot)
+        # [] = no rules: prediction only (zero-shot); names of shipped files resolved
+        self.rule_paths = [str(resolve_rule_file(p)) for p in rules]
         self.rules = load_rules(self.rule_paths, self.available_facts(), semantics) \
             if self.rule_paths else []
         self.need = set(p for c in self.rules for p in c.binding.predicates)

@@ -227,11 +227,11 @@ class Pipeline:
         file changes the fingerprint too."""
         from fuzzylogic.parser import parse
 
+        from .rulefiles import resolve_rule_file
+
         out = []
         for p in paths or []:
-            p = Path(p)
-            if not p.is_file():
-                raise ConfigError(f"{p}: no such rule file")
+            p = resolve_rule_file(p)
             out.append(C.fingerprint(repr(parse(p.read_text(), source=str(p), base_dir=p.parent))))
         return out
 

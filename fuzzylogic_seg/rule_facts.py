@@ -224,14 +224,12 @@ def bind_for(program, path: str, use: str) -> None:
 
 def check_file_for(path, use: str) -> None:
     """Parse, check and bind one rule file for ``use`` (errors name the file and line)."""
-    from pathlib import Path
-
     from fuzzylogic.checker import check
     from fuzzylogic.parser import parse
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such rule file")
+    from .rulefiles import resolve_rule_file
+
+    p = resolve_rule_file(path)
     bind_for(check(parse(p.read_text(), source=str(p), base_dir=p.parent)), str(p), use)
 
 

@@ -9,7 +9,7 @@ installed wheel its packaged copy, from any working directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple, Union
 
 from .errors import ConfigError
 
@@ -41,3 +41,26 @@ def rules_dir() -> Path:
         if d.is_dir() and any(d.glob("*.rules")):
             return d
     return rules_dirs()[0]
+
+
+def example_names() -> List[str]:
+    """The shipped example rule files, by name (``voc_boxes``, ``refuge``, ...)."""
+    return sorted(p.stem for p in rules_dir().glob("*.rules"))
+
+
+def resolve_rule_file(path: Union[str, Path]) -> Path:
+    """A rule file given by path, or by the name of a shipped example file
+    (``voc_boxes`` or ``voc_boxes.rules``, found from any folder and in an
+    installed wheel): ``--rules voc_boxes my_prior.rules`` adds a prior to a
+    shipped file without copying it. An existing file of that name wins."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    name = str(path)
+    if p.parent == Path(".") and name:
+        for candidate in (name, f"{name}.rules"):
+            for d in rules_dirs():
+                if (d / candidate).is_file():
+                    return d / candidate
+    raise ConfigError(f"{path}: no such rule file (the shipped ones, usable by name: "
+                      f"{', '.join(example_names())})")

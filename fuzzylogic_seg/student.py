@@ -536,8 +536,10 @@ class StudentLogic:
     def __init__(self, rules: str, kind: str):
         import fuzzylogic
 
-        self.path = str(rules)
-        self.theory = fuzzylogic.load(rules)
+        from .rulefiles import resolve_rule_file
+
+        self.path = str(resolve_rule_file(rules))
+        self.theory = fuzzylogic.load(self.path)
         self.kind = kind
         self.facts = STUDENT_FACTS[kind]
         self.predicates = tuple(self.theory.required_facts)

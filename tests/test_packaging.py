@@ -89,6 +89,8 @@ def test_wheel_ships_the_grammar_and_parses_from_another_directory(tmp_path):
             path = default_rules(kind, "boxes")
             program = check(parse(path.read_text(), source=str(path), base_dir=path.parent))
             out[kind] = [str(path), len(program.rules)]
+        from fuzzylogic_seg.rulefiles import resolve_rule_file
+        out["by_name"] = str(resolve_rule_file("voc_boxes"))  # --rules voc_boxes, from anywhere
         print(json.dumps(out))
     """)
     out = run([sys.executable, "-c", probe], cwd=elsewhere, env=env).stdout
@@ -97,4 +99,5 @@ def test_wheel_ships_the_grammar_and_parses_from_another_directory(tmp_path):
     assert Path(result["dir"]).resolve() == packaged, result
     assert Path(result["voc"][0]).resolve() == packaged / "voc_boxes.rules" and result["voc"][1] == 11
     assert Path(result["refuge"][0]).resolve() == packaged / "refuge.rules" and result["refuge"][1] == 9
+    assert Path(result["by_name"]).resolve() == packaged / "voc_boxes.rules"
 

@@ -86,7 +86,7 @@ def run_check(args: argparse.Namespace) -> int:
     for path in args.files:
         entry = {"file": path, "ok": False}
         try:
-            program = check(parse_file(path))
+            program = check(parse_file(_resolved(path)))
             compile_program(program)  # operator and semantics names resolve at compile time
             if use:
                 bind_for(program, path, use)
@@ -121,6 +121,17 @@ def run_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _resolved(path: str) -> str:
+    """``path``, or the shipped example rule file of that name (``voc_boxes``)."""
+    from ..errors import ConfigError
+    from ..rulefiles import resolve_rule_file
+
+    try:
+        return str(resolve_rule_file(path))
+    except ConfigError:
+        return path  # (the parser then says it is not found, in its own words)
+
+
 def run_show(args: argparse.Namespace) -> int:
     from fuzzylogic.checker import check
     from fuzzylogic.errors import FuzzyLogicError
@@ -128,7 +139,7 @@ def run_show(args: argparse.Namespace) -> int:
     from fuzzylogic.printer import format_program
 
     try:
-        program = parse_file(args.file)
+        program = parse_file(_resolved(args.file))
         check(program)
         text = format_program(program)
     except FuzzyLogicError as exc:
