@@ -115,7 +115,9 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sam-type", default="embedded")
     ap.add_argument("--sam-checkpoint", default=None)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1, as the published tables were made: CPU "
+                         "float sums depend on the thread count; 0: torch's default)")
     args = ap.parse_args(argv)
     results = run(args)
     from fuzzylogic_seg.io import save_json
