@@ -12,7 +12,7 @@ from .operators import TruthValue, available_operators, register_operator
 from .semantics import Semantics, available_presets, register_preset
 from .theory import Evaluation, Report, Theory
 from .compiler import compile, load
-from .parser import parse
+from .parser import add_include_dir, parse
 from .printer import format_formula, format_program
 from .checker import check
 from .nn import LogicLoss
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 
 __all__ = [
-    "compile", "load", "parse", "check", "format_program", "format_formula", "Semantics",
+    "compile", "load", "parse", "check", "add_include_dir", "format_program", "format_formula", "Semantics",
     "register_operator", "register_preset",
     "available_operators", "available_presets", "Theory", "Evaluation", "Report", "TruthValue",
     "LogicLoss", "FuzzyLogicError", "SourceError", "ParseError", "CheckError", "IncludeError",

@@ -748,10 +748,11 @@ def compile(text_or_program: Union[str, ast.Program], semantics=None, source: st
     bd = None if base_dir is None else str(base_dir)
     # where includes resolve, absolute: the same text compiled from another folder
     # may include other files
-    from .parser import include_dir
+    from .parser import include_dir, include_path
 
     where = os.path.abspath(include_dir(str(source), bd))
-    args = (text_or_program, str(source), key, bd, _registry_version(), where)
+    # (the include search path too: another registered folder may hold another file)
+    args = (text_or_program, str(source), key, bd, _registry_version(), (where, include_path()))
     theory = _compile_text(*args, _GENERATIONS.get(args, 0))
     if not _includes_current(theory):
         _GENERATIONS[args] = _GENERATIONS.get(args, 0) + 1

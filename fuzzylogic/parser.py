@@ -561,6 +561,27 @@ def _statements(text: str, source: str) -> list:
 
 
 # --------------------------------------------------------- includes, assembly
+_INCLUDE_DIRS: List[str] = []
+INCLUDE_ENV = "FUZZYLOGIC_INCLUDE"
+
+
+def add_include_dir(path: Union[str, os.PathLike]) -> None:
+    """Also look for included files in ``path``, after the including file's own
+    folder: how a package offers its rule files to ``include "name.rules"``
+    from anywhere (fuzzylogic_seg registers its shipped examples). The folders
+    of the environment variable ``FUZZYLOGIC_INCLUDE`` (``os.pathsep``-separated)
+    come before the registered ones."""
+    p = os.path.abspath(os.fspath(path))
+    if p not in _INCLUDE_DIRS:
+        _INCLUDE_DIRS.append(p)
+
+
+def include_path() -> Tuple[str, ...]:
+    """The folders searched for an include not found beside its including file."""
+    env = [os.path.abspath(d) for d in os.environ.get(INCLUDE_ENV, "").split(os.pathsep) if d]
+    return tuple(dict.fromkeys(env + _INCLUDE_DIRS))
+
+
 class _Loader:
     """Reads a file and its includes, depth first, each file once."""
 
@@ -594,6 +615,13 @@ class _Loader:
         if not inc.path.strip():
             raise fail("include path is empty")
         target = base_dir / inc.path
+        searched = ()
+        if not target.exists() and not Path(inc.path).is_absolute():
+            searched = include_path()
+            for d in searched:
+                if (Path(d) / inc.path).is_file():
+                    target = Path(d) / inc.path
+                    break
         display = os.path.normpath(str(target))
         real = os.path.realpath(target)
         chain = [name for r, name in self.stack]
@@ -603,14 +631,17 @@ class _Loader:
             raise fail(f"include cycle: {cycle}", hint="remove one of these includes")
         if real in self.done:
             return  # already included elsewhere: declarations must not repeat
-        child_text = _read(target, display, fail)
+        child_text = _read(target, display, fail, searched=searched)
         self.load(child_text, display, Path(display).parent, real)
 
 
-def _read(path: Path, display: str, fail, what: str = "included file") -> str:
+def _read(path: Path, display: str, fail, what: str = "included file", searched=()) -> str:
     try:
         if not path.exists():
-            raise fail(f"{what} not found: '{display}'", hint=_similar_file(path))
+            hint = _similar_file(path)
+            if searched:
+                hint = (hint + "; " if hint else "") + f"also searched: {', '.join(searched)}"
+            raise fail(f"{what} not found: '{display}'", hint=hint)
         if not path.is_file():  # a directory, a FIFO, /dev/zero: never read those
             raise fail(f"not a regular file: '{display}'")
         return path.read_text(encoding="utf-8")

@@ -52,7 +52,14 @@ def resolve_rule_file(path: Union[str, Path]) -> Path:
     """A rule file given by path, or by the name of a shipped example file
     (``voc_boxes`` or ``voc_boxes.rules``, found from any folder and in an
     installed wheel): ``--rules voc_boxes my_prior.rules`` adds a prior to a
-    shipped file without copying it. An existing file of that name wins."""
+    shipped file without copying it. An existing file of that name wins.
+    Also makes the shipped files includable by name (``include "refuge.rules"``
+    in a file of one's own, then one more rule): the fuzzylogic include path."""
+    from fuzzylogic.parser import add_include_dir
+
+    for d in rules_dirs():  # `include "refuge.rules"` from a user's file, from anywhere
+        if d.is_dir():
+            add_include_dir(d)
     p = Path(path).expanduser()
     if p.is_file():
         return p

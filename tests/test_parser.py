@@ -584,3 +584,27 @@ def test_offsets_parse_with_or_without_spaces_and_print_back():
 def test_malformed_offsets_are_placed(text, col, expected):
     err = raises(ParseError, text)
     assert err.column == col and expected in str(err), str(err)
+
+
+def test_an_include_not_beside_its_file_is_looked_for_on_the_include_path(tmp_path, monkeypatch):
+    from fuzzylogic.parser import INCLUDE_ENV, add_include_dir, include_path
+
+    shipped = write(tmp_path / "pkg" / "base.rules", "sort pixel[2]\npredicate cup(pixel)")
+    mine = write(tmp_path / "me" / "mine.rules", 'include "base.rules"\nrule r: forall p: cup(p)')
+    err = raises(IncludeError, mine.read_text(), source=str(mine))
+    assert "not found" in err.message and err.hint is None  # nothing registered yet
+    add_include_dir(shipped.parent)
+    add_include_dir(shipped.parent)  # (once is enough)
+    assert include_path() == (str(shipped.parent),)
+    p = parse_file(mine)
+    assert [d.name for d in p.predicates] == ["cup"] and p.sorts[0].pos.source == str(shipped)
+    # a file beside the including one wins over the search path
+    write(tmp_path / "me" / "base.rules", "sort pixel[2]\npredicate disc(pixel)\npredicate cup(pixel)")
+    assert [d.name for d in parse_file(mine).predicates] == ["disc", "cup"]
+    # the environment's folders come first; a miss names every folder searched
+    env = write(tmp_path / "env" / "other.rules", "sort e")
+    monkeypatch.setenv(INCLUDE_ENV, str(env.parent))
+    assert include_path() == (str(env.parent), str(shipped.parent))
+    assert parse('include "other.rules"', base_dir=tmp_path).sorts == (SortDecl("e"),)
+    err = raises(IncludeError, 'include "none.rules"', base_dir=tmp_path)
+    assert err.hint == f"also searched: {env.parent}, {shipped.parent}"

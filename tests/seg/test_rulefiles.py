@@ -43,3 +43,15 @@ def test_a_run_config_may_name_shipped_rule_files(tmp_path):
     p = Pipeline(cfg, progress=False)
     p.check_rules()  # binds the shipped file to the REFUGE box facts
     assert p._rules_fp(["refuge"]) == p._rules_fp([str(rules_dir() / "refuge.rules")])
+
+
+def test_a_file_of_ones_own_includes_a_shipped_one_by_name_and_adds_a_prior(tmp_path):
+    # `fuzzyseg run --rules my_refuge.rules` with the shipped REFUGE rules plus one prior
+    mine = tmp_path / "my_refuge.rules"
+    mine.write_text('include "refuge.rules"\n'
+                    "rule cup_small [weight = 0.5]: forall r, c: mask(cup, r, c) -> ellipse(disc, r, c)\n")
+    (compiled,) = load_rules([str(mine)])
+    assert len(compiled.rule_names) == 10 and compiled.rule_names[-1] == "cup_small"
+    from fuzzylogic_seg import rule_facts as rf
+
+    rf.check_file_for(mine, "boxes")  # binds to the box facts, as a run will check it
