@@ -164,6 +164,11 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     methods = cfg["pseudo"].get("methods") or []
     bad = [m for m in methods if m not in PSEUDO_METHODS]
     need(not bad, f"unknown pseudo-label method(s) {bad}; known: {', '.join(PSEUDO_METHODS)}")
+    ckpt = cfg["sam"].get("checkpoint")
+    # (found now, not after the weak-label stages: every SAM stage reads it)
+    need(not ckpt or all(m == "weak-mask" for m in methods)
+         or Path(str(ckpt)).expanduser().is_file(),
+         f"{ckpt}: no such SAM checkpoint (--sam-checkpoint / sam.checkpoint)")
     students = cfg.get("students") or []
     need(isinstance(students, list), "students must be a list of variants")
     bad = [s for s in students if s not in VARIANTS]

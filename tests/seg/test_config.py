@@ -57,6 +57,8 @@ def test_written_config_repeats_the_run(tmp_path):
     ({"students": ["logic+rules"], "main_student": "logic+rules"}, "needs a student rule file"),
     ({"main_student": "weak-mask"}, "main_student"),
     ({"sam": {"type": "vit_h"}}, "needs a checkpoint"),
+    ({"sam": {"type": "vit_b", "checkpoint": "/nowhere/sam_vit_b.pth"}},
+     "/nowhere/sam_vit_b.pth: no such SAM checkpoint"),
     ({"student": {"size": 100}}, "multiple of 32"),
 ])
 def test_validation_messages(over, msg):
