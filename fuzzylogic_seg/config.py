@@ -157,6 +157,9 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     need(bool(cfg.get("root")), "no data set root: give --root (or `root:` in the config file)")
     need(bool(cfg.get("out")), "no output folder: give --out (or `out:` in the config file)")
     need(cfg.get("weak") in WEAK_KINDS, f"weak must be one of {', '.join(WEAK_KINDS)}, got {cfg.get('weak')!r}")
+    need(not (cfg["dataset"] == "refuge" and cfg["weak"] == "tags"),
+         "weak tags need a multi-class data set (voc): every REFUGE image holds a disc and a "
+         "cup, so its tags say nothing; use --weak boxes, scribbles or points")
     _resolve_sam_type(cfg["sam"])
     need(cfg["sam"].get("type") in SAM_TYPES, f"sam.type must be one of {', '.join(SAM_TYPES)}")
     need(cfg["sam"].get("type") == "embedded" or bool(cfg["sam"].get("checkpoint")),

@@ -52,6 +52,7 @@ def test_written_config_repeats_the_run(tmp_path):
     ({"dataset": "coco"}, "dataset must be one of"),
     ({"root": None}, "--root"),
     ({"weak": "clicks"}, "weak must be one of"),
+    ({"weak": "tags"}, "weak tags need a multi-class data set"),  # (BASE is REFUGE)
     ({"students": ["logic", "teacher"]}, "unknown student variant"),
     ({"pseudo": {"methods": ["weak-mask"]}}, "learns from logic pseudo-labels"),
     ({"students": ["logic+rules"], "main_student": "logic+rules"}, "needs a student rule file"),
