@@ -382,3 +382,21 @@ def test_rules_show_command_prints_the_program_with_includes_resolved(tmp_path, 
     assert main(["rules", "show", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "cupp" in err and "^" in err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    # `fuzzyseg rules facts | head -1`: the closed pipe ends the command quietly (the
+    # listing is made long here, so that the pipe is closed while it is written)
+    import subprocess
+    import sys
+
+    code = ("import sys, fuzzylogic_seg.commands.rules as R\n"
+            "from fuzzylogic_seg.cli import main\n"
+            "R._table = lambda head, rows: [print('x' * 99) for _ in range(200000)]\n"
+            "sys.exit(main(['rules', 'facts']))\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert p.stdout.readline()
+    p.stdout.close()  # the reader goes away with ~20 MB still to write
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and "Traceback" not in err, err

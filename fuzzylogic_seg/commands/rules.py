@@ -161,11 +161,17 @@ def run_facts(args: argparse.Namespace) -> int:
     else:
         vocab = rf.VOCABULARY
         names = sorted(rf.available_facts(use)) if use else sorted(vocab)
-    rows = [(n, ", ".join(vocab[n][0]), vocab[n][1], rf.MEANINGS.get(n, "")) for n in names]
-    _table(("name", "arguments", "input", "meaning"), rows)
-    if not use:
-        print("\n(box facts need boxes, scrib* scribbles, point* points; `--for tags` and "
-              "`--for student-voc|student-refuge` list the other vocabularies)")
+    if use == "tags" or use:
+        rows = [(n, ", ".join(vocab[n][0]), vocab[n][1], rf.MEANINGS.get(n, "")) for n in names]
+        _table(("name", "arguments", "input", "meaning"), rows)
+        return 0
+    kinds = ("boxes", "scribbles", "points")
+    fed = {n: [k for k in kinds if n in rf.available_facts(k)] for n in names}
+    rows = [(n, ", ".join(vocab[n][0]), vocab[n][1],
+             "all" if len(fed[n]) == len(kinds) else ", ".join(fed[n]), rf.MEANINGS.get(n, ""))
+            for n in names]
+    _table(("name", "arguments", "input", "weak labels", "meaning"), rows)
+    print("\n(`--for tags` and `--for student-voc|student-refuge` list the other vocabularies)")
     return 0
 
 
