@@ -17,6 +17,7 @@ Writes OUT/summary.md and OUT/summary.json.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -120,8 +121,18 @@ def main() -> int:
                              f" it); {100 * c['share_of_ceiling']:.1f}% of the ceiling "
                              f"{c['ceiling']:.3f} ({'>=' if c['reaches_90pct'] else '<'} 90%)")
         parts.append("")
-    parts.append(f"Command: `.venv/bin/python examples/reproduce_student.py --out {args.out} --seeds "
-                 f"{' '.join(map(str, args.seeds))}` ({(time.time() - t0) / 60:.1f} min).")
+    # the command as run (every option that changes the numbers: data sets, --set, threads)
+    cmd = ["--out", args.out, "--seeds", *map(str, args.seeds)]
+    if args.datasets != list(DEMO):
+        cmd += ["--datasets", *args.datasets]
+    for item in args.set:
+        cmd += ["--set", item]
+    if args.threads != 1:
+        cmd += ["--threads", str(args.threads)]
+    if args.device != "cpu":
+        cmd += ["--device", args.device]
+    parts.append(f"Command: `.venv/bin/python examples/reproduce_student.py {shlex.join(cmd)}` "
+                 f"({(time.time() - t0) / 60:.1f} min).")
     text = "\n".join(parts)
     (out / "summary.md").write_text(text + "\n")
     save_json(summary, out / "summary.json")
