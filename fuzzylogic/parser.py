@@ -614,12 +614,14 @@ class _Loader:
 
         if not inc.path.strip():
             raise fail("include path is empty")
+        if "\x00" in inc.path:  # (no file system takes it; os calls would raise ValueError)
+            raise fail("include path holds a NUL character")
         target = base_dir / inc.path
         searched = ()
-        if not target.exists() and not Path(inc.path).is_absolute():
+        if not _is_file(target) and not Path(inc.path).is_absolute():
             searched = include_path()
             for d in searched:
-                if (Path(d) / inc.path).is_file():
+                if _is_file(Path(d) / inc.path):
                     target = Path(d) / inc.path
                     break
         display = os.path.normpath(str(target))
@@ -633,6 +635,14 @@ class _Loader:
             return  # already included elsewhere: declarations must not repeat
         child_text = _read(target, display, fail, searched=searched)
         self.load(child_text, display, Path(display).parent, real)
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a path the OS refuses (too long, a NUL byte)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _read(path: Path, display: str, fail, what: str = "included file", searched=()) -> str:
@@ -650,6 +660,8 @@ def _read(path: Path, display: str, fail, what: str = "included file", searched=
                    f"{exc.start})") from None
     except OSError as exc:
         raise fail(f"cannot read {what} '{display}': {exc.strerror or exc}") from None
+    except ValueError as exc:  # (a NUL byte: no file can have that name)
+        raise fail(f"cannot read {what} {display!r}: {exc}") from None
 
 
 def _similar_file(path: Path) -> Optional[str]:

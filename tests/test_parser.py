@@ -608,3 +608,17 @@ def test_an_include_not_beside_its_file_is_looked_for_on_the_include_path(tmp_pa
     assert parse('include "other.rules"', base_dir=tmp_path).sorts == (SortDecl("e"),)
     err = raises(IncludeError, 'include "none.rules"', base_dir=tmp_path)
     assert err.hint == f"also searched: {env.parent}, {shipped.parent}"
+
+
+@pytest.mark.parametrize("path, message", [
+    ("a\x00b.rules", "include path holds a NUL character"),
+    ("x" * 5000, "cannot read included file"),  # longer than any file name may be
+])
+def test_include_paths_the_os_refuses_are_include_errors(tmp_path, path, message):
+    from fuzzylogic.parser import add_include_dir
+
+    for searched in (False, True):  # with and without the include search path
+        if searched:
+            add_include_dir(tmp_path)
+        err = raises(IncludeError, f'include "{path}"', base_dir=tmp_path)
+        assert message in err.message
