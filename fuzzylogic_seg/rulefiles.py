@@ -61,13 +61,20 @@ def resolve_rule_file(path: Union[str, Path]) -> Path:
         if d.is_dir():
             add_include_dir(d)
     p = Path(path).expanduser()
-    if p.is_file():
+    if _is_file(p):
         return p
     name = str(path)
     if p.parent == Path(".") and name:
         for candidate in (name, f"{name}.rules"):
             for d in rules_dirs():
-                if (d / candidate).is_file():
+                if _is_file(d / candidate):
                     return d / candidate
     raise ConfigError(f"{path}: no such rule file (the shipped ones, usable by name: "
                       f"{', '.join(example_names())})")
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):  # a name the OS refuses: not a file
+        return False
