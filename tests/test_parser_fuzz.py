@@ -132,6 +132,20 @@ def test_mutated_rule_files(text, tmp_path):
     front_end(text, tmp_path)
 
 
+@FUZZ
+@given(path=st.text(max_size=300).filter(lambda s: '"' not in s and "\n" not in s),
+       searched=st.booleans())
+def test_random_include_paths(path, searched, tmp_path):
+    # whatever the path (NUL bytes, names too long, folders, /dev files...), and with the
+    # include search path or without: an IncludeError at worst
+    from fuzzylogic.parser import _INCLUDE_DIRS, add_include_dir
+
+    _INCLUDE_DIRS.clear()
+    if searched:
+        add_include_dir(tmp_path)
+    front_end(f'include "{path}"\nsort a', tmp_path)
+
+
 # Deterministic sweeps: single-character deletions (even offsets), adjacent swaps (odd
 # offsets) and prefixes of a valid file; together they touch every token.
 @pytest.mark.parametrize("op", ["delete", "swap", "prefix"])
