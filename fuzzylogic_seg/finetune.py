@@ -108,12 +108,12 @@ def load_rules(paths: Sequence[Union[str, Path]], available=None, semantics=None
     """Parse, check, compile and bind rule files (errors name the file and line)."""
     from fuzzylogic.checker import check
     from fuzzylogic.compiler import compile as compile_rules
-    from fuzzylogic.parser import parse
+    from fuzzylogic.parser import parse_file
 
     out = []
     for p in paths:
         p = resolve_rule_file(p)
-        program = check(parse(p.read_text(), source=str(p), base_dir=p.parent))
+        program = check(parse_file(p))
         binding = rf.bind(program, available, vocabulary)
         theory = compile_rules(program, semantics=semantics)
         report = compile_rules(program, semantics=report_semantics())

@@ -225,14 +225,13 @@ class Pipeline:
     def _rules_fp(self, paths) -> List[str]:
         """The rule files as parsed, their includes inlined: editing an included
         file changes the fingerprint too."""
-        from fuzzylogic.parser import parse
+        from fuzzylogic.parser import parse_file
 
         from .rulefiles import resolve_rule_file
 
         out = []
         for p in paths or []:
-            p = resolve_rule_file(p)
-            out.append(C.fingerprint(repr(parse(p.read_text(), source=str(p), base_dir=p.parent))))
+            out.append(C.fingerprint(repr(parse_file(resolve_rule_file(p)))))
         return out
 
     @staticmethod

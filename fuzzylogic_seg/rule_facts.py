@@ -225,12 +225,12 @@ def bind_for(program, path: str, use: str) -> None:
 def check_file_for(path, use: str) -> None:
     """Parse, check and bind one rule file for ``use`` (errors name the file and line)."""
     from fuzzylogic.checker import check
-    from fuzzylogic.parser import parse
+    from fuzzylogic.parser import parse_file
 
     from .rulefiles import resolve_rule_file
 
     p = resolve_rule_file(path)
-    bind_for(check(parse(p.read_text(), source=str(p), base_dir=p.parent)), str(p), use)
+    bind_for(check(parse_file(p)), str(p), use)
 
 
 # ------------------------------------------------------------------ geometry
