@@ -90,12 +90,8 @@ def run_check(args: argparse.Namespace) -> int:
             compile_program(program)  # operator and semantics names resolve at compile time
             if use:
                 bind_for(program, path, use)
-        except ConfigError as exc:  # (the binding: its message names the file and line)
-            entry["error"] = str(exc)
-            entry["kind"] = type(exc).__name__
-            if not args.json:
-                print(str(exc), file=sys.stderr, flush=True)
-        except FuzzyLogicError as exc:
+        # (ConfigError: the binding, whose message names the file and line)
+        except (FuzzyLogicError, ConfigError) as exc:
             entry["error"] = str(exc)
             entry["kind"] = type(exc).__name__
             if isinstance(exc, SourceError):
@@ -155,21 +151,20 @@ def run_facts(args: argparse.Namespace) -> int:
     use = args.use
     if use and use.startswith("student-"):
         return _student_facts(use.split("-", 1)[1])
-    if use == "tags":
-        vocab = rf.TAG_VOCABULARY
-        names = sorted(vocab)
-    else:
-        vocab = rf.VOCABULARY
-        names = sorted(rf.available_facts(use)) if use else sorted(vocab)
-    if use == "tags" or use:
-        rows = [(n, ", ".join(vocab[n][0]), vocab[n][1], rf.MEANINGS.get(n, "")) for n in names]
-        _table(("name", "arguments", "input", "meaning"), rows)
+    if use:  # one use: the facts it provides
+        vocab = rf.TAG_VOCABULARY if use == "tags" else rf.VOCABULARY
+        names = sorted(vocab) if use == "tags" else rf.available_facts(use)
+        _table(("name", "arguments", "input", "meaning"),
+               [(n, ", ".join(vocab[n][0]), vocab[n][1], rf.MEANINGS.get(n, "")) for n in names])
         return 0
+    # every fine-tuning fact, with the weak labels that feed it
     kinds = ("boxes", "scribbles", "points")
-    fed = {n: [k for k in kinds if n in rf.available_facts(k)] for n in names}
-    rows = [(n, ", ".join(vocab[n][0]), vocab[n][1],
-             "all" if len(fed[n]) == len(kinds) else ", ".join(fed[n]), rf.MEANINGS.get(n, ""))
-            for n in names]
+    fed = {k: rf.available_facts(k) for k in kinds}
+    rows = []
+    for n in sorted(rf.VOCABULARY):
+        by = [k for k in kinds if n in fed[k]]
+        rows.append((n, ", ".join(rf.VOCABULARY[n][0]), rf.VOCABULARY[n][1],
+                     "all" if len(by) == len(kinds) else ", ".join(by), rf.MEANINGS.get(n, "")))
     _table(("name", "arguments", "input", "weak labels", "meaning"), rows)
     print("\n(`--for tags` and `--for student-voc|student-refuge` list the other vocabularies)")
     return 0
