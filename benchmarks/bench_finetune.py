@@ -11,10 +11,11 @@ Per-part times are medians over the steps (robust to other processes on a
 shared machine); steps/s is also given from the wall clock. A step is: decode the
 prompts of a batch of images from their cached image embeddings, build the facts,
 evaluate the compiled theory and take its gradient with respect to the mask logits
-("logic"), back-propagate that gradient through the decoder and step AdamW. Each part is timed on its own
-(with a device synchronisation between parts on CUDA); "logic share" is the
-logic part over the whole step. With ``--compile-loss`` the logic part runs
-through torch.compile (compiled during the warm-up steps). With ``--hand``
+("logic"), back-propagate that gradient through the decoder and step AdamW. Each
+part is timed on its own (with a device synchronisation between parts on CUDA);
+"logic share" is the logic part over the whole step. With ``--compile-loss``
+the logic part runs through torch.compile (compiled during the warm-up steps).
+With ``--hand``
 every batch is also stepped with the same rules written by hand in plain
 eager torch (``hand_rules.py``; a test checks they compute the same loss),
 alternating with the compiled rules step by step: "hand" gives that loss's

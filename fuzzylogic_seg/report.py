@@ -33,6 +33,7 @@ METHOD_TITLES = {
     "gt": "ground truth (ceiling)",
 }
 REFUGE_COLOURS = np.array([[0, 0, 0], [255, 214, 0], [230, 40, 40]], dtype=np.uint8)  # bg, rim, cup
+UNSURE_GREY = 200  # the overlay colour of label 255 (unsure pseudo-label or VOC void)
 
 
 def variant_title(variant: str) -> str:
@@ -107,7 +108,7 @@ def colourise(labels: np.ndarray, kind: str) -> Tuple[np.ndarray, np.ndarray]:
         pal = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
         rgb = pal[np.clip(labels, 0, 255)]
     alpha = np.where(labels == 0, 0.0, 0.55)
-    rgb = np.where((labels == 255)[..., None], np.uint8(200), rgb)
+    rgb = np.where((labels == 255)[..., None], np.uint8(UNSURE_GREY), rgb)
     alpha = np.where(labels == 255, 0.35, alpha)
     return rgb, alpha
 
@@ -341,7 +342,7 @@ def _class_legend(rows: List[Dict[str, Any]], kind: str) -> List[Any]:
     handles = [Patch(facecolor=_class_colour(c, kind), edgecolor="black", linewidth=0.4,
                      label=names.get(c, str(c))) for c in sorted(present - {0, 255})]
     if 255 in present:
-        handles.append(Patch(facecolor=(200 / 255,) * 3, edgecolor="black", linewidth=0.4,
+        handles.append(Patch(facecolor=(UNSURE_GREY / 255,) * 3, edgecolor="black", linewidth=0.4,
                              label="unsure / void (255)"))
     return handles
 
