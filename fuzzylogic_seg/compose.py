@@ -24,6 +24,8 @@ from typing import Optional
 
 import torch
 
+from .errors import ConfigError
+
 IGNORE = 255
 
 
@@ -36,7 +38,7 @@ def compose(probs: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor,
     where the weak label says nothing.
     """
     if not 0.5 <= threshold < 1.0:
-        raise ValueError(f"threshold must lie in [0.5, 1), got {threshold}")
+        raise ConfigError(f"threshold must lie in [0.5, 1), got {threshold}")
     h, w = probs.shape[-2:]
     out = torch.full((h, w), IGNORE, dtype=torch.long, device=probs.device)
     if probs.shape[0]:

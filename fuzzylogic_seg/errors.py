@@ -17,13 +17,19 @@ class DatasetError(FuzzySegError):
         super().__init__(f"{path}: {message}" if path is not None else message)
 
 
-class ConfigError(FuzzySegError):
-    """A bad command-line flag, config file entry or argument."""
+class ConfigError(FuzzySegError, ValueError):
+    """A bad command-line flag, config file entry or argument (also a ValueError:
+    code that catches bad arguments as such keeps working)."""
 
 
 class CheckpointError(FuzzySegError):
     """A model checkpoint is missing, unreadable or does not fit the model."""
 
 
-class PredictionError(FuzzySegError):
-    """A prediction to evaluate is missing or has the wrong size."""
+class PredictionError(FuzzySegError, ValueError):
+    """A prediction to evaluate is missing, has the wrong size or holds labels
+    outside the classes (also a ValueError, as ConfigError)."""
+
+
+class DivergenceError(FuzzySegError, FloatingPointError):
+    """Training diverged: its loss became NaN or infinite."""

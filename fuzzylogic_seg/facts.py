@@ -48,6 +48,8 @@ from typing import Dict, Iterable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 IGNORE = 255
 
 
@@ -129,7 +131,7 @@ def scribble_onehot(scribble: torch.Tensor, C: int) -> Tuple[torch.Tensor, torch
     labelled = scribble != IGNORE
     safe = torch.where(labelled, scribble, torch.zeros_like(scribble)).long()
     if bool((safe >= C).any()) or bool((safe < 0).any()):
-        raise ValueError(f"scribble holds a class outside 0..{C - 1} (and 255)")
+        raise ConfigError(f"scribble holds a class outside 0..{C - 1} (and 255)")
     lab = labelled.to(torch.float32)
     onehot = torch.zeros(*scribble.shape[:-2], C, *scribble.shape[-2:], device=scribble.device)
     onehot.scatter_(-3, safe.unsqueeze(-3), lab.unsqueeze(-3))   # no int64 one-hot in between
@@ -174,7 +176,7 @@ def build_facts(batch: Dict, num_classes: int, soft: bool = False,
     want = set(FACT_NAMES if names is None else names)
     unknown = want - set(FACT_NAMES)
     if unknown:
-        raise ValueError(f"unknown fact(s) {sorted(unknown)}; known: {', '.join(FACT_NAMES)}")
+        raise ConfigError(f"unknown fact(s) {sorted(unknown)}; known: {', '.join(FACT_NAMES)}")
     dev = device or batch["image"].device
     b, _, h, w = batch["image"].shape
     C = num_classes

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
 from collections import defaultdict
@@ -49,7 +50,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from . import rule_facts as rf
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DivergenceError
 from .devices import compute_precision, native_bf16, to_device
 from .rulefiles import example_rules, resolve_rule_file
 from .prompts import PROMPT_KINDS, Prompts, View, full_view, prompts_from_weak, roi_view
@@ -764,6 +765,10 @@ class LogicFineTuner:
             _log_epoch(history["initial"], self.progress)
         for epoch in range(start, self.epochs):
             rec = self._epoch(items, opt, epoch, f"epoch {epoch + 1}/{self.epochs}")
+            if not math.isfinite(rec["loss"]):
+                # (before this epoch's checkpoint: the last one saved holds finite weights)
+                raise DivergenceError(f"logic fine-tuning diverged: loss {rec['loss']} in epoch "
+                                      f"{epoch + 1}; lower finetune.lr (now {self.lr:g}) and rerun")
             history["epochs"].append(rec)
             _log_epoch(rec, self.progress)
             if self.out_dir is not None:

@@ -23,6 +23,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from .errors import DatasetError, PredictionError
+
 IGNORE = 255
 
 
@@ -36,18 +38,18 @@ class ConfusionMatrix:
         pred = torch.as_tensor(pred)
         target = torch.as_tensor(target)
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != ground truth {tuple(target.shape)}")
+            raise PredictionError(f"prediction shape {tuple(pred.shape)} != ground truth {tuple(target.shape)}")
         C = self.num_classes
         t = target.reshape(-1).long().cpu()
         p = pred.reshape(-1).long().cpu()
         keep = t != self.ignore_index
         t, p = t[keep], p[keep]
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= C):
-            raise ValueError(f"ground truth holds labels outside 0..{C - 1} (and {self.ignore_index})")
+            raise DatasetError(f"ground truth holds labels outside 0..{C - 1} (and {self.ignore_index})")
         unassigned = p == self.ignore_index
         bad = ~unassigned & ((p < 0) | (p >= C))
         if bool(bad.any()):
-            raise ValueError(f"prediction holds labels outside 0..{C - 1} (and {self.ignore_index}): "
+            raise PredictionError(f"prediction holds labels outside 0..{C - 1} (and {self.ignore_index}): "
                              f"{sorted(set(p[bad].tolist()))[:5]}")
         p = torch.where(unassigned, torch.full_like(p, C), p)
         self.mat += torch.bincount(t * (C + 1) + p, minlength=C * (C + 1)).view(C, C + 1)
@@ -94,7 +96,7 @@ def dice(pred: torch.Tensor, gt: torch.Tensor) -> float:
     p = torch.as_tensor(pred).bool()
     g = torch.as_tensor(gt).bool()
     if p.shape != g.shape:
-        raise ValueError(f"dice: shapes differ {tuple(p.shape)} vs {tuple(g.shape)}")
+        raise PredictionError(f"dice: shapes differ {tuple(p.shape)} vs {tuple(g.shape)}")
     s = int(p.sum()) + int(g.sum())
     if s == 0:
         return 1.0
@@ -130,7 +132,7 @@ class RefugeMetrics:
         pred = torch.as_tensor(pred)
         gt = torch.as_tensor(gt)
         if pred.shape != gt.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != ground truth {tuple(gt.shape)}")
+            raise PredictionError(f"prediction shape {tuple(pred.shape)} != ground truth {tuple(gt.shape)}")
         row = {
             "id": image_id,
             "dice_disc": dice((pred == 1) | (pred == 2), (gt == 1) | (gt == 2)),

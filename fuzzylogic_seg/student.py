@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from . import distributed as D
 from .devices import native_bf16
-from .errors import CheckpointError, ConfigError, DatasetError
+from .errors import CheckpointError, ConfigError, DatasetError, DivergenceError
 from .io import load_optimizer_state, load_torch, save_index_png, save_json, save_torch
 
 NUM_CLASSES = {"voc": 21, "refuge": 3}
@@ -695,7 +695,8 @@ def train_student(
                 for k, v in sats.items():
                     rule_sums[k] = rule_sums.get(k, 0.0) + float(v)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"student loss is {float(loss)} at epoch {epoch + 1}, step {it}")
+                raise DivergenceError(f"student loss is {float(loss)} at epoch {epoch + 1}, step {it}: "
+                                      "lower student.lr (on CUDA, or set student.amp=false), and rerun")
             opt.zero_grad(set_to_none=True)
             if scaler is not None and scaler.is_enabled():
                 scaler.scale(loss).backward()

@@ -37,6 +37,7 @@ several tags its pixels are 255.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 
 from . import rule_facts as rf
 from .compose import compose
-from .errors import ConfigError
+from .errors import ConfigError, DivergenceError
 
 
 @dataclass
@@ -279,6 +280,9 @@ def train_head(props: List[ImageProposals], rules, num_classes: int, epochs: int
             opt.step()
             tot += float(loss.detach()) * len(batch)
             n += len(batch)
+        if not math.isfinite(tot):
+            raise DivergenceError(f"the tags class head diverged: loss {tot / n} in epoch "
+                                  f"{epoch + 1}; lower finetune.head_lr (now {lr:g}) and rerun")
         rec = {"epoch": epoch, "loss": tot / n,
                "rules": head_satisfaction(rules, props, head, num_classes, device)}
         history["epochs"].append(rec)

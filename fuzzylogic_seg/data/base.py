@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from ..weak.simulate import SimConfig, simulate_weak
 from ..weak.store import WeakStore
 from ..weak.types import KINDS, WeakLabels
@@ -184,7 +184,7 @@ class SegDataset(Dataset):
             kinds = tuple(kinds)
             unknown = set(kinds) - set(KINDS)
             if unknown:
-                raise ValueError(f"unknown weak-label kind(s) {sorted(unknown)}; "
+                raise ConfigError(f"unknown weak-label kind(s) {sorted(unknown)}; "
                                  f"known: {', '.join(KINDS)}")
         if self.weak_dir is not None:
             self.store = WeakStore(self.weak_dir)

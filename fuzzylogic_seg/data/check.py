@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from .base import Item, read_grey, read_image, read_index_png, size_mismatch
 
 
@@ -303,6 +303,6 @@ def check_dataset(kind: str, root, splits: Optional[Sequence[str]] = None,
     elif kind == "refuge":
         report = check_refuge(root, splits, progress=progress)
     else:
-        raise ValueError(f"unknown data set kind {kind!r} (voc or refuge)")
+        raise ConfigError(f"unknown data set kind {kind!r} (voc or refuge)")
     report.problems.sort(key=lambda p: (p.path, p.severity != "error", p.message))
     return report

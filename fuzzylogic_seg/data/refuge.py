@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from .base import IMAGE_SUFFIXES, Item, PathLike, SegDataset, find_file, read_grey
 
 REFUGE_CLASSES = ("background", "disc", "cup")
@@ -59,12 +59,12 @@ def refuge_to_disk(labels, ignore_value: Optional[int] = None) -> np.ndarray:
     ign = lab == 255
     if bool(ign.any()):
         if ignore_value is None:
-            raise ValueError("labels contain 255 (ignore), which REFUGE masks cannot hold; "
+            raise ConfigError("labels contain 255 (ignore), which REFUGE masks cannot hold; "
                              "pass ignore_value")
         out[ign] = int(ignore_value)
     bad = ~((lab == 0) | (lab == 1) | (lab == 2) | ign)
     if bool(bad.any()):
-        raise ValueError(f"REFUGE labels must be 0, 1, 2 or 255; got {sorted(set(lab[bad].tolist()))[:5]}")
+        raise ConfigError(f"REFUGE labels must be 0, 1, 2 or 255; got {sorted(set(lab[bad].tolist()))[:5]}")
     return out.numpy()
 
 

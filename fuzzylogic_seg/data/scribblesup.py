@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from ..io import VOC_CLASSES
 
 PathLike = Union[str, Path]
@@ -127,9 +127,9 @@ def rasterize(scr: Scribbles, width: int = 1, unknown: str = "error",
     two classes meet. ``unknown``: what a tag that names no VOC class does ("error":
     DatasetError naming ``path`` and the tag; "background": label 0; "skip")."""
     if unknown not in UNKNOWN_POLICIES:
-        raise ValueError(f"unknown={unknown!r}: choose one of {UNKNOWN_POLICIES}")
+        raise ConfigError(f"unknown={unknown!r}: choose one of {UNKNOWN_POLICIES}")
     if width < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
+        raise ConfigError(f"width must be >= 1, got {width}")
     h, w = scr.size
     st = ConversionStats()
     hit = np.zeros((len(VOC_CLASSES), h, w), dtype=bool)

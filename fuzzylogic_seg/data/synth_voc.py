@@ -91,7 +91,7 @@ def texture(kind: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         return np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1)) ** 0.7
     if kind == "smooth":
         return smooth_noise(rng, h, w, max(h, w) / 3)
-    raise ValueError(kind)
+    raise ConfigError(f"unknown texture {kind!r}")
 
 
 # -------------------------------------------------------------- class models

@@ -16,6 +16,7 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..weak.types import IGNORE, resize_labels
 
 
@@ -38,7 +39,7 @@ class ResizePad:
 
     def __init__(self, size: int, pad: bool = True, image_fill: int = 0):
         if int(size) < 1:
-            raise ValueError(f"ResizePad: size must be positive, got {size}")
+            raise ConfigError(f"ResizePad: size must be positive, got {size}")
         self.size = int(size)
         self.pad = pad
         self.image_fill = int(image_fill)

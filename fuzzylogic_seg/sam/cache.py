@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..io import load_torch, save_torch
 from .build import model_fingerprint
 from .forward import PromptableSAM, _to_hwc_uint8
@@ -129,7 +129,7 @@ class EmbeddingCache:
         from tqdm import tqdm
 
         if len(image_ids) != len(images):
-            raise ValueError(f"{len(image_ids)} ids for {len(images)} images")
+            raise ConfigError(f"{len(image_ids)} ids for {len(images)} images")
         device = device if device is not None else model.device
         out: List[Optional[CachedEmbedding]] = [None] * len(images)
         todo = []

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..devices import native_bf16
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..io import load_optimizer_state, load_torch, save_json, save_torch
 from .budget import budget_plan, describe, keep_budget
 from .build import (EmbeddedConfig, build_embedded, embedded_checkpoint, load_state_strict,
@@ -656,7 +656,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), device: str = "cpu",
         # diverged step is caught here, before anything of it is saved
         loss_v, miou = torch.stack([loss.detach().float(), stats["miou"].float()]).tolist()
         if not math.isfinite(loss_v):
-            raise CheckpointError(f"pretraining diverged at step {step} (loss {loss_v}); lower --lr")
+            raise DivergenceError(f"pretraining diverged at step {step} (loss {loss_v}); lower --lr")
         step += 1
         elapsed += time.perf_counter() - t0
         run_loss = loss_v if run_loss is None else 0.95 * run_loss + 0.05 * loss_v

@@ -20,6 +20,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..errors import ConfigError
+
 SHAPE_KINDS = ("ellipse", "polygon", "blob", "ring", "rect", "thin")
 # Shapes that can hold a nested child (a ring's hole or a thin curve cannot).
 _FILLED = ("ellipse", "polygon", "blob", "rect")
@@ -137,7 +139,7 @@ def _shape(rng: np.random.Generator, kind: str, h: int, w: int,
         img = Image.new("L", (w, h), 0)
         ImageDraw.Draw(img).line(pts, fill=255, width=width, joint="curve")
         return np.asarray(img) > 127
-    raise ValueError(f"unknown shape kind {kind!r}")
+    raise ConfigError(f"unknown shape kind {kind!r}")
 
 
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -297,7 +299,7 @@ def mask_box(mask: np.ndarray, nonzero: Optional[Tuple[np.ndarray, np.ndarray]] 
     ``nonzero``: ``np.nonzero(mask)`` if already at hand."""
     ys, xs = np.nonzero(mask) if nonzero is None else nonzero
     if len(xs) == 0:
-        raise ValueError("empty mask has no box")
+        raise ConfigError("empty mask has no box")
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
 
 

@@ -41,6 +41,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .morph import connected_components, depth_and_skeleton, dilate
 from .types import IGNORE, KINDS, WeakLabels, resize_labels
 
@@ -125,7 +126,7 @@ def class_masks(labels: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
 def present_classes(labels: torch.Tensor, num_classes: int) -> List[int]:
     valid = labels[labels != IGNORE]
     if valid.numel() and int(valid.max()) >= num_classes:
-        raise ValueError(f"label {int(valid.max())} out of range 0..{num_classes - 1}")
+        raise ConfigError(f"label {int(valid.max())} out of range 0..{num_classes - 1}")
     counts = torch.bincount(valid.flatten(), minlength=num_classes)
     return [int(c) for c in torch.nonzero(counts).flatten()]
 
@@ -347,21 +348,21 @@ def simulate_weak(labels: Optional[torch.Tensor], kinds: Iterable[str], *, datas
     kinds = tuple(kinds)
     unknown = set(kinds) - set(KINDS)
     if unknown:
-        raise ValueError(f"unknown weak-label kind(s) {sorted(unknown)}; known: {', '.join(KINDS)}")
+        raise ConfigError(f"unknown weak-label kind(s) {sorted(unknown)}; known: {', '.join(KINDS)}")
     if dataset not in ("voc", "refuge"):
-        raise ValueError(f"unknown dataset {dataset!r}")
+        raise ConfigError(f"unknown dataset {dataset!r}")
     if labels is not None:
         labels = torch.as_tensor(labels).long()
         if size is not None and tuple(size) != tuple(labels.shape):
-            raise ValueError(f"labels are {tuple(labels.shape)} but size is {tuple(size)}")
+            raise ConfigError(f"labels are {tuple(labels.shape)} but size is {tuple(size)}")
         size = tuple(labels.shape)
     if size is None:
-        raise ValueError("simulate_weak: give labels or size")
+        raise ConfigError("simulate_weak: give labels or size")
     size = (int(size[0]), int(size[1]))
 
     def need_labels(kind):
         if labels is None:
-            raise ValueError(f"simulating {kind} of image {image_id!r} needs its mask")
+            raise ConfigError(f"simulating {kind} of image {image_id!r} needs its mask")
         return labels
 
     out_boxes = out_box_labels = out_scribble = out_points = out_point_labels = out_tags = None
@@ -395,7 +396,7 @@ def parse_kinds(spec: str) -> Tuple[str, ...]:
     kinds = tuple(k.strip() for k in spec.split(",") if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
-        raise ValueError(f"bad weak-label kinds {spec!r}; use a comma list of {', '.join(KINDS)}")
+        raise ConfigError(f"bad weak-label kinds {spec!r}; use a comma list of {', '.join(KINDS)}")
     return kinds
 
 
@@ -410,14 +411,14 @@ def parse_mix(spec: str) -> List[Tuple[Tuple[str, ...], float]]:
         try:
             prob = float(p) if p else 1.0
         except ValueError:
-            raise ValueError(f"bad probability in mix entry {part!r}") from None
+            raise ConfigError(f"bad probability in mix entry {part!r}") from None
         kinds = parse_kinds(combo.replace("+", ","))
         if prob < 0:
-            raise ValueError(f"negative probability in mix entry {part!r}")
+            raise ConfigError(f"negative probability in mix entry {part!r}")
         out.append((kinds, prob))
     total = sum(p for _, p in out)
     if not out or total <= 0:
-        raise ValueError(f"bad weak-label mix {spec!r}; e.g. 'boxes:0.5,scribbles+tags:0.5'")
+        raise ConfigError(f"bad weak-label mix {spec!r}; e.g. 'boxes:0.5,scribbles+tags:0.5'")
     return [(k, p / total) for k, p in out]
 
 

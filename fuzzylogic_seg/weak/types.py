@@ -17,6 +17,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 KINDS = ("boxes", "scribbles", "points", "tags")
 IGNORE = 255
 
@@ -43,16 +45,16 @@ class WeakLabels:
         self.boxes = torch.as_tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
         self.box_labels = torch.as_tensor(self.box_labels, dtype=torch.long).reshape(-1)
         if self.boxes.shape[0] != self.box_labels.shape[0]:
-            raise ValueError(
+            raise ConfigError(
                 f"WeakLabels: {self.boxes.shape[0]} boxes but {self.box_labels.shape[0]} box labels"
             )
         if self.points is not None:
             self.points = torch.as_tensor(self.points, dtype=torch.float32).reshape(-1, 2)
             if self.point_labels is None:
-                raise ValueError("WeakLabels: points given without point_labels")
+                raise ConfigError("WeakLabels: points given without point_labels")
             self.point_labels = torch.as_tensor(self.point_labels, dtype=torch.long).reshape(-1)
             if self.point_labels.shape[0] != self.points.shape[0]:
-                raise ValueError(
+                raise ConfigError(
                     f"WeakLabels: {self.points.shape[0]} points but "
                     f"{self.point_labels.shape[0]} point labels"
                 )
@@ -61,11 +63,11 @@ class WeakLabels:
         if self.scribble is not None:
             self.scribble = torch.as_tensor(self.scribble).to(torch.long)
             if self.scribble.dim() != 2:
-                raise ValueError(f"WeakLabels: scribble must be [H, W], got {tuple(self.scribble.shape)}")
+                raise ConfigError(f"WeakLabels: scribble must be [H, W], got {tuple(self.scribble.shape)}")
             if self.size is None:
                 self.size = tuple(self.scribble.shape)
             elif tuple(self.scribble.shape) != tuple(self.size):
-                raise ValueError(
+                raise ConfigError(
                     f"WeakLabels: scribble is {tuple(self.scribble.shape)} but size is {tuple(self.size)}"
                 )
         if self.size is not None:
@@ -90,7 +92,7 @@ class WeakLabels:
         kinds = set(kinds)
         unknown = kinds - set(KINDS)
         if unknown:
-            raise ValueError(f"unknown weak-label kind(s) {sorted(unknown)}; known: {', '.join(KINDS)}")
+            raise ConfigError(f"unknown weak-label kind(s) {sorted(unknown)}; known: {', '.join(KINDS)}")
         return WeakLabels(
             boxes=self.boxes if "boxes" in kinds else _empty_boxes(),
             box_labels=self.box_labels if "boxes" in kinds else _empty_labels(),
@@ -112,7 +114,7 @@ class WeakLabels:
         sy, sx = (scale, scale) if isinstance(scale, (int, float)) else scale
         if size is None:
             if self.size is None:
-                raise ValueError("WeakLabels.resized: size unknown; pass size=(H, W)")
+                raise ConfigError("WeakLabels.resized: size unknown; pass size=(H, W)")
             size = (max(1, round(self.size[0] * sy)), max(1, round(self.size[1] * sx)))
         if self.size is not None:
             # The exact factors of the resized grid keep boxes on the same pixels as the image.
@@ -167,7 +169,7 @@ class WeakLabels:
             tags = torch.zeros(n, dtype=torch.bool)
             idx = torch.as_tensor(d["tags"], dtype=torch.long)
             if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-                raise ValueError(f"tag index out of range 0..{n - 1}: {d['tags']}")
+                raise ConfigError(f"tag index out of range 0..{n - 1}: {d['tags']}")
             tags[idx] = True
         points = d.get("points")
         return cls(

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzzylogic_seg.data.collate import collate
+from fuzzylogic_seg.errors import ConfigError
 from fuzzylogic_seg.facts import (box_masks, build_facts, class_box_masks, col_masks, ellipse_masks,
                                   outside_all, point_masks, row_masks, scribble_onehot, tag_vector)
 from fuzzylogic_seg.weak.types import WeakLabels
@@ -90,7 +91,7 @@ def test_ellipse_points_scribbles_tags():
     assert oh[0].tolist() == [[0, 1], [0, 0]] and oh[2].tolist() == [[0, 0], [1, 0]]
     assert oh[1].sum() == 0
     assert tag_vector(torch.tensor([3, 1]), 5).tolist() == [0, 1, 0, 1, 0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         scribble_onehot(torch.tensor([[7]]), 3)
 
 
@@ -172,5 +173,5 @@ def test_build_facts_subset_matches_full():
     assert torch.equal(part["scrib"], full["scrib"]) and torch.equal(part["outside"], full["outside"])
     assert full["scrib"][0, 1, 3].sum() == 16 and full["scrib"][0, 0].sum() == 0  # class 2 = box 2
     assert full["scrib_other"][0, 0, 3].sum() == 16                                # class 2 != box 1
-    with pytest.raises(ValueError, match="unknown fact"):
+    with pytest.raises(ConfigError, match="unknown fact"):
         build_facts(batch, 3, names=["mask"])

@@ -384,3 +384,19 @@ def test_a_compiled_loss_is_part_of_the_run_config_and_eager_configs_stay_as_the
     assert tuner(compile_loss="default").config()["compile_loss"] == {"mode": "default"}
     assert tuner(compile_loss={"backend": "aot_eager"}).config()["compile_loss"] == {
         "backend": "aot_eager"}
+
+
+def test_a_diverged_run_stops_before_saving_its_weights(tmp_path):
+    # A learning rate far too large: the loss turns NaN in the second epoch. The run
+    # stops there with an error that says what to change, and the checkpoint on
+    # disk is still the first epoch's, with finite weights.
+    from fuzzylogic_seg.errors import DivergenceError
+    from fuzzylogic_seg.io import load_torch
+
+    t = tuner(tmp_path, epochs=3)
+    t.lr = 1e10
+    with pytest.raises(DivergenceError, match=r"epoch 2; lower finetune\.lr"):
+        t.fit(Shapes(2))
+    ck = load_torch(tmp_path / "finetune.pt")
+    assert ck["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ck["trainable"].values())

@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzzylogic_seg.errors import PredictionError
 from fuzzylogic_seg.metrics import (ConfusionMatrix, RefugeMetrics, SegMetrics, coverage, dice, vcdr,
                                     vertical_diameter)
 
@@ -37,9 +38,9 @@ def test_absent_classes_are_left_out_and_uncertain_counts_as_miss():
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(PredictionError, match="shape"):
         ConfusionMatrix(3).update(torch.zeros(2, 2), torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="prediction holds labels"):
+    with pytest.raises(PredictionError, match="prediction holds labels"):
         ConfusionMatrix(3).update(torch.full((2, 2), 7), torch.zeros(2, 2))
 
 

@@ -50,7 +50,7 @@ def test_compose_without_prompts_is_background_or_unknown():
 
 
 def test_compose_rejects_bad_threshold():
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         compose(torch.zeros(1, 2, 2), torch.tensor([1]), torch.tensor([1.0]), threshold=0.3)
 
 

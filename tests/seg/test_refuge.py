@@ -9,7 +9,7 @@ from PIL import Image
 
 from fuzzylogic_seg.data.refuge import REFUGE, refuge_from_disk, refuge_to_disk
 from fuzzylogic_seg.data.synth_refuge import generate_refuge
-from fuzzylogic_seg.errors import DatasetError
+from fuzzylogic_seg.errors import ConfigError, DatasetError
 
 torch.set_num_threads(1)
 
@@ -36,7 +36,7 @@ def test_disk_values_round_trip():
     # Resampled masks: the nearest of 0/128/255.
     assert refuge_from_disk(np.array([[10, 63, 64, 120, 191, 192, 250]], np.uint8)).tolist() == \
         [[2, 2, 1, 1, 1, 0, 0]]
-    with pytest.raises(ValueError, match="ignore"):
+    with pytest.raises(ConfigError, match="ignore"):
         refuge_to_disk(torch.tensor([[255]]))
     assert refuge_to_disk(torch.tensor([[255, 2]]), ignore_value=7).tolist() == [[7, 0]]
 

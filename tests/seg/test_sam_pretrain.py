@@ -8,7 +8,7 @@ import torch
 from torchvision.ops import sigmoid_focal_loss
 
 from fuzzylogic_seg.cli import main
-from fuzzylogic_seg.errors import CheckpointError, ConfigError
+from fuzzylogic_seg.errors import CheckpointError, ConfigError, DivergenceError
 from fuzzylogic_seg.io import load_torch
 from fuzzylogic_seg.sam.build import TINY_CONFIG, build_embedded, load_sam, package_weights_path
 from fuzzylogic_seg.sam.forward import PromptableSAM
@@ -199,7 +199,7 @@ def test_a_diverged_step_stops_the_run_before_anything_of_it_is_saved(tmp_path, 
 
     monkeypatch.setattr(P, "step_loss", nan_at_third)
     out = tmp_path / "w.pt"
-    with pytest.raises(CheckpointError, match="diverged at step 2"):
+    with pytest.raises(DivergenceError, match="diverged at step 2"):
         pretrain(out, _tiny(steps=6), progress=False, evaluate_result=False, save_every=1)
     st = load_torch(state_path(out))
     assert st["step"] == 2 and all(torch.isfinite(v).all() for v in st["model"].values())

@@ -161,3 +161,19 @@ def test_a_tag_rule_file_that_cannot_bind_stops_before_the_proposals(tmp_path, m
         T.tag_pseudo_labels("logic", dataset=None, sam=object(), threshold=0.5, dataset_kind="voc",
                             rules=[bad], epochs=1, seed=0, device="cpu", progress=False,
                             write=lambda *a: None)
+
+
+def test_a_diverged_head_stops_with_an_error_that_says_what_to_change(monkeypatch):
+    import fuzzylogic_seg.tags as T
+    from fuzzylogic_seg.errors import DivergenceError
+
+    (rules,) = load_rules(["examples/rules/tags.rules"], vocabulary=rf.TAG_VOCABULARY)
+    real = T._evaluate
+
+    def nan_loss(*a, **k):
+        loss, sats = real(*a, **k)
+        return loss * float("nan"), sats
+
+    monkeypatch.setattr(T, "_evaluate", nan_loss)
+    with pytest.raises(DivergenceError, match=r"epoch 1; lower finetune\.head_lr \(now 0\.01\)"):
+        train_head(_props(6), [rules], 6, epochs=2, seed=0, device="cpu", progress=False)

@@ -197,7 +197,7 @@ def test_large_images_use_the_work_size():
 
 def test_kinds_and_mix_parsing():
     assert parse_kinds("boxes, tags") == ("boxes", "tags")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         parse_kinds("boxes,polygons")
     mix = parse_mix("boxes:3,scribbles+tags:1")
     assert mix == [(("boxes",), 0.75), (("scribbles", "tags"), 0.25)]
