@@ -31,6 +31,8 @@ from typing import Callable, Optional
 import torch
 from torch.utils import _pytree as pytree
 
+from .errors import FuzzyLogicError
+
 __all__ = ["GraphedFunction"]
 
 
@@ -61,7 +63,7 @@ class GraphedFunction:
     def __init__(self, fn: Callable, *, max_graphs: int = 16, warmup: int = 3,
                  grapher: Optional[Callable] = None):
         if max_graphs < 1:
-            raise ValueError(f"max_graphs must be >= 1, got {max_graphs}")
+            raise FuzzyLogicError(f"max_graphs must be >= 1, got {max_graphs}")
         self.fn, self.max_graphs, self.warmup = fn, max_graphs, warmup
         self.grapher = grapher
         self._graphs: "OrderedDict[tuple, Optional[tuple]]" = OrderedDict()

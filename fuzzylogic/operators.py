@@ -256,7 +256,7 @@ class TruthValue:
         self._s = [p, q, lp, l1p]
         self._given = given = (p is not None, q is not None, lp is not None, l1p is not None)
         if given == (False, False, False, False):
-            raise ValueError("a TruthValue needs p, q, lp or l1p")
+            raise SemanticsError("a TruthValue needs p, q, lp or l1p")
 
     def _wants_log1mexp(self) -> bool:
         """Whether ``lp`` is yet to be derived from ``l1p`` by log1mexp."""

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import fuzzylogic as fl
+from fuzzylogic.errors import FuzzyLogicError
 from fuzzylogic.graphs import GraphedFunction
 from fuzzylogic.nn import LogicLoss
 
@@ -103,7 +104,7 @@ def test_least_recently_used_signatures_are_dropped():
         f(x, torch.ones_like(x))
     f(xs[0], torch.ones_like(xs[0]))  # dropped: captured again
     assert f.captures == 4
-    with pytest.raises(ValueError, match="max_graphs"):
+    with pytest.raises(FuzzyLogicError, match="max_graphs"):
         GraphedFunction(_loss, max_graphs=0)
 
 

@@ -16,17 +16,20 @@ def test_ruff_finds_nothing():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_fuzzylogic_seg_raises_its_own_errors():
-    # One exception hierarchy: the plugin raises FuzzySegError subclasses (the
-    # argument errors are also ValueErrors), never a bare built-in error that a
-    # caller catching FuzzySegError (as the CLI does) would miss. Allowed:
-    # KeyError from a lookup by id, TypeError from json's `default` hook.
+@pytest.mark.parametrize("package", ["fuzzylogic", "fuzzylogic_seg"])
+def test_each_package_raises_its_own_errors(package):
+    # One exception hierarchy per package: fuzzylogic raises FuzzyLogicError
+    # subclasses, the plugin FuzzySegError ones (its argument errors are also
+    # ValueErrors), never a bare built-in error that a caller catching the
+    # package's base class (as the CLI does) would miss. Allowed: KeyError from a
+    # lookup by name or id, TypeError for an argument of the wrong type (and from
+    # json's `default` hook).
     import ast
     import builtins
 
     allowed = {"KeyError", "TypeError", "NotImplementedError"}
     found = []
-    for path in sorted((ROOT / "fuzzylogic_seg").rglob("*.py")):
+    for path in sorted((ROOT / package).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Raise) and node.exc is not None:
                 exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
