@@ -37,8 +37,9 @@ as a miss, plus the same over labelled pixels only (``*_labelled``).
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -249,17 +250,21 @@ def evaluate_labels(dataset, out_dir: Path, dataset_kind: str, ids: Sequence[str
     allpx = metrics.SegMetrics(dataset_kind, classes)
     labelled = metrics.SegMetrics(dataset_kind, classes)
     have_gt = with_gt and hasattr(dataset, "read_gt")
+    missing: List[Path] = []
+    scored = 0
     for image_id in ids:
         lab = read_label(Path(out_dir) / f"{image_id}.png", dataset_kind)
         covered += int((lab != IGNORE).sum())
         total += lab.numel()
         if not have_gt:
             continue
-        try:
-            gt = dataset.read_gt(dataset.index(image_id))
-        except Exception:  # no masks on disk (a test split): coverage only
-            have_gt = False
+        i = dataset.index(image_id)
+        mask = _mask_path(dataset, i)
+        if mask is not None and not mask.is_file():
+            missing.append(mask)  # (a split without masks: coverage only, see below)
             continue
+        gt = dataset.read_gt(i)  # a mask that is there but broken: DatasetError naming it
+        scored += 1
         allpx.update(lab, gt, image_id)
         unsure = lab == IGNORE
         zero = torch.zeros_like(lab)
@@ -268,8 +273,14 @@ def evaluate_labels(dataset, out_dir: Path, dataset_kind: str, ids: Sequence[str
         else:
             labelled.update(torch.where(unsure, zero, lab),
                             torch.where(unsure, torch.full_like(gt, IGNORE), gt), image_id)
+    if scored and missing:
+        # Some masks but not all: the scores cover those images only, and say so.
+        warnings.warn(f"{missing[0]}: missing mask; pseudo-label scores cover {scored} of "
+                      f"{scored + len(missing)} images ({len(missing)} without a mask)")
+    have_gt = have_gt and scored > 0
     out: Dict = {"coverage": covered / max(total, 1)}
-    if have_gt and ids:
+    if have_gt:
+        out["scored_images"] = scored
         a, lab = allpx.as_dict(), labelled.as_dict()
         if dataset_kind == "refuge":
             out.update({"dice_disc": a["dice_disc"], "dice_cup": a["dice_cup"],
@@ -280,6 +291,16 @@ def evaluate_labels(dataset, out_dir: Path, dataset_kind: str, ids: Sequence[str
             out.update({"miou": a["miou"], "per_class_iou": a["per_class_iou"],
                         "miou_labelled": lab["miou"]})
     return out
+
+
+def _mask_path(dataset, i: int) -> Optional[Path]:
+    """Where item i's mask should be (None: the data set does not say; read_gt decides)."""
+    items = getattr(dataset, "items", None)
+    try:
+        mask = items[i].mask if items is not None else None
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return None if mask is None else Path(mask)
 
 
 def _kind_of(dataset) -> str:

@@ -363,3 +363,51 @@ def test_a_weak_folder_of_another_kind_stops_before_training(synth_voc, tmp_path
     err = capsys.readouterr().err
     assert "holds no boxes" in err and "--weak scribbles" in err
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_scores_with_some_masks_missing_or_broken(synth_voc, tmp_path, capsys):
+    """A split where some masks are missing is scored on the others, with a warning
+    that names a missing file and the count; a mask that is there but broken stops
+    the run naming it (it used to drop every score without a word); a split with
+    no mask at all gets coverage only."""
+    import shutil
+
+    from fuzzylogic_seg.data.voc import VOCSegmentation
+    from fuzzylogic_seg.io import VOC_CLASSES
+    from fuzzylogic_seg.metrics import SegMetrics
+
+    root = tmp_path / "voc"
+    shutil.copytree(synth_voc, root)
+    masks = root / "VOCdevkit" / "VOC2012" / "SegmentationClass"
+    ids = sorted(p.stem for p in masks.glob("*.png"))
+    full = tmp_path / "full"
+    assert _run("pseudo-label", "--dataset", "voc", "--root", root, "--weak", "boxes",
+                "--method", "weak-mask", "--out", full, "--no-progress") == 0
+    assert json.loads((full / "summary.json").read_text())["scored_images"] == 3
+    (masks / f"{ids[0]}.png").unlink()
+    out = tmp_path / "some"
+    with pytest.warns(UserWarning, match=rf"{ids[0]}\.png: missing mask; pseudo-label scores "
+                                         r"cover 2 of 3 images"):
+        assert _run("pseudo-label", "--dataset", "voc", "--root", root, "--weak", "boxes",
+                    "--method", "weak-mask", "--out", out, "--no-progress") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    ds = VOCSegmentation(root, "train", kinds=("boxes",))
+    ref = SegMetrics("voc", VOC_CLASSES)  # the same labels scored by hand on the two masks
+    for i in ids[1:]:
+        ref.update(read_label(out / f"{i}.png", "voc"), ds.read_gt(ds.index(i)), i)
+    assert summary["scored_images"] == 2 and summary["miou"] == pytest.approx(ref.as_dict()["miou"])
+
+    broken = masks / f"{ids[1]}.png"
+    broken.write_bytes(broken.read_bytes()[:100])
+    capsys.readouterr()
+    assert _run("pseudo-label", "--dataset", "voc", "--root", root, "--weak", "boxes",
+                "--method", "weak-mask", "--out", tmp_path / "broken", "--no-progress") == 1
+    assert str(broken) in capsys.readouterr().err
+
+    for p in masks.glob("*.png"):
+        p.unlink()
+    none = tmp_path / "none"
+    assert _run("pseudo-label", "--dataset", "voc", "--root", root, "--weak", "boxes",
+                "--method", "weak-mask", "--out", none, "--no-progress") == 0
+    summary = json.loads((none / "summary.json").read_text())
+    assert "miou" not in summary and "scored_images" not in summary and summary["coverage"] > 0
