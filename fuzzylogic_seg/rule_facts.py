@@ -154,6 +154,23 @@ class Binding:
         return any(p in self.predicates for p in group)
 
 
+def located(program, pos, message: str, hint: Optional[str] = None) -> str:
+    """``message`` at ``pos`` of a checked program, rendered as the language's own
+    errors are: the file that holds it (an included one, where it is), line, column,
+    the line with a caret, and the hint."""
+    from fuzzylogic.errors import SourceError
+
+    if pos is None or not getattr(pos, "line", 0):
+        out = f"{getattr(program, 'source', '<rules>')}: {message}"
+        return out + (f"\n  hint: {hint}" if hint else "")
+    text = program.text_of(pos.source) if hasattr(program, "text_of") else None
+    return str(SourceError(message, pos.source, pos.line, pos.column, text, hint))
+
+
+def _place(pos) -> str:
+    return f"{pos.source}:{pos.line}:{pos.column}" if getattr(pos, "line", 0) else "another predicate"
+
+
 def bind(program, available: Optional[Iterable[str]] = None,
          vocabulary: Optional[Dict[str, Tuple[Tuple[str, ...], str]]] = None) -> Binding:
     """Check a checked ``fuzzylogic.ast.Program`` against the vocabulary.
@@ -163,44 +180,47 @@ def bind(program, available: Optional[Iterable[str]] = None,
     without scribbles), has the wrong arity or input kind, or when one sort
     name is used in two roles.
     """
-    src = getattr(program, "source", "<rules>")
     vocab = VOCABULARY if vocabulary is None else vocabulary
     avail = set(vocab if available is None else available)
     roles: Dict[str, str] = {}
+    role_pos: Dict[str, object] = {}
     names = []
     for decl in program.predicates:
-        where = f"{src}:{decl.pos.line}" if getattr(decl, "pos", None) and decl.pos.line else src
+        def fail(message, pos=decl.pos, hint=None):
+            raise ConfigError(located(program, pos, message, hint))
+
         if decl.name not in vocab:
-            raise ConfigError(
-                f"{where}: predicate {decl.name!r} is not a fact the fine-tuner provides; "
-                f"known: {', '.join(sorted(vocab))}")
+            fail(f"predicate {decl.name!r} is not a fact the fine-tuner provides",
+                 hint=f"known: {', '.join(sorted(vocab))}")
         if decl.name not in avail:
-            raise ConfigError(
-                f"{where}: predicate {decl.name!r} cannot be built from these weak labels; "
-                f"available here: {', '.join(sorted(avail))}")
+            fail(f"predicate {decl.name!r} cannot be built from these weak labels",
+                 hint=f"available here: {', '.join(sorted(avail))}")
         want_roles, want_input = vocab[decl.name]
         if len(decl.args) != len(want_roles):
-            raise ConfigError(
-                f"{where}: predicate {decl.name!r} takes {len(want_roles)} arguments "
-                f"({', '.join(want_roles)}), the file declares {len(decl.args)}")
+            fail(f"predicate {decl.name!r} takes {len(want_roles)} arguments "
+                 f"({', '.join(want_roles)}), the file declares {len(decl.args)}")
         if decl.input != want_input or (
                 want_input == "softmax" and (decl.softmax_arg is None
                                              or want_roles[decl.softmax_arg] != "class")):
             kind = {"logits": " logits", "softmax": f" softmax({decl.args[-1]})"}.get(want_input, "")
-            raise ConfigError(
-                f"{where}: predicate {decl.name!r} is fed {want_input}; declare it "
-                f"`predicate {decl.name}({', '.join(decl.args)}){kind}`")
-        for role, sort in zip(want_roles, decl.args):
+            fail(f"predicate {decl.name!r} is fed {want_input}",
+                 hint=f"declare it `predicate {decl.name}({', '.join(decl.args)}){kind}`")
+        arg_pos = tuple(getattr(decl, "arg_pos", ()) or ())
+        for k, (role, sort) in enumerate(zip(want_roles, decl.args)):
             prev = roles.get(role)
             if prev is not None and prev != sort:
-                raise ConfigError(
-                    f"{where}: sort {sort!r} plays the {role} role, but {prev!r} already does")
+                fail(f"sort {sort!r} plays the {role} role, but {prev!r} already does",
+                     pos=arg_pos[k] if k < len(arg_pos) else decl.pos,
+                     hint=f"{prev!r} took that role at " + _place(role_pos[role]))
+            if role not in roles:
+                role_pos[role] = arg_pos[k] if k < len(arg_pos) else decl.pos
             roles[role] = sort
         names.append(decl.name)
     by_sort: Dict[str, str] = {}
     for role, sort in roles.items():
         if by_sort.get(sort, role) != role:
-            raise ConfigError(f"{src}: sort {sort!r} is used both as {by_sort[sort]} and as {role}")
+            raise ConfigError(located(
+                program, role_pos[role], f"sort {sort!r} is used both as {by_sort[sort]} and as {role}"))
         by_sort[sort] = role
     return Binding(tuple(names), roles)
 

@@ -550,8 +550,14 @@ class StudentLogic:
         available = set(self.facts(torch.zeros(1, NUM_CLASSES[kind], 4, 4), probe))
         unknown = set(self.predicates) - available
         if unknown:
-            raise ConfigError(f"{rules}: the rule file uses {sorted(unknown)}, but the {kind} student "
-                              f"provides only the facts {sorted(available)}")
+            from .rule_facts import located
+
+            program = self.theory.program
+            decl = next(d for d in program.predicates if d.name in unknown)
+            raise ConfigError(located(
+                program, decl.pos, f"predicate {decl.name!r} is not a fact of the {kind} student"
+                + (f" (nor are {', '.join(sorted(unknown - {decl.name}))})" if len(unknown) > 1 else ""),
+                hint=f"the {kind} student provides {', '.join(sorted(available))}"))
 
     def __call__(self, logits: torch.Tensor, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         facts = {k: v for k, v in self.facts(logits, batch).items() if k in self.predicates}

@@ -175,7 +175,7 @@ def test_a_rule_file_that_cannot_bind_stops_the_run_before_any_stage(data, tmp_p
     cfg = C.build(None, {"dataset": "refuge", "root": str(data), "out": str(tmp_path / "o"),
                          "device": "cpu", "students": ["logic"], "main_student": "logic",
                          "finetune": {"rules": [str(bad)]}, "student": {"batch_size": 2}})
-    with pytest.raises(ConfigError, match=r"prior.rules:5: predicate 'scrib' cannot be built"):
+    with pytest.raises(ConfigError, match=r"prior.rules:5:11: predicate 'scrib' cannot be built"):
         run(cfg, progress=False)
     assert not (tmp_path / "o" / "stages").exists()
     # the same for a student rule file over facts the REFUGE student does not have

@@ -130,7 +130,7 @@ def test_check_for_a_use_names_the_fact_it_cannot_feed_with_file_and_line(tmp_pa
                     "rule red: forall a, r, c in hue(a, r, c): mask(a, r, c)\n")
     assert main(["rules", "check", "--json", "--for", "boxes", str(mine)]) == 1
     entry = json.loads(capsys.readouterr().out)["files"][0]
-    assert entry["kind"] == "ConfigError" and f"{mine}:5: predicate 'hue' is not a fact" in entry["error"]
+    assert entry["kind"] == "ConfigError" and f"{mine}:5:11: predicate 'hue' is not a fact" in entry["error"]
     # without --for, the language alone is checked: the same file is fine
     assert main(["rules", "check", str(mine)]) == 0
 
@@ -161,3 +161,22 @@ def test_every_fact_has_a_meaning_and_the_student_docs_match_the_student_facts()
         batch = {"present": torch.ones(1, c), "valid": torch.ones(1, 4, 4, dtype=torch.bool),
                  "inbox": torch.ones(1, c, 4, 4, dtype=torch.bool)}
         assert set(build(torch.zeros(1, c, 4, 4), batch)) == set(STUDENT_FACT_DOCS[kind])
+
+
+def test_a_binding_error_in_an_included_file_names_that_file_with_line_column_and_caret(
+        tmp_path, capsys):
+    from fuzzylogic_seg.cli import main
+
+    # the README's own example: a shipped file included by name, plus one rule
+    mine = tmp_path / "my_refuge.rules"
+    mine.write_text('include "refuge.rules"\n'
+                    "rule cup_small [weight = 0.5]: forall r, c: mask(cup, r, c) -> ellipse(disc, r, c)\n")
+    assert main(["rules", "check", "--for", "scribbles", str(mine)]) == 1
+    err = capsys.readouterr().err
+    shipped = (RULES_DIR / "refuge.rules").read_text().split("\n")
+    line = next(i for i, t in enumerate(shipped, 1) if t.startswith("predicate inbox("))
+    # the error sits in refuge.rules (where inbox is declared), not in my_refuge.rules
+    assert f"refuge.rules:{line}:11: predicate 'inbox' cannot be built" in err
+    assert f"{mine}:" not in err
+    assert "    predicate inbox(region, row, col)" in err and "\n              ^" in err
+    assert "hint: available here: " in err and "scrib" in err

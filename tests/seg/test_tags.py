@@ -157,7 +157,7 @@ def test_a_tag_rule_file_that_cannot_bind_stops_before_the_proposals(tmp_path, m
     bad.write_text("sort proposal\nsort class\npredicate cls(proposal, class) softmax(class)\n"
                    "predicate inbox(proposal, class)\nrule r: forall p, c in inbox(p, c): cls(p, c)\n")
     monkeypatch.setattr(T, "make_proposals", lambda *a, **k: pytest.fail("proposals computed"))
-    with pytest.raises(ConfigError, match=r"t.rules:4: predicate 'inbox' is not a fact"):
+    with pytest.raises(ConfigError, match=r"t.rules:4:11: predicate 'inbox' is not a fact"):
         T.tag_pseudo_labels("logic", dataset=None, sam=object(), threshold=0.5, dataset_kind="voc",
                             rules=[bad], epochs=1, seed=0, device="cpu", progress=False,
                             write=lambda *a: None)
