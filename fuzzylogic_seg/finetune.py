@@ -105,7 +105,7 @@ class CompiledRules:
 
 
 def load_rules(paths: Sequence[Union[str, Path]], available=None, semantics=None,
-               vocabulary=None) -> List[CompiledRules]:
+               vocabulary=None, dataset: Optional[str] = None) -> List[CompiledRules]:
     """Parse, check, compile and bind rule files (errors name the file and line)."""
     from fuzzylogic.checker import check
     from fuzzylogic.compiler import compile as compile_rules
@@ -115,7 +115,7 @@ def load_rules(paths: Sequence[Union[str, Path]], available=None, semantics=None
     for p in paths:
         p = resolve_rule_file(p)
         program = check(parse_file(p))
-        binding = rf.bind(program, available, vocabulary)
+        binding = rf.bind(program, available, vocabulary, dataset)
         theory = compile_rules(program, semantics=semantics)
         report = compile_rules(program, semantics=report_semantics())
         h = hashlib.sha256(repr(program).encode()).hexdigest()[:16]
@@ -328,7 +328,8 @@ class LogicFineTuner:
             rules = [default_rules(dataset_kind, weak)]
         # [] = no rules: prediction only (zero-shot); names of shipped files resolved
         self.rule_paths = [str(resolve_rule_file(p)) for p in rules]
-        self.rules = load_rules(self.rule_paths, self.available_facts(), semantics) \
+        self.rules = load_rules(self.rule_paths, self.available_facts(), semantics,
+                                dataset=dataset_kind) \
             if self.rule_paths else []
         self.need = set(p for c in self.rules for p in c.binding.predicates)
         # The loss lives on a fixed grid (default 64 x 64, the embedded SAM's mask

@@ -457,7 +457,7 @@ class Pipeline:
         if "logic" in cfg["pseudo"]["methods"]:
             paths = cfg["finetune"].get("rules") or self._default_rules()
             for p in [paths] if isinstance(paths, str) else paths:
-                rf.check_file_for(p, cfg["weak"])
+                rf.check_file_for(p, cfg["weak"], dataset=self.kind)
         if any(v.endswith("+rules") for v in cfg.get("students") or []):
             rf.check_file_for(cfg["student"]["logic_rules"], f"student-{self.kind}")
 

@@ -142,6 +142,10 @@ def available_facts(weak: str) -> Tuple[str, ...]:
 
 
 # ------------------------------------------------------------ binding a file
+# Data sets whose regions are fixed slots that a rule file may name by index.
+FIXED_REGION_DATASETS = ("refuge",)
+
+
 @dataclass(frozen=True)
 class Binding:
     """How one rule file binds to the vocabulary: the predicates it declares
@@ -172,13 +176,16 @@ def _place(pos) -> str:
 
 
 def bind(program, available: Optional[Iterable[str]] = None,
-         vocabulary: Optional[Dict[str, Tuple[Tuple[str, ...], str]]] = None) -> Binding:
+         vocabulary: Optional[Dict[str, Tuple[Tuple[str, ...], str]]] = None,
+         dataset: Optional[str] = None) -> Binding:
     """Check a checked ``fuzzylogic.ast.Program`` against the vocabulary.
 
     Raises :class:`ConfigError` naming the rule file and predicate when a
     predicate is unknown, not ``available`` for this data (e.g. ``scrib``
     without scribbles), has the wrong arity or input kind, or when one sort
-    name is used in two roles.
+    name is used in two roles. With ``dataset``, also when a constant fixes a region
+    on a data set whose regions are not fixed slots (only REFUGE's are: disc 0,
+    cup 1; VOC's are its boxes in file order).
     """
     vocab = VOCABULARY if vocabulary is None else vocabulary
     avail = set(vocab if available is None else available)
@@ -222,10 +229,18 @@ def bind(program, available: Optional[Iterable[str]] = None,
             raise ConfigError(located(
                 program, role_pos[role], f"sort {sort!r} is used both as {by_sort[sort]} and as {role}"))
         by_sort[sort] = role
+    if dataset is not None and dataset not in FIXED_REGION_DATASETS and "region" in roles:
+        for c in program.constants:
+            if c.sort == roles["region"] and c.index is not None:
+                raise ConfigError(located(
+                    program, c.pos, f"constant {c.name!r} fixes region {c.index}, but the regions "
+                    f"of {dataset} are its boxes in the order of each image's labels",
+                    hint="a fixed region is a REFUGE slot (disc 0, cup 1): this rule file is "
+                         "written for REFUGE; for this data set, state rules over every region"))
     return Binding(tuple(names), roles)
 
 
-def bind_for(program, path: str, use: str) -> None:
+def bind_for(program, path: str, use: str, dataset: Optional[str] = None) -> None:
     """ConfigError (naming the file and line) unless the checked ``program`` read
     from ``path`` binds to the facts that ``use`` feeds, as a run will bind it."""
     from .rulefiles import RULE_USES
@@ -239,10 +254,10 @@ def bind_for(program, path: str, use: str) -> None:
     elif use == "tags":
         bind(program, vocabulary=TAG_VOCABULARY)
     else:
-        bind(program, available_facts(use))
+        bind(program, available_facts(use), dataset=dataset)
 
 
-def check_file_for(path, use: str) -> None:
+def check_file_for(path, use: str, dataset: Optional[str] = None) -> None:
     """Parse, check and bind one rule file for ``use`` (errors name the file and line)."""
     from fuzzylogic.checker import check
     from fuzzylogic.parser import parse_file
@@ -250,7 +265,7 @@ def check_file_for(path, use: str) -> None:
     from .rulefiles import resolve_rule_file
 
     p = resolve_rule_file(path)
-    bind_for(check(parse_file(p)), str(p), use)
+    bind_for(check(parse_file(p)), str(p), use, dataset)
 
 
 # ------------------------------------------------------------------ geometry

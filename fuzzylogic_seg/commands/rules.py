@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     check.add_argument("--for", dest="use", choices=USES, metavar="USE",
                        help="also bind the files to the facts of this use, as a run will: "
                             + ", ".join(USES))
+    check.add_argument("--dataset", choices=("voc", "refuge"), default=None,
+                       help="with --for: also check what depends on the data set (a constant "
+                            "that fixes a region names a REFUGE slot: refused for voc)")
     check.set_defaults(func=run_check)
     facts = actions.add_parser(
         "facts", help="list the facts (predicates) a rule file can use",
@@ -89,7 +92,7 @@ def run_check(args: argparse.Namespace) -> int:
             program = check(parse_file(_resolved(path)))
             compile_program(program)  # operator and semantics names resolve at compile time
             if use:
-                bind_for(program, path, use)
+                bind_for(program, path, use, getattr(args, "dataset", None))
         # (ConfigError: the binding, whose message names the file and line)
         except (FuzzyLogicError, ConfigError) as exc:
             entry["error"] = str(exc)

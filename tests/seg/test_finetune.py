@@ -400,3 +400,13 @@ def test_a_diverged_run_stops_before_saving_its_weights(tmp_path):
     ck = load_torch(tmp_path / "finetune.pt")
     assert ck["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in ck["trainable"].values())
+
+
+def test_refuge_rules_are_refused_for_voc_before_training():
+    # refuge.rules names the disc and cup slots (regions 0 and 1): on VOC, whose
+    # regions are boxes in label order, they would tie box 1 to box 0 silently.
+    with pytest.raises(ConfigError, match=r"refuge.rules:\d+:\d+: constant 'disc' fixes region 0"):
+        LogicFineTuner(tiny_sam(), rules=["examples/rules/refuge.rules"], dataset_kind="voc",
+                       weak="boxes", progress=False)
+    LogicFineTuner(tiny_sam(), rules=["examples/rules/refuge.rules"], dataset_kind="refuge",
+                   weak="boxes", progress=False)

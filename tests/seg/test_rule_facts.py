@@ -180,3 +180,28 @@ def test_a_binding_error_in_an_included_file_names_that_file_with_line_column_an
     assert f"{mine}:" not in err
     assert "    predicate inbox(region, row, col)" in err and "\n              ^" in err
     assert "hint: available here: " in err and "scrib" in err
+
+
+def test_a_fixed_region_is_refused_where_regions_are_not_fixed_slots(tmp_path, capsys):
+    # REFUGE's regions are slots (disc 0, cup 1); VOC's are boxes in label order, so
+    # "the cup lies in the disc" there would tie box 1 to box 0 of every image.
+    from fuzzylogic.checker import check
+    from fuzzylogic.parser import parse_file
+
+    from fuzzylogic_seg.cli import main
+
+    program = check(parse_file(RULES_DIR / "refuge.rules"))
+    rf.bind(program, rf.available_facts("boxes"), dataset="refuge")
+    rf.bind(program, rf.available_facts("boxes"))  # no data set named: nothing to tell
+    with pytest.raises(ConfigError, match=r"refuge.rules:\d+:10: constant 'disc' fixes region 0"):
+        rf.bind(program, rf.available_facts("boxes"), dataset="voc")
+    # a constant bound at call time, or one over another sort, is fine on VOC
+    rf.bind(_program("sort region\nsort row\nsort col\npredicate mask(region, row, col) logits\n"
+                     "constant top: row = 0\nconstant first: region\n"
+                     "rule r: forall a, j: not mask(a, top, j)\n"
+                     "rule s: forall i, j: mask(first, i, j)\n"), dataset="voc")
+    assert main(["rules", "check", "--for", "boxes", "--dataset", "voc",
+                 str(RULES_DIR / "refuge.rules")]) == 1
+    assert "hint: a fixed region is a REFUGE slot" in capsys.readouterr().err
+    assert main(["rules", "check", "--for", "boxes", "--dataset", "refuge",
+                 str(RULES_DIR / "refuge.rules")]) == 0
