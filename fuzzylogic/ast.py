@@ -231,7 +231,9 @@ class Rule:
     """`rule name [weight = 2, semantics = godel, forall = pmean_error(4)]: formula`.
 
     `options` holds per-rule overrides as (key, value) pairs; values are
-    strings, numbers, or (operator name, parameter) tuples.
+    strings, numbers, or (operator name, parameter) tuples. `option_pos`, when
+    known, holds the position of each option's value, in the same order (where
+    an unknown operator or preset name is shown with a caret).
     """
 
     name: str
@@ -239,6 +241,7 @@ class Rule:
     weight: float = 1.0
     options: Tuple[Tuple[str, object], ...] = ()
     pos: Pos = field(default=NOPOS, compare=False)
+    option_pos: Tuple[Pos, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)

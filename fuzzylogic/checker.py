@@ -66,6 +66,8 @@ class _Checker:
         self.program = program
         self.texts: Dict[str, str] = dict(program.texts)
         self._inserted: set = set()  # ids of terms added by the guard shorthand
+        # atoms written as a whole guard (`in inside(box)`): id -> the variables bound there
+        self._guards: Dict[int, List[str]] = {}
 
     # ------------------------------------------------------------- reporting
     def error(self, message: str, pos: ast.Pos, hint: Optional[str] = None) -> CheckError:
@@ -244,7 +246,10 @@ class _Checker:
 
         guard = q.guard
         if guard is not None:
-            guard = self.formula(self.shorthand(guard, bound), inner)
+            guard = self.shorthand(guard, bound)
+            if isinstance(guard, ast.Atom):
+                self._guards[id(guard)] = [b.name for b in bound]
+            guard = self.formula(guard, inner)
         body = self.formula(q.body, inner)
         for b in bound:
             if not b.used:
@@ -274,10 +279,17 @@ class _Checker:
                 hint=_did_you_mean(a.predicate, self.preds)
                 or f"declare it: predicate {a.predicate}(...)")
         if len(a.args) != len(decl.args):
-            hint = f"'{decl.name}' is declared at {self.at(decl.pos, a.pos)}"
-            if len(a.args) == len(decl.args) - 1:
+            hint = (f"'{decl.name}' is declared at {self.at(decl.pos, a.pos)} as 'predicate "
+                    f"{decl.name}({', '.join(decl.args)})'")
+            bound = self._guards.get(id(a))
+            if bound is not None and len(a.args) == len(decl.args) - 1:
+                # a guard one argument short: the shorthand did not apply; say why
+                if len(bound) > 1:
+                    why = f"this one binds {', '.join(bound)}"
+                else:
+                    why = f"'{bound[0]}' is already an argument here"
                 hint += ("; in a guard, the shorthand that inserts the bound variable works "
-                         "when the quantifier binds a single variable not already given")
+                         f"when the quantifier binds a single variable not already given ({why})")
             raise self.error(
                 f"predicate '{a.predicate}' takes {_plural(len(decl.args), 'argument')} "
                 f"({', '.join(decl.args)}), got {len(a.args)}", a.pos, hint=hint)

@@ -641,12 +641,21 @@ def compile_program(program: ast.Program, semantics=None):
 
 
 def _placed(exc: SemanticsError, rule, program: ast.Program, call_semantics) -> SemanticsError:
-    """``exc`` at the place in the rule file that caused it: the file's ``semantics``
-    line when that names the unknown preset (and no call-time semantics overrides
-    it), else the rule (whose options name the operator)."""
+    """``exc`` at the place in the rule file that caused it: the value of the rule
+    option that names the unknown operator or preset (or gives a bad parameter),
+    else the file's ``semantics`` line when that names the unknown preset (and no
+    call-time semantics overrides it), else the rule. A misspelt name gets a
+    "did you mean" hint."""
     import re
 
     msg = str(exc)
+    at_fault = _option_at_fault(msg, rule)
+    if at_fault is not None:
+        (key, value), vpos = at_fault
+        source = vpos.source or rule.pos.source or program.source
+        return RuleSemanticsError(f"rule '{rule.name}': {msg}", source=source, line=vpos.line,
+                                  column=vpos.column, text=program.text_of(source),
+                                  hint=_suggestion(msg, with_param=isinstance(value, tuple)))
     pos = rule.pos
     source, line, column = (pos.source or program.source), pos.line, pos.column
     if program.semantics and call_semantics is None and repr(program.semantics) in msg:
@@ -668,7 +677,71 @@ def _placed(exc: SemanticsError, rule, program: ast.Program, call_semantics) -> 
             if at >= 0:
                 column = at + 1
     return RuleSemanticsError(f"rule '{rule.name}': {msg}" if in_rule else msg, source=source,
-                              line=line, column=column, text=text)
+                              line=line, column=column, text=text, hint=_suggestion(msg))
+
+
+def _option_at_fault(msg: str, rule):
+    """The ``((key, value), value position)`` of the rule option that raises ``msg``
+    on its own (None if none does, or the positions are unknown)."""
+    from .semantics import CONNECTIVES, LOSSES, _norm_ref, get_preset
+
+    for (key, value), vpos in zip(rule.options, rule.option_pos):
+        if not vpos.line:
+            continue
+        try:
+            if key == "semantics":
+                get_preset(str(value))
+            elif key in CONNECTIVES:
+                _norm_ref(key, value)
+            elif key == "loss" and value not in LOSSES:
+                return (key, value), vpos
+        except SemanticsError as exc:
+            if str(exc) == msg:
+                return (key, value), vpos
+    return None
+
+
+def _suggestion(msg: str, with_param: bool = False) -> Optional[str]:
+    """"did you mean ...?" for the unknown operator or preset that ``msg`` names."""
+    import difflib
+    import re
+
+    from .semantics import available_presets
+
+    m = re.match(r"unknown semantics '(\w+)'", msg)
+    if m:
+        close = difflib.get_close_matches(m.group(1), available_presets(), n=1, cutoff=0.6)
+        return f"did you mean '{close[0]}'?" if close else None
+    m = re.match(r"unknown (\w+) operator '(\w+)'", msg)
+    if not m or m.group(1) not in ops.KINDS:
+        return None
+    kind, word = m.groups()
+    names = ops.available_operators(kind) + list(ops.operator_aliases(kind))
+
+    def score(name):  # `pmeen` is closer to `pmean_error` (stem `pmean`) than to `mean`
+        full = difflib.SequenceMatcher(None, word, name).ratio()
+        stem = difflib.SequenceMatcher(None, word, name.split("_")[0]).ratio()
+        return max(full, stem), full
+
+    def takes_param(name):
+        return bool(get_operator(kind, name).params)
+
+    parts = []
+    # `[forall = pmeen(2)]`: an operator that takes a parameter first
+    pools = ([n for n in names if takes_param(n)], names) if with_param else (names,)
+    for pool in pools:
+        best = max(pool, key=score, default=None)
+        if best is not None and score(best)[0] >= 0.6:
+            parts.append(f"did you mean '{best}'?")
+            break
+    # `[forall = pmean]`: a name of another connective's operator
+    other = [k for k in ops.KINDS if k != kind
+             and (word in ops.available_operators(k) or word in ops.operator_aliases(k))]
+    if other:
+        parts.append(f"'{word}' is {'an' if other[0][0] in 'aeiou' else 'a'} {other[0]} operator")
+    if len(parts) == 2:
+        return f"{parts[0]} ({parts[1]})"
+    return parts[0] if parts else None
 
 
 def _unchecked(f) -> bool:

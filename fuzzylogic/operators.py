@@ -43,6 +43,7 @@ __all__ = [
     "register_operator",
     "get_operator",
     "available_operators",
+    "operator_aliases",
     "registry_version",
     "log1mexp",
     "safe_log",
@@ -468,6 +469,13 @@ def available_operators(kind: Optional[str] = None):
             raise SemanticsError(f"unknown operator kind {kind!r}; kinds are: {', '.join(KINDS)}")
         return sorted(_REGISTRY[kind])
     return {k: sorted(v) for k, v in _REGISTRY.items()}
+
+
+def operator_aliases(kind: str) -> Dict[str, str]:
+    """The other names of ``kind``'s operators: alias -> registered name."""
+    if kind not in KINDS:
+        raise SemanticsError(f"unknown operator kind {kind!r}; kinds are: {', '.join(KINDS)}")
+    return dict(sorted(_ALIASES[kind].items()))
 
 
 # ---------------------------------------------------------------- negation

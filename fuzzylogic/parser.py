@@ -251,13 +251,16 @@ class _Builder:
         options = children[2] or []
         formula = children[-1]
         name = self._name(name_tok, "a rule name") if name_tok is not None else f"rule_{pos.line}"
-        weight, opts = self._options(options)
-        return ast.Rule(name=name, formula=formula, weight=weight, options=opts, pos=pos)
+        weight, opts, opt_pos = self._options(options)
+        return ast.Rule(name=name, formula=formula, weight=weight, options=opts, pos=pos,
+                        option_pos=opt_pos)
 
-    def _options(self, options) -> Tuple[float, Tuple[Tuple[str, object], ...]]:
+    def _options(self, options) -> Tuple[float, Tuple[Tuple[str, object], ...], Tuple[ast.Pos, ...]]:
+        """The weight, the other options as (key, value) pairs, and their values' positions."""
         weight = 1.0
         seen: Dict[str, Token] = {}
         out = []
+        where: List[ast.Pos] = []
         for key, value in options:
             k = key.value
             if k not in RULE_OPTIONS:
@@ -286,6 +289,7 @@ class _Builder:
                     raise self._error(CheckError, f"loss must be 'linear' or 'log', got '{vtok.value}'",
                                      vtok, hint=_did_you_mean(vtok.value, LOSS_KINDS))
                 out.append((k, str(vtok.value)))
+                where.append(self._tpos(vtok))
                 continue
             # a connective: operator name, or name(parameter)
             if form == "name":
@@ -299,7 +303,8 @@ class _Builder:
             else:
                 raise self._error(CheckError, f"option '{k}' takes an operator name such as "
                                  f"'product' or 'pmean_error(2)', got {vtok.value}", vtok)
-        return weight, tuple(out)
+            where.append(self._tpos(vtok))
+        return weight, tuple(out), tuple(where)
 
     def options(self, meta, children):
         return [c for c in children if isinstance(c, tuple)]
@@ -501,9 +506,74 @@ def _acceptable(exc: UnexpectedInput, fallback) -> set:
     return set(fallback or ())
 
 
+# What each statement keyword starts, for "... (the next rule starts here)".
+_STATEMENT_STARTS = {
+    "rule": "the next rule", "sort": "a sort declaration", "predicate": "a predicate declaration",
+    "constant": "a constant declaration", "variable": "a variable declaration",
+    "include": "an include", "semantics": "a semantics line",
+}
+_FORMULA_STARTS = frozenset({"FORALL", "EXISTS", "NOT"})
+
+
+def _first_on_line(text: str, tok: Token) -> bool:
+    start = tok.start_pos or 0
+    return not text[text.rfind("\n", 0, start) + 1:start].strip()
+
+
+def _incomplete_statement(text: str, source: str, err_tok: Token) -> Optional[ParseError]:
+    """A statement cut short by the next one: `... ->` or `... and not` at a line's end,
+    then `rule next: ...`. Where only a formula or a name fits, the contextual lexer
+    reads the next statement's keyword as a name, and lark then stumbles over the
+    token after it; say instead that the statement before is incomplete, at the
+    keyword. None where the error is something else."""
+    ip = _lark().parse_interactive(text)
+    last: List[tuple] = []  # the last tokens read: (token, accepts before it, statement)
+    statement: Optional[Tuple[Token, Optional[Token]]] = None  # (keyword, rule name) being read
+    try:
+        for tok in ip.iter_parse():
+            accepts = None
+            if tok.type == "NAME" and tok.value in _STATEMENT_STARTS:
+                accepts = set(ip.accepts())
+            option_key = tok.type == "SEMANTICS" and last and last[-1][0].type in ("LSQB", "COMMA")
+            last = (last + [(tok, accepts, statement)])[-3:]
+            if tok.type in _STATEMENT_TERMINALS and not option_key:  # (not `[semantics = ...]`)
+                statement = (tok, None)
+            elif (statement is not None and statement[0].type == "RULE" and statement[1] is None
+                  and len(last) > 1 and last[-2][0] is statement[0] and tok.type == "NAME"):
+                statement = (statement[0], tok)
+    except LarkError:
+        pass
+    if err_tok.type != "$END" and last and last[-1][0].start_pos == err_tok.start_pos:
+        last.pop()  # the parser read the offending token before refusing it
+    if len(last) < 2:
+        return None
+    (prev, _, _), (kw, accepts, statement) = last[-2], last[-1]
+    if accepts is None or statement is None or kw.start_pos is None:
+        return None
+    formula = bool(_FORMULA_STARTS & accepts)
+    if not (formula or _first_on_line(text, kw)):
+        return None  # `p(rule q)`: a keyword used as a name, not a new statement
+    what = "a formula" if formula else _expected_text(accepts)
+    keyword, name = statement
+    if keyword.type == "RULE":
+        whose = f"rule '{name.value}'" if name is not None else f"the rule at line {keyword.line}"
+        part = f"the formula of {whose}" if formula else whose
+    else:
+        whose = f"the '{keyword.value}' statement at line {keyword.line}"
+        part = whose
+    message = (f"{whose} is incomplete: expected {what} after {_show(prev.value)}, got the "
+               f"keyword '{kw.value}' ({_STATEMENT_STARTS[kw.value]} starts here)")
+    hint = (f"complete {part}, which ends with {_show(prev.value)} at "
+            f"{prev.line}:{prev.column}")
+    return ParseError(message, source, kw.line, kw.column, text, hint)
+
+
 def _from_lark(exc: UnexpectedInput, source: str, text: str) -> ParseError:
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
+        incomplete = _incomplete_statement(text, source, tok)
+        if incomplete is not None:
+            return incomplete
         line, column = exc.line, exc.column
         if tok.type == "$END":
             # lark borrows the last token's position: point just after it instead.
@@ -650,7 +720,8 @@ def _read(path: Path, display: str, fail, what: str = "included file", searched=
         if not path.exists():
             hint = _similar_file(path)
             if searched:
-                hint = (hint + "; " if hint else "") + f"also searched: {', '.join(searched)}"
+                also = f"searched: {', '.join(searched)}"
+                hint = f"{hint} Also {also}" if hint else f"also {also}"  # two sentences
             raise fail(f"{what} not found: '{display}'", hint=hint)
         if not path.is_file():  # a directory, a FIFO, /dev/zero: never read those
             raise fail(f"not a regular file: '{display}'")

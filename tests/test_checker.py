@@ -145,6 +145,24 @@ def test_guard_shorthand_needs_a_single_variable():
     assert "single variable" in err.hint
 
 
+def test_the_guard_shorthand_hint_only_where_the_atom_is_a_guard():
+    # not in a guard: the declaration, not the shorthand
+    err = check_error("rule r2: forall c: seg(c)", 1, 20,
+                      "predicate 'seg' takes 2 arguments (class, pixel), got 1")
+    assert err.hint == "'seg' is declared at line 9:11 as 'predicate seg(class, pixel)'"
+    assert "shorthand" not in str(err)
+    # a guard one argument short: the shorthand did not apply, and the hint says why
+    err = check_error("rule r: forall p, b in inside(box): cup(p)", 1, 24, "got 1")
+    assert err.hint.endswith("in a guard, the shorthand that inserts the bound variable works when "
+                             "the quantifier binds a single variable not already given "
+                             "(this one binds p, b)")
+    err = check_error("rule r: forall p in inside(p): cup(p)", 1, 21, "got 1")
+    assert err.hint.endswith("not already given ('p' is already an argument here)")
+    # a guard with a wrong count that no shorthand could fix
+    err = check_error("rule r: forall p in inside(p, box, box): cup(p)", 1, 21, "got 3")
+    assert "shorthand" not in err.hint
+
+
 def test_sort_mismatch_of_a_variable_points_at_the_second_use():
     check_error("rule r: forall p: cup(p) and inside(box, p)", 1, 37,
                 "argument 1 of inside expects a pixel", "constant 'box' has sort box")

@@ -394,3 +394,53 @@ def test_a_long_chain_plan_is_flat():
     assert all(isinstance(o, compiler.ChainNode) and len(o.operands) == 2
                for o in root.body.operands)
     assert root.elementwise and root.heavy and root.covers
+
+
+SEG_RULES = "sort pixel[2]\nsort k\npredicate seg(k, pixel)\nconstant bg: k\n"
+
+
+def compile_error(text):
+    with pytest.raises(fl.RuleSemanticsError) as info:
+        fl.compile(text, source="f.rules")
+    err = info.value
+    src, caret = err.context().split("\n")
+    assert src[4:] == text.split("\n")[err.line - 1]  # the caret is on the reported line
+    assert caret.index("^") - 4 + 1 == err.column
+    return err
+
+
+@pytest.mark.parametrize("option, col, message, hint", [
+    ("semantics = prodcut", 22, "unknown semantics 'prodcut'", "did you mean 'product'?"),
+    ("forall = pmeen(2)", 19, "unknown forall operator 'pmeen'", "did you mean 'pmean_error'?"),
+    ("exists = pmeen(2)", 19, "unknown exists operator 'pmeen'", "did you mean 'pmean'?"),
+    ("forall = pmean(2)", 19, "unknown forall operator 'pmean'",
+     "did you mean 'pmean_error'? ('pmean' is an exists operator)"),
+    ("conjunction = max", 24, "unknown conjunction operator 'max'", "'max' is a disjunction operator"),
+    ("semantics = zzz", 22, "unknown semantics 'zzz'", None),
+])
+def test_a_bad_operator_or_preset_option_is_shown_at_its_value(option, col, message, hint):
+    text = SEG_RULES + f"rule r2 [{option}]: forall p: seg(bg, p)\n"
+    err = compile_error(text)
+    assert (err.source, err.line, err.column) == ("f.rules", 5, col)
+    assert err.message.startswith(f"rule 'r2': {message}")
+    assert err.hint == hint
+
+
+def test_the_caret_is_under_the_option_value_not_an_earlier_same_word():
+    # (the rule's name holds the operator's name too)
+    err = compile_error(SEG_RULES + "rule mean_rule [weight = 2, forall = mean(3)]: forall p: seg(bg, p)")
+    assert (err.line, err.column) == (5, 38)
+    assert err.message == "rule 'mean_rule': forall operator 'mean' takes 0 parameter(s), got 1: (3,)"
+
+
+def test_an_option_on_a_later_line_is_shown_there():
+    text = SEG_RULES + "rule r2 [weight = 2,\n         forall = pmean_error(0.5)]:\n  forall p: seg(bg, p)\n"
+    err = compile_error(text)
+    assert (err.line, err.column) == (6, 19)
+    assert err.message == "rule 'r2': pmean needs a finite p >= 1, got 0.5"
+
+
+def test_a_misspelt_file_semantics_line_gets_a_hint():
+    err = compile_error(SEG_RULES + "semantics prodcut\nrule r2: forall p: seg(bg, p)\n")
+    assert (err.line, err.column) == (5, 1)
+    assert err.hint == "did you mean 'product'?"

@@ -336,6 +336,53 @@ def test_unexpected_character_with_tab_keeps_the_caret_under_it():
     assert caret_of(err) == (" sort $b", 7)
 
 
+SEG_HEAD = "sort pixel[2]\nsort k\npredicate seg(k, pixel)\nconstant bg: k\n"
+
+
+@pytest.mark.parametrize("end, after", [("->", "'->'"), ("and not", "'not'")])
+def test_a_formula_cut_short_by_the_next_rule_says_so_at_that_rule(end, after):
+    """`... ->` at a line's end: the next line's `rule` is read as a predicate name, and
+    lark stumbles over the word after it; the error names the incomplete rule instead."""
+    text = SEG_HEAD + f"rule r5: forall p: seg(bg, p) {end}\nrule last: forall p: seg(bg, p)\n"
+    err = raises(ParseError, text, source="f.rules")
+    assert (err.source, err.line, err.column) == ("f.rules", 6, 1)
+    assert err.message == (f"rule 'r5' is incomplete: expected a formula after {after}, got the "
+                           "keyword 'rule' (the next rule starts here)")
+    col = len(f"rule r5: forall p: seg(bg, p) {end}") - len(after) + 3
+    assert err.hint == f"complete the formula of rule 'r5', which ends with {after} at 5:{col}"
+    assert "keyword and cannot be used" not in str(err)
+    assert caret_of(err) == ("rule last: forall p: seg(bg, p)", 1)
+
+
+@pytest.mark.parametrize("text, line, col, message", [
+    # an anonymous rule, the last line, another statement, a cut argument list
+    ("rule: a(x) <->\n  rule [weight = 2]: b(x)", 2, 3,
+     "the rule at line 1 is incomplete: expected a formula after '<->', got the keyword 'rule' "
+     "(the next rule starts here)"),
+    ("rule r: forall p: a(p) or\nrule", 2, 1,
+     "rule 'r' is incomplete: expected a formula after 'or', got the keyword 'rule'"),
+    ("rule r: forall p in\nconstant c: k", 2, 1,
+     "rule 'r' is incomplete: expected a formula after 'in', got the keyword 'constant' "
+     "(a constant declaration starts here)"),
+    ('rule r:\ninclude "x.rules"', 2, 1, "expected a formula after ':', got the keyword 'include'"),
+    ("rule r: forall p: seg(bg,\nsort s", 2, 1,
+     "rule 'r' is incomplete: expected a name after ',', got the keyword 'sort'"),
+    ("predicate p(k,\nrule r: true", 2, 1,
+     "the 'predicate' statement at line 1 is incomplete: expected a name after ','"),
+    ("rule r [semantics =\nrule q: true", 2, 1, "rule 'r' is incomplete: expected one of a name"),
+])
+def test_every_statement_cut_short_by_the_next_one_is_named(text, line, col, message):
+    err = raises(ParseError, text)
+    assert (err.line, err.column) == (line, col), str(err)
+    assert message in err.message and "keyword and cannot be used" not in str(err)
+
+
+def test_a_statement_keyword_inside_a_formula_is_still_a_keyword_used_as_a_name():
+    err = raises(ParseError, "rule r: forall p: seg(rule p)")
+    assert (err.line, err.column) == (1, 28)
+    assert err.hint == "'rule' is a keyword and cannot be used as a name"
+
+
 def test_quantifier_with_a_sort_gets_a_hint():
     err = raises(ParseError, "rule r: forall p pixel: cup(p)")
     assert (err.line, err.column) == (1, 18)
@@ -494,6 +541,19 @@ def test_missing_include_is_an_include_error_at_the_include_line(tmp_path):
     assert "not found" in err.message and "comon.rules" in err.message
     assert err.hint == "did you mean 'common.rules'?"
     assert caret_of(err) == ('  include "comon.rules"', 11)
+
+
+def test_missing_include_hint_is_two_sentences(tmp_path, monkeypatch):
+    from fuzzylogic.parser import INCLUDE_ENV
+
+    write(tmp_path / "common.rules", "sort a")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv(INCLUDE_ENV, str(elsewhere))
+    err = raises(IncludeError, 'include "commn.rules"', source="m.rules", base_dir=tmp_path)
+    assert (err.line, err.column) == (1, 9)
+    assert err.hint == f"did you mean 'common.rules'? Also searched: {elsewhere}"
+    assert "?;" not in str(err)
 
 
 def test_include_cycle_names_the_chain(tmp_path):
