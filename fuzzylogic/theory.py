@@ -566,6 +566,64 @@ class _Context:
                 f"{', '.join(labels[sort])} = {', '.join(map(str, size))} (sort {sort}, from "
                 f"{where}), got {[int(v) for v in shape]}")
 
+        def known_sizes(skip: Tuple[str, str]):
+            """The sort sizes and the batch size the other facts and domains of the
+            call give (those with the right number of axes), for a hint."""
+            sizes = {s: tuple(int(v) for v in size) for s, size in self.sizes.items()}
+            batch = batch_from[0] if batch_from is not None and batch_from[0] != 1 else None
+            sources = [("fact", n, t, preds[n].args) for n, t in bindings.items() if n in preds]
+            sources += [("domain", x, m, [x]) for x, m in domains.items()]
+            for what, name, t, sort_list in sources:
+                if ((what, name) == skip or not isinstance(t, torch.Tensor)
+                        or t.dim() != 1 + sum(th.sorts[x] for x in sort_list)):
+                    continue
+                if batch is None and t.shape[0] != 1:
+                    batch = int(t.shape[0])
+                d = 1
+                for x in sort_list:
+                    sizes.setdefault(x, tuple(int(v) for v in t.shape[d:d + th.sorts[x]]))
+                    d += th.sorts[x]
+            return sizes, batch
+
+        def missing_axis_hint(what: str, name: str, shape, sort_list) -> str:
+            """For a tensor one axis short: which axis seems missing. Each expected
+            axis is tried as the missing one; the given axes must then fit the sizes
+            known from the other facts (and the batch size), and the candidates that
+            agree with the most known sizes win. The batch axis is named when it is
+            among them (also when nothing is known: the usual slip), another axis
+            when it alone is (or one sort's axes are); else no hint. Only on that
+            error path."""
+            if _is_compiling():
+                return ""  # (symbolic sizes: no guessing)
+            sizes, batch = known_sizes((what, name))
+            axes = [("B", None, batch)]  # (label, sort, known size or None)
+            for s in sort_list:
+                known = sizes.get(s)
+                axes += [(lab, s, None if known is None else known[j]) for j, lab in enumerate(labels[s])]
+            scored = []  # (axes confirmed by a known size, missing axis)
+            for i, missing in enumerate(axes):
+                score = 0
+                for (lab, s, size), got in zip(axes[:i] + axes[i + 1:], shape):
+                    if size is None or (s is None and got == 1):
+                        continue  # (a batch of 1 broadcasts)
+                    if got != size:
+                        break
+                    score += 1
+                else:
+                    scored.append((score, missing))
+            if not scored:
+                return ""
+            top = max(score for score, _ in scored)
+            best = list(dict.fromkeys((lab, s) for score, (lab, s, _) in scored if score == top))
+            if best[0][1] is None:
+                return " (missing the batch axis? add it with .unsqueeze(0))"
+            sorts = {s for _, s in best}
+            if len(best) == 1:
+                return f" (missing the {best[0][0]} axis (sort {best[0][1]})?)"
+            if len(sorts) == 1:
+                return f" (missing one of the {', '.join(lab for lab, _ in best)} axes (sort {best[0][1]})?)"
+            return ""
+
         def check_shape(what: str, name: str, t, sort_list):
             nonlocal batch_from
             if not isinstance(t, torch.Tensor):
@@ -574,9 +632,7 @@ class _Context:
             want = 1 + sum(th.sorts[s] for s in sort_list)
             shape = list(t.shape)
             if t.dim() != want:
-                hint = ""
-                if t.dim() == want - 1:
-                    hint = " (missing the batch axis? add it with .unsqueeze(0))"
+                hint = missing_axis_hint(what, name, shape, sort_list) if t.dim() == want - 1 else ""
                 raise FactError(f"{what} '{name}': expected {want} axes [{axes_desc(sort_list)}], "
                                 f"got {t.dim()} axes {shape}{hint}")
             b = shape[0]

@@ -51,6 +51,13 @@ def test_wheel_ships_the_grammar_and_parses_from_another_directory(tmp_path):
     assert shipped == (REPO / "grammars" / "fuzzylogic.lark").read_text()
     repo_rules = {p.name: p.read_text() for p in (REPO / "examples" / "rules").glob("*.rules")}
     assert rules == repo_rules and "voc_boxes.rules" in rules and "refuge.rules" in rules
+    # the console scripts: `fuzzylogic` (the core alone) next to `fuzzyseg`
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = zf.read(entry_points).decode()
+    assert {"fuzzylogic/cli.py", "fuzzylogic/__main__.py"} <= names
+    assert "fuzzylogic = fuzzylogic.cli:main" in scripts and "fuzzyseg = fuzzylogic_seg.cli:main" in scripts
 
     run(pip + ["install", "--no-deps", "--no-compile", "--target", str(site), str(wheel)])
 
@@ -76,6 +83,12 @@ def test_wheel_ships_the_grammar_and_parses_from_another_directory(tmp_path):
     assert Path(result["grammar"]).resolve() == (site / "fuzzylogic" / "_grammars" /
                                                  "fuzzylogic.lark").resolve()
     assert result["rules"] == ["cup_in_disc"] and result["sorts"] == ["pixel"]
+
+    # the core command line, installed: `python -m fuzzylogic check FILE` from elsewhere
+    rule_file = elsewhere / "mine.rules"
+    rule_file.write_text("sort s\npredicate a(s)\nrule r: forall x: a(x)\n")
+    out = run([sys.executable, "-m", "fuzzylogic", "check", "mine.rules"], cwd=elsewhere, env=env).stdout
+    assert out == "mine.rules: OK (1 rule, 1 predicate, 1 sort)\n"
 
     # the default rule files: found in the installed package, from another directory
     probe = textwrap.dedent("""

@@ -167,6 +167,57 @@ def test_fact_errors(change, match):
         th.truth(**f)
 
 
+MISSING_AXIS = """
+sort pixel[2]
+sort box
+predicate cup(pixel) logits
+predicate inside(pixel, box)
+rule r: forall p, b: inside(p, b) -> cup(p)
+"""
+
+
+@pytest.mark.parametrize("bindings,message", [
+    # the batch axis missing: the hint says so, whichever fact is bound first
+    (dict(cup=torch.randn(64, 64), inside=torch.rand(2, 64, 64, 3)),
+     "fact 'cup': expected 3 axes [B, H, W], got 2 axes [64, 64] "
+     "(missing the batch axis? add it with .unsqueeze(0))"),
+    (dict(inside=torch.rand(64, 64, 3), cup=torch.randn(2, 64, 64)),
+     "fact 'inside': expected 4 axes [B, H, W, BOX], got 3 axes [64, 64, 3] "
+     "(missing the batch axis? add it with .unsqueeze(0))"),
+    # nothing else known to tell: the batch axis, the usual slip
+    (dict(cup=torch.randn(64, 64), inside=torch.rand(2, 64, 64)),
+     "fact 'cup': expected 3 axes [B, H, W], got 2 axes [64, 64] "
+     "(missing the batch axis? add it with .unsqueeze(0))"),
+    # the batch axis is there, the trailing BOX axis is not
+    (dict(cup=torch.randn(2, 64, 64), inside=torch.rand(2, 64, 64)),
+     "fact 'inside': expected 4 axes [B, H, W, BOX], got 3 axes [2, 64, 64] "
+     "(missing the BOX axis (sort box)?)"),
+    (dict(inside=torch.rand(2, 64, 64), cup=torch.randn(2, 64, 64)),
+     "fact 'inside': expected 4 axes [B, H, W, BOX], got 3 axes [2, 64, 64] "
+     "(missing the BOX axis (sort box)?)"),
+    # one of a sort's axes, which one cannot be told (H = W)
+    (dict(inside=torch.rand(2, 64, 64, 3), cup=torch.randn(2, 64)),
+     "fact 'cup': expected 3 axes [B, H, W], got 2 axes [2, 64] "
+     "(missing one of the H, W axes (sort pixel)?)"),
+    # nothing fits the known sizes with any one axis added: no hint
+    (dict(inside=torch.rand(2, 64, 64, 3), cup=torch.randn(2, 7)),
+     "fact 'cup': expected 3 axes [B, H, W], got 2 axes [2, 7]"),
+])
+def test_missing_axis_hint_names_the_axis_that_seems_missing(bindings, message):
+    th = fl.compile(MISSING_AXIS, semantics="log_product")
+    with pytest.raises(FactError) as e:
+        th.loss(**bindings)
+    assert str(e.value) == message
+
+
+def test_missing_axis_hint_of_a_domain():
+    th = fl.compile(MISSING_AXIS)
+    f = dict(cup=torch.randn(2, 4, 4), inside=torch.rand(2, 4, 4, 3))
+    with pytest.raises(FactError, match=r"domain 'box': expected 2 axes \[B, BOX\], got 1 axes \[3\] "
+                                        r"\(missing the batch axis\?"):
+        th.truth(domains={"box": torch.ones(3)}, **f)
+
+
 def test_domain_errors():
     th = fl.compile(REFUGE)
     with pytest.raises(FactError, match="unknown sort 'boxes'"):
