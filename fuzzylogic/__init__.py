@@ -4,7 +4,7 @@
     theory = fl.compile(text, semantics="log_product")
     loss = theory.loss(cup=cup_logits, disc=disc_logits)
 
-See README.md ("The Python API") and ../shared/SEMANTICS.md for the operators.
+See README.md ("The Python API") and docs/SEMANTICS.md for the operators.
 """
 from .errors import (CheckError, FactError, FuzzyLogicError, IncludeError, ParseError,
                      RuleSemanticsError, SemanticsError, SourceError)

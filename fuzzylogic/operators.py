@@ -1,4 +1,4 @@
-"""Fuzzy-logic operators (../shared/SEMANTICS.md) and the operator registry.
+"""Fuzzy-logic operators (docs/SEMANTICS.md) and the operator registry.
 
 Every operator is a plain tensor function. Many also have an exact *log form*
 working on :class:`TruthValue` objects, which lazily carry ``p``, ``log p``

@@ -4,7 +4,7 @@ It reads the same checked AST and the same :class:`Semantics` as the
 compiler but shares none of its code paths: facts become nested lists of
 floats, every quantifier loops over the elements of its sorts, and the
 built-in operators are written again below with :mod:`math` (the formulas
-of ``../shared/SEMANTICS.md``). It is slow by design (the test oracle; also
+of ``docs/SEMANTICS.md``). It is slow by design (the test oracle; also
 handy to check a small case by hand):
 
     truth = fuzzylogic.reference.evaluate(text, {"cup": cup, "disc": disc})

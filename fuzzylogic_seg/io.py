@@ -1,4 +1,4 @@
-"""Atomic writes and the label-image formats of PIPELINE.md.
+"""Atomic writes and the label-image formats (docs/DATA.md).
 
 Everything a run writes goes through these helpers, so an interrupted run
 never leaves a half-written checkpoint, JSON or PNG behind.

@@ -1,4 +1,4 @@
-"""Segmentation metrics with the conventions everyone reports (PIPELINE.md).
+"""Segmentation metrics with the conventions everyone reports.
 
 - Confusion matrix over a whole split (rows: ground truth, columns:
   prediction), accumulated with one `bincount` per image; ground-truth 255 is

@@ -337,7 +337,7 @@ class Pipeline:
                 "seconds": summary.get("seconds"), "images": summary.get("n_images")}
 
     def score(self, split: str, folder: Path, desc: str) -> Dict[str, Any]:
-        """Metrics of PIPELINE.md for the label images in `folder` (masks read here only).
+        """The metrics (metrics.py) of the label images in `folder` (masks read here only).
 
         The evaluator of `fuzzyseg evaluate`: uncertain pixels (255; REFUGE:
         written as background) count as misses.

@@ -827,7 +827,7 @@ def _full_size(low: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def predict_dataset(student: Student, dataset, out_dir, progress: bool = True,
                     desc: str = "predict", model: Optional[str] = None) -> List[str]:
-    """Write ``out_dir/ID.png`` for every sample of `dataset` (formats of PIPELINE.md)."""
+    """Write ``out_dir/ID.png`` for every sample of `dataset` (label formats of docs/DATA.md)."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)

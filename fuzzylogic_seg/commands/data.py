@@ -35,23 +35,23 @@ def register(subparsers) -> None:
     s = sub.add_parser("synth", help="write an embedded synthetic data set in the real layout")
     ss = s.add_subparsers(dest="synth_kind", metavar="{voc,refuge}")
     v = ss.add_parser("voc", help="VOC-like set (VOCdevkit/VOC2012 layout)")
-    v.add_argument("out", metavar="OUT")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--n-train", type=int, default=48)
-    v.add_argument("--n-val", type=int, default=24)
+    v.add_argument("out", metavar="OUT", help="folder to write (OUT/VOCdevkit/VOC2012/...)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the images and masks (default 0)")
+    v.add_argument("--n-train", type=int, default=48, help="training images (default 48)")
+    v.add_argument("--n-val", type=int, default=24, help="validation images (default 24)")
     v.add_argument("--size", type=_range, default=(160, 240),
                    help="longest image side, a range LO-HI (default 160-240)")
     v.add_argument("--classes", default=None,
                    help="comma list of VOC class names to draw (default: aeroplane,bird,boat,"
                         "bottle,car,cat,person)")
-    v.add_argument("--max-objects", type=int, default=3)
+    v.add_argument("--max-objects", type=int, default=3, help="objects per image, at most (default 3)")
     v.set_defaults(func=_synth_voc)
     r = ss.add_parser("refuge", help="REFUGE-like fundus set (REFUGE2 layout)")
-    r.add_argument("out", metavar="OUT")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--n-train", type=int, default=40)
-    r.add_argument("--n-val", type=int, default=20)
-    r.add_argument("--n-test", type=int, default=0)
+    r.add_argument("out", metavar="OUT", help="folder to write (OUT/train, OUT/val, ...)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the images and masks (default 0)")
+    r.add_argument("--n-train", type=int, default=40, help="training images (default 40)")
+    r.add_argument("--n-val", type=int, default=20, help="validation images (default 20)")
+    r.add_argument("--n-test", type=int, default=0, help="test images, without masks (default 0)")
     r.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     r.add_argument("--cdr", type=_frange, default=(0.3, 0.8),
                    help="range of vertical cup-to-disc ratios (default 0.3-0.8)")
@@ -134,7 +134,7 @@ def _synth_refuge(args) -> int:
 
 
 def _check(args) -> int:
-    from ..data.check import check_dataset
+    from ..data.check import check_dataset, count_noun
     from ..io import save_json
 
     kw = {"scribble_dir": args.scribbles} if args.kind == "voc" else {}
@@ -142,7 +142,7 @@ def _check(args) -> int:
     print(report.format())
     if args.json:
         save_json(report.as_dict(), args.json)
-    print(f"{len(report.errors)} errors, {len(report.warnings)} warnings")
+    print(f"{count_noun(len(report.errors), 'error')}, {count_noun(len(report.warnings), 'warning')}")
     return 0 if report.ok else 1
 
 
@@ -219,7 +219,7 @@ def _weak(args) -> int:
                  disable=not sys.stderr.isatty())
     info = {"seed": args.seed, "mix": [[list(k), p] for k, p in mix], "simulation": cfg.to_json(),
             "root": str(args.root), "real_scribbles": args.scribbles,
-            "protocol": "fuzzylogic_seg.weak.simulate (PIPELINE.md)"}
+            "protocol": "fuzzylogic_seg.weak.simulate (docs/DATA.md)"}
     path = save_split(args.out, items, dataset=args.dataset, split=args.split,
                       class_names=ds.classes, info=info)
     with open(path) as f:

@@ -1,6 +1,6 @@
 """`fuzzyseg evaluate`: score a folder of predicted label images against a split.
 
-Predictions are named after the image ID (PIPELINE.md): VOC `ID.png`, a palette
+Predictions are named after the image ID (docs/DATA.md): VOC `ID.png`, a palette
 or grey PNG of class indices (255 = uncertain: counted as a miss); REFUGE
 `ID.png` (or .bmp), grey 0 cup / 128 rim / 255 background. Prints the metrics
 of `fuzzylogic_seg.metrics` as JSON.
@@ -60,9 +60,13 @@ def evaluate_predictions(ds, pred_dir, progress: bool = False, per_image: bool =
     paths = {it.id: prediction_path(pred_dir, it.id) for it in ds.items}
     missing = [i for i, p in paths.items() if p is None]
     if missing:
+        hint = ""
+        if len(missing) == len(paths):  # none at all: predictions of another split?
+            hint = "; no image of this split has one: are these predictions of another split (--split)?"
         raise PredictionError(
             f"{pred_dir / (missing[0] + '.png')}: missing prediction ({len(missing)} of "
-            f"{len(paths)} images of split {ds.split!r} have none, e.g. {', '.join(missing[:3])})")
+            f"{len(paths)} images of split {ds.split!r} have none, e.g. {', '.join(missing[:3])})"
+            + hint)
     metrics = SegMetrics(ds.name, ds.classes)
     idx = range(len(ds))
     if progress:
@@ -89,7 +93,9 @@ def register(subparsers) -> None:
                               description=__doc__)
     p.add_argument("--dataset", required=True, choices=("voc", "refuge"))
     p.add_argument("--root", required=True)
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default="val",
+                   help="the split whose images DIR holds predictions of (default val; pseudo-labels "
+                        "are of train)")
     p.add_argument("--pred", required=True, metavar="DIR")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
     p.add_argument("--per-image", action="store_true", help="REFUGE: include per-image rows")

@@ -17,8 +17,8 @@ def add_run_flags(p: argparse.ArgumentParser, require: bool = True) -> None:
     g.add_argument("--root", help="data set root (VOC: the folder holding VOCdevkit or VOC2012; REFUGE: "
                                   "the folder holding train/ val/ or the REFUGE-1 folders)")
     g.add_argument("--weak", choices=("boxes", "scribbles", "points", "tags"), help="weak-label kind")
-    g.add_argument("--weak-dir", help="a weak-label folder (weak/store.py layout) to use instead of "
-                                      "reading/simulating them")
+    g.add_argument("--weak-dir", help="a weak-label folder, as `fuzzyseg data weak` writes it, to use "
+                                      "instead of reading/simulating them")
     g.add_argument("--max-train", type=int, help="use the first N training images (quick runs)")
     g.add_argument("--max-val", type=int, help="use the first N validation images")
     g = p.add_argument_group("run")

@@ -65,7 +65,8 @@ class CheckReport:
         for p in self.problems:
             by_file.setdefault(p.path, []).append(p)
         if by_file:
-            lines.append(f"problems ({len(self.errors)} errors, {len(self.warnings)} warnings):")
+            lines.append(f"problems ({count_noun(len(self.errors), 'error')}, "
+                         f"{count_noun(len(self.warnings), 'warning')}):")
             for path, ps in by_file.items():
                 lines.append(f"  {path}")
                 for p in ps:
@@ -306,3 +307,7 @@ def check_dataset(kind: str, root, splits: Optional[Sequence[str]] = None,
         raise ConfigError(f"unknown data set kind {kind!r} (voc or refuge)")
     report.problems.sort(key=lambda p: (p.path, p.severity != "error", p.message))
     return report
+
+
+def count_noun(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -1,4 +1,4 @@
-"""Pascal VOC 2012 segmentation in its published layout (PIPELINE.md).
+"""Pascal VOC 2012 segmentation in its published layout (docs/DATA.md).
 
 ROOT may be the folder holding `VOCdevkit`, `VOCdevkit` itself, or `VOC2012`.
 Split lists are read from `ImageSets/Segmentation/SPLIT.txt` (also

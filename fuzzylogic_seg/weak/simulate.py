@@ -1,4 +1,4 @@
-"""Seeded simulation of weak labels from masks (the protocol of PIPELINE.md).
+"""Seeded simulation of weak labels from masks (the protocol of docs/DATA.md).
 
 Used where a data set has only masks (REFUGE; VOC points and scribbles).
 Every kind of one image draws from its own generator seeded by

@@ -1,6 +1,6 @@
 """A split's weak labels in a folder: what training reads instead of masks.
 
-Layout (PIPELINE.md; coordinates in ORIGINAL image pixels):
+Layout (docs/DATA.md; coordinates in ORIGINAL image pixels):
 
     DIR/weak.json          manifest: format, dataset, split, seed, kinds or mix,
                            simulation config, class names, ids (written last)

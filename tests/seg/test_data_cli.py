@@ -161,3 +161,28 @@ def test_evaluate_refuge(sets, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["dice_disc"] == 1.0 and res["dice_cup"] == 1.0 and res["vcdr_mae"] == 0.0
     assert len(res["per_image"]) == 2 and res["coverage"] == 1.0
+
+
+def test_evaluate_points_at_the_split_when_no_image_has_a_prediction(sets, tmp_path, capsys):
+    # pseudo-labels are of the training split; evaluate defaults to val
+    d = sets / "voc" / "VOCdevkit" / "VOC2012"
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in (d / "ImageSets" / "Segmentation" / "train.txt").read_text().split():
+        shutil.copy(d / "SegmentationClass" / f"{i}.png", pred / f"{i}.png")
+    assert main(["evaluate", "--dataset", "voc", "--root", str(sets / "voc"),
+                 "--pred", str(pred)]) == 1
+    err = capsys.readouterr().err
+    assert "of split 'val' have none" in err and "predictions of another split (--split)?" in err
+    assert main(["evaluate", "--dataset", "voc", "--root", str(sets / "voc"), "--split", "train",
+                 "--pred", str(pred)]) == 0
+
+
+def test_check_counts_read_as_words(copy, capsys):
+    voc = copy("voc")
+    d = voc / "VOCdevkit" / "VOC2012"
+    ids = (d / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    (d / "SegmentationClass" / f"{ids[0]}.png").unlink()
+    assert main(["data", "check", "voc", str(voc)]) == 1
+    out = capsys.readouterr().out
+    assert "(1 error, " in out and "1 errors" not in out
