@@ -12,6 +12,7 @@ to train, see :data:`VARIANTS`), ``report``.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -186,6 +187,7 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     need(main in students, f"main_student {main!r} is not among the students {students}")
     StudentConfig.from_dict(cfg["student"])  # raises on bad student options
     _need_numbers("student", cfg["student"], StudentConfig().to_dict())
+    _need_known_options(cfg)
     _need_numbers("finetune", cfg["finetune"], NUMERIC_FINETUNE)
     if cfg["finetune"].get("compile_loss") is not None:
         from .finetune import compile_options
@@ -215,6 +217,33 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
 # reader fails only deep inside the optimizer, after the earlier stages ran)
 NUMERIC_FINETUNE = {"epochs": 0, "lr": 0.0, "batch_size": 0, "weight_decay": 0.0,
                     "keep_threshold": 0.0, "roi_margin": 0.0, "lora_rank": 0, "loss_grid": 0}
+
+
+# What the run itself passes to the fine-tuner (not options of the finetune section).
+_SET_BY_RUN = ("self", "sam", "dataset_kind", "weak", "seed", "device", "cache_dir", "progress")
+
+
+def _need_known_options(cfg: Dict[str, Any]) -> None:
+    """The finetune and pseudo sections pass their keys on to the fine-tuner and the
+    pseudo-labeller: a misspelt key is refused here, before the first stage, not as
+    a TypeError after the SAM stages."""
+    import inspect
+
+    from .finetune import LogicFineTuner
+    from .tags import TAG_OPTIONS
+
+    tuner = set(inspect.signature(LogicFineTuner.__init__).parameters) - set(_SET_BY_RUN)
+    known = {"finetune": tuner | {"rules", "epochs"} | (set(TAG_OPTIONS) if cfg["weak"] == "tags" else set()),
+             "pseudo": {"methods", "threshold"}}
+    for section, names in known.items():
+        for k in cfg[section]:
+            if k not in names:
+                near = difflib.get_close_matches(k, sorted(names), n=1)
+                tags = (f" ({', '.join(TAG_OPTIONS)} only with weak tags)"
+                        if section == "finetune" and k in TAG_OPTIONS else "")
+                raise ConfigError(f"unknown config key {section}.{k}{tags}"
+                                  + (f"; did you mean {section}.{near[0]}?" if near else ".")
+                                  + f" Known here: {', '.join(sorted(names))}")
 
 
 def _need_numbers(section: str, values: Dict[str, Any], kinds: Dict[str, Any]) -> None:

@@ -183,11 +183,9 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
             _write_label(lab, out_dir, s["id"], dataset_kind)
             ids.append(s["id"])
     elif weak == "tags":
-        from .tags import tag_pseudo_labels
+        from .tags import TAG_OPTIONS, tag_pseudo_labels
 
-        opts = {k: v for k, v in (tuner_options or {}).items()
-                if k in ("n_per_side", "head_lr", "head_epochs", "max_proposals",
-                         "tag_features", "amp")}
+        opts = {k: v for k, v in (tuner_options or {}).items() if k in TAG_OPTIONS + ("amp",)}
         ids, extra = tag_pseudo_labels(method, dataset, sam, threshold=threshold,
                                        dataset_kind=dataset_kind, rules=rules, epochs=epochs,
                                        seed=seed, device=device, progress=progress,

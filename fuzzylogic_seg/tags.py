@@ -333,6 +333,10 @@ def tag_label_map(p: ImageProposals, cls: torch.Tensor, conf: torch.Tensor, tune
     return out
 
 
+# The finetune options that tag_pseudo_labels takes (besides rules, epochs, amp).
+TAG_OPTIONS = ("n_per_side", "head_lr", "head_epochs", "max_proposals", "tag_features")
+
+
 def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_kind: str,
                       rules, epochs: int, seed: int, device, progress: bool,
                       write: Callable[[torch.Tensor, str], None], cache_dir=None,

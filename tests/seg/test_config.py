@@ -140,3 +140,18 @@ def test_compile_loss_flag_reaches_the_finetune_section_and_is_checked_before_an
 
 
 BASE_ARGV = ["--dataset", "voc", "--root", "/voc", "--out", "/o"]
+
+
+@pytest.mark.parametrize("key, want", [
+    ("finetune.lrr=1", r"unknown config key finetune\.lrr; did you mean finetune\.lr\? Known here: .*"),
+    ("pseudo.methodz=[logic]", r"unknown config key pseudo\.methodz; did you mean pseudo\.methods\?"),
+    ("finetune.head_lr=0.1", r"finetune\.head_lr \(n_per_side, head_lr, .* only with weak tags\)"),
+])
+def test_a_misspelt_option_of_a_pass_through_section_is_refused_before_any_stage(key, want):
+    # finetune and pseudo pass their keys on to the fine-tuner: checked here, not as a
+    # TypeError after the SAM stages
+    with pytest.raises(ConfigError, match=want):
+        C.build(None, {"dataset": "voc", "root": "r", "out": "o", "weak": "boxes"}, [key])
+    cfg = C.build(None, {"dataset": "voc", "root": "r", "out": "o", "weak": "tags"},
+                  ["finetune.head_lr=0.1", "finetune.compile_loss=default", "pseudo.threshold=0.6"])
+    assert cfg["finetune"]["head_lr"] == 0.1 and cfg["pseudo"]["threshold"] == 0.6
