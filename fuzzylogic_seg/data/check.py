@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -229,6 +229,8 @@ def _refuge_item(item: Item):
     except DatasetError as exc:
         report.add(item.image, _msg(exc, item.image))
         size = None
+    if item.mask is None:  # (a test split)
+        return report.problems, counts
     try:
         arr = read_grey(item.mask)
     except DatasetError as exc:
@@ -274,6 +276,12 @@ def check_refuge(root, splits: Optional[Sequence[str]] = None, progress: bool = 
                 report.add(exc.path or root, _msg(exc, exc.path))
             continue
         split_counts[split] = len(its)
+        # A split none of whose images has a mask is a test split (REFUGE's test
+        # images without their GT folder): its images are checked, not masks.
+        if its and not any(it.mask is not None and it.mask.is_file() for it in its):
+            report.add(its[0].image.parent, f"split {split!r} has no masks (a test split): its "
+                                            f"images are checked, not masks", "warning")
+            its = [replace(it, mask=None) for it in its]
         items += its
     if not split_counts and not report.problems:
         report.add(root, "no REFUGE splits found (expected train/images, val/images, test/images "

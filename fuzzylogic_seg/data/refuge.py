@@ -121,6 +121,10 @@ REFUGE1 = {
 }
 
 
+REFUGE1_GT_NAME = {"train": "Annotation-Training400", "val": "REFUGE-Validation400-GT",
+                   "test": "REFUGE-Test-GT"}
+
+
 def refuge1_items(root: Path, split: str) -> Optional[List[Item]]:
     if split not in REFUGE1:
         return None
@@ -138,7 +142,8 @@ def refuge1_items(root: Path, split: str) -> Optional[List[Item]]:
                 # Prefer files under Disc_Cup_Masks when a stem appears twice.
                 if p.stem not in masks or "disc_cup_masks" in str(p).lower():
                     masks[p.stem] = p
-    missing_dir = (gt_dir or root / gt_names[0]) / "Disc_Cup_Masks"
+    # (where the masks would be, spelt as REFUGE-1 publishes the folder)
+    missing_dir = (gt_dir or root / REFUGE1_GT_NAME[split]) / "Disc_Cup_Masks"
     return [Item(id=p.stem, image=p, mask=masks.get(p.stem, missing_dir / f"{p.stem}.bmp"))
             for p in images]
 

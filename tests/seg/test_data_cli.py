@@ -186,3 +186,18 @@ def test_check_counts_read_as_words(copy, capsys):
     assert main(["data", "check", "voc", str(voc)]) == 1
     out = capsys.readouterr().out
     assert "(1 error, " in out and "1 errors" not in out
+
+
+def test_a_refuge_test_split_without_masks_is_checked_without_failing(copy, capsys):
+    # REFUGE2's test/images without test/mask (the GT of the test images is not
+    # always installed): a warning, as for VOC's test split; a split that has masks
+    # still fails for a missing one
+    ref = copy("ref")
+    assert (ref / "test" / "images").is_dir()
+    shutil.rmtree(ref / "test" / "mask", ignore_errors=True)
+    assert main(["data", "check", "refuge", str(ref)]) == 0
+    out = capsys.readouterr().out
+    assert "split 'test' has no masks (a test split)" in out and "0 errors" in out
+    sorted((ref / "val" / "mask").iterdir())[0].unlink()
+    assert main(["data", "check", "refuge", str(ref)]) == 1
+    assert "missing" in capsys.readouterr().out
