@@ -156,7 +156,8 @@ class _Checker:
                 raise self.error(
                     f"constant '{c.name}' has the fixed index {c.index}, but sort '{c.sort}' spans "
                     f"{axes} axes; a fixed index names an element of a one-axis sort", c.pos,
-                    hint=f"bind it at call time instead: constant {c.name}: {c.sort}")
+                    hint=f"constants of a sort of several axes are not supported; for one element "
+                         f"of '{c.sort}', feed a predicate that holds there and quantify over it")
             if c.index is not None and c.index < 0:
                 raise self.error(f"constant '{c.name}' has a negative index {c.index}", c.pos)
 
@@ -333,6 +334,13 @@ class _Checker:
                 raise self.error(
                     f"sort mismatch: {where} expects a {sort}, but constant '{c.name}' has sort "
                     f"{c.sort} (declared at {self.at(c.pos, t.pos)})", t.pos)
+            axes = self.sorts[c.sort].axes
+            if axes != 1:  # (found here, so that `check` and `show` refuse it as compile does)
+                raise self.error(
+                    f"constant '{c.name}' ({where}): constants of the {axes}-axis sort "
+                    f"'{c.sort}' are not supported", t.pos,
+                    hint=f"a constant names one element of a one-axis sort; for one element of "
+                         f"'{c.sort}', feed a predicate that holds there and quantify over it")
             return
         if t.name in self.vars:
             raise self.error(

@@ -160,7 +160,10 @@ class Theory:
         out = {}
         for n in self.required_facts:
             d = self.predicates[n]
-            kind = d.input if d.input != "softmax" else f"softmax({d.args[d.softmax_arg]})"
+            kind = d.input
+            if d.input == "softmax":  # as the rule file writes it: the sort, or the argument's
+                sort = d.args[d.softmax_arg]  # number where two arguments share that sort
+                kind = f"softmax({sort if d.args.count(sort) == 1 else d.softmax_arg + 1})"
             out[n] = f"{self.expected_shape(n)} {kind}"
         for c in self.runtime_constants:
             out[c] = f"int or LongTensor [B] (index into sort {self.constants[c].sort})"

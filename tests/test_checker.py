@@ -418,3 +418,12 @@ def test_a_reader_that_stops_early_gets_no_traceback():
     p.stdout.close()  # the reader goes away with ~20 MB still to write
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def test_a_constant_of_a_two_axis_sort_is_refused_by_the_checker_where_it_is_used():
+    # (it was refused only when compiling: `check` and `show` passed the file)
+    check_error("constant p0: pixel\nrule r: cup(p0) -> disc(p0)\n", 2, 13,
+                "constant 'p0'", "constants of the 2-axis sort 'pixel' are not supported",
+                "feed a predicate that holds there")
+    err = check_error("constant p1: pixel = 3\n", 1, 10, "fixed index 3", "spans 2 axes")
+    assert "call time" not in str(err)  # no longer suggests what is not supported either

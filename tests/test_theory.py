@@ -257,6 +257,12 @@ def test_signature_and_repr():
     sig = th.signature()
     assert sig["inside"] == "[B, H, W, BOX] prob" and sig["cup"] == "[B, H, W] logits"
     assert "disc_box" in sig and "cup_in_disc" in repr(th)
+    # softmax over which axis: the sort, or the argument's number where two share it
+    th = fl.compile("sort class\nsort pixel[2]\npredicate seg(class, pixel) softmax(class)\n"
+                    "predicate rel(class, class) softmax(2)\n"
+                    "rule r: forall k, p: seg(k, p)\nrule q: forall a, b: rel(a, b)")
+    assert th.signature()["seg"].endswith(" softmax(class)")
+    assert th.signature()["rel"] == "[B, CLASS, CLASS] softmax(2)"
 
 
 # ------------------------------------------------------------------ report
