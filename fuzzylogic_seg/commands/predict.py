@@ -43,7 +43,10 @@ def resolve_model(model: str, variant: str = None) -> Path:
         variant = load_file(cfg_path).get("main_student", "logic")
     found = path / "students" / variant / "model.pt"
     if not found.is_file():
-        raise CheckpointError(f"{found}: the run has no trained student {variant!r} (did it finish?)")
+        have = sorted(d.name for d in (path / "students").glob("*") if (d / "model.pt").is_file())
+        raise CheckpointError(f"{found}: the run has no trained student {variant!r} "
+                              + (f"(it has: {', '.join(have)}; --variant picks one)" if have
+                                 else "(none has finished training)"))
     return found
 
 

@@ -76,6 +76,11 @@ def test_predict_errors_name_the_problem(demo_run, tmp_path, capsys):
     assert main(["predict", "--model", str(out / "refuge"), "--images", str(tmp_path),
                  "--out", str(tmp_path / "p")]) == 1
     assert "no images" in capsys.readouterr().err
+    assert main(["predict", "--model", str(out / "refuge"), "--variant", "bogus",
+                 "--images", str(tmp_path), "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    have = sorted(d.name for d in (out / "refuge" / "students").iterdir() if (d / "model.pt").is_file())
+    assert "no trained student 'bogus'" in err and f"(it has: {', '.join(have)};" in err
 
 
 def test_predict_guards_the_inputs_and_names_a_training_checkpoint(demo_run, tmp_path, capsys):
