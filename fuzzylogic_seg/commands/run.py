@@ -57,7 +57,7 @@ def add_run_flags(p: argparse.ArgumentParser, require: bool = True) -> None:
     g.add_argument("--encoder-weights", help="imagenet (used if cached locally), none, or a file")
     g.add_argument("--student-epochs", type=int)
     g.add_argument("--student-size", type=int, help="longest side of student inputs (multiple of 32)")
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--batch-size", type=int, help="the students' batch size (student.batch_size, default 8)")
     g.add_argument("--student-rules", help="rule file applied to the student's own predictions")
 
 
