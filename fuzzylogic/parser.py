@@ -294,12 +294,15 @@ class _Builder:
             # a connective: operator name, or name(parameter)
             if form == "name":
                 out.append((k, str(vtok.value)))
-            elif form == "call":
-                param = self._number(value[2])
-                if not math.isfinite(param):
-                    raise self._error(CheckError, f"the parameter of '{vtok.value}' must be a "
-                                     f"finite number, got {value[2].value}", value[2])
-                out.append((k, (str(vtok.value), param)))
+            elif form == "call":  # name(p) or name(p1, p2, ...): the operator's parameters
+                params = []
+                for ptok in value[2]:
+                    param = self._number(ptok)
+                    if not math.isfinite(param):
+                        raise self._error(CheckError, f"the parameters of '{vtok.value}' must be "
+                                         f"finite numbers, got {ptok.value}", ptok)
+                    params.append(param)
+                out.append((k, (str(vtok.value), *params)))
             else:
                 raise self._error(CheckError, f"option '{k}' takes an operator name such as "
                                  f"'product' or 'pmean_error(2)', got {vtok.value}", vtok)
@@ -322,7 +325,7 @@ class _Builder:
         return ("name", children[0])
 
     def value_call(self, meta, children):
-        return ("call", children[0], children[2])
+        return ("call", children[0], [c for c in children[2:] if c.type == "NUMBER"])
 
     # -- formulas
     def _binary(self, cls, meta, children):
@@ -394,7 +397,7 @@ class _Builder:
 
 def _describe_value(value) -> str:
     if value[0] == "call":
-        return f"'{value[1].value}({value[2].value})'"
+        return f"'{value[1].value}({', '.join(t.value for t in value[2])})'"
     return f"'{value[1].value}'"
 
 

@@ -61,8 +61,8 @@ def format_formula(f: ast.Formula) -> str:
 
 
 def _option_value(v) -> str:
-    if isinstance(v, tuple):  # (operator, parameter)
-        return f"{v[0]}({v[1]!r})"
+    if isinstance(v, tuple):  # (operator, parameter, ...)
+        return f"{v[0]}({', '.join(repr(x) for x in v[1:])})"
     return str(v)
 
 

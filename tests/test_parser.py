@@ -123,7 +123,20 @@ def test_softmax_argument_is_the_index_of_the_named_sort():
 def test_an_operator_parameter_must_be_finite():
     with pytest.raises(CheckError) as e:
         parse("rule r [forall = pmean_error(1e999)]: true")
-    assert "must be a finite number, got 1e999" in str(e.value) and e.value.column == 30
+    assert "must be finite numbers, got 1e999" in str(e.value) and e.value.column == 30
+    with pytest.raises(CheckError) as e:  # each of several
+        parse("rule r [exists = two(8, -1e999)]: true")
+    assert "got -1e999" in str(e.value) and e.value.column == 25
+
+
+def test_an_operator_option_takes_several_parameters():
+    # as fl.Semantics(exists=("two", 8.0, 0.5)) does; printed back the same way
+    import fuzzylogic as fl
+
+    p = parse("rule r [exists = two(8, 0.5), forall = pmean_error(3)]: true")
+    assert dict(p.rules[0].options) == {"exists": ("two", 8, 0.5), "forall": ("pmean_error", 3)}
+    assert "[exists = two(8, 0.5), forall = pmean_error(3)]" in fl.format_program(p)
+    assert parse(fl.format_program(p)) == p
 
 
 def test_softmax_by_position_for_a_sort_that_two_arguments_share():
