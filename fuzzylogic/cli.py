@@ -22,7 +22,7 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional, Sequence, Tuple
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,36 +86,50 @@ def _compiled(path: str, semantics: Optional[str]):
     return program, compile_program(program, semantics)  # (operator and semantics names resolve here)
 
 
-def run_check(args: argparse.Namespace) -> int:
+def check_files(paths: Sequence[str], *, as_json: bool = False, semantics: Optional[str] = None,
+                resolve: Optional[Callable[[str], str]] = None,
+                then: Optional[Callable[[object, str], None]] = None,
+                errors: Tuple[type, ...] = (), note: str = "", extra: Optional[dict] = None) -> int:
+    """What ``check`` prints and returns, for these ``paths``: each file parsed,
+    checked and compiled (``resolve`` maps a given path to the file to read), then
+    ``then(program, path)`` (a caller's further check, which raises one of
+    ``errors``); ``note`` ends each OK line and ``extra`` joins each OK JSON entry
+    (``fuzzyseg rules check --for`` binds files to its facts this way)."""
     from .errors import FuzzyLogicError, SourceError
 
     results: List[dict] = []
-    for path in args.files:
+    for path in paths:
         entry = {"file": path, "ok": False}
         try:
-            program, _ = _compiled(path, args.semantics)
-        except FuzzyLogicError as exc:
+            program, _ = _compiled(resolve(path) if resolve else path, semantics)
+            if then is not None:
+                then(program, path)
+        except (FuzzyLogicError,) + tuple(errors) as exc:
             entry["error"] = str(exc)
             entry["kind"] = type(exc).__name__
             if isinstance(exc, SourceError):
                 entry.update(source=exc.source, line=exc.line, column=exc.column,
                              message=exc.message, hint=exc.hint)
-            if not args.json:
+            if not as_json:
                 print(str(exc), file=sys.stderr, flush=True)
         else:
             entry.update(ok=True, rules=[r.name for r in program.rules],
                          predicates=[p.name for p in program.predicates],
                          sorts=[s.name for s in program.sorts],
-                         semantics=args.semantics or program.semantics)
-            if not args.json:
-                print(f"{path}: OK ({_summary(program, args.semantics)})", flush=True)
+                         semantics=semantics or program.semantics, **(extra or {}))
+            if not as_json:
+                print(f"{path}: OK ({_summary(program, semantics)}{note})", flush=True)
         results.append(entry)
     failed = sum(not r["ok"] for r in results)
-    if args.json:
+    if as_json:
         print(json.dumps({"files": results, "failed": failed}, indent=2))
     elif len(results) > 1:
         print(f"{len(results) - failed} of {len(results)} files OK", file=sys.stderr if failed else sys.stdout)
     return 1 if failed else 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    return check_files(args.files, as_json=args.json, semantics=args.semantics)
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -19,9 +19,7 @@ file and line, instead of after the embeddings of a run are computed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import List
 
 from ..rulefiles import RULE_USES as USES
 
@@ -66,58 +64,22 @@ def register(subparsers) -> None:
     parser.set_defaults(func=usage)
 
 
-def _summary(program) -> str:
-    parts = [f"{len(program.rules)} rule" + ("" if len(program.rules) == 1 else "s"),
-             f"{len(program.predicates)} predicate" + ("" if len(program.predicates) == 1 else "s"),
-             f"{len(program.sorts)} sort" + ("" if len(program.sorts) == 1 else "s")]
-    if program.semantics:
-        parts.append(f"semantics {program.semantics}")
-    return ", ".join(parts)
-
-
 def run_check(args: argparse.Namespace) -> int:
-    from fuzzylogic.checker import check
-    from fuzzylogic.compiler import compile_program
-    from fuzzylogic.errors import FuzzyLogicError, SourceError
-    from fuzzylogic.parser import parse_file
+    from fuzzylogic.cli import check_files
 
     from ..errors import ConfigError
     from ..rule_facts import bind_for
 
     use = getattr(args, "use", None)
-    results: List[dict] = []
-    for path in args.files:
-        entry = {"file": path, "ok": False}
-        try:
-            program = check(parse_file(_resolved(path)))
-            compile_program(program)  # operator and semantics names resolve at compile time
-            if use:
-                bind_for(program, path, use, getattr(args, "dataset", None))
-        # (ConfigError: the binding, whose message names the file and line)
-        except (FuzzyLogicError, ConfigError) as exc:
-            entry["error"] = str(exc)
-            entry["kind"] = type(exc).__name__
-            if isinstance(exc, SourceError):
-                entry.update(source=exc.source, line=exc.line, column=exc.column,
-                             message=exc.message, hint=exc.hint)
-            if not args.json:
-                print(str(exc), file=sys.stderr, flush=True)
-        else:
-            entry.update(ok=True, rules=[r.name for r in program.rules],
-                         predicates=[p.name for p in program.predicates],
-                         sorts=[s.name for s in program.sorts], semantics=program.semantics)
-            if use:
-                entry["for"] = use
-            if not args.json:
-                print(f"{path}: OK ({_summary(program)}" + (f"; binds to the {use} facts" if use else "")
-                      + ")", flush=True)
-        results.append(entry)
-    failed = sum(not r["ok"] for r in results)
-    if args.json:
-        print(json.dumps({"files": results, "failed": failed}, indent=2))
-    elif len(results) > 1:
-        print(f"{len(results) - failed} of {len(results)} files OK", file=sys.stderr if failed else sys.stdout)
-    return 1 if failed else 0
+    dataset = getattr(args, "dataset", None)
+
+    def bind(program, path):  # (ConfigError: the binding, whose message names the file and line)
+        bind_for(program, path, use, dataset)
+
+    return check_files(args.files, as_json=args.json, resolve=_resolved,
+                       then=bind if use else None, errors=(ConfigError,),
+                       note=f"; binds to the {use} facts" if use else "",
+                       extra={"for": use} if use else None)
 
 
 def _resolved(path: str) -> str:
