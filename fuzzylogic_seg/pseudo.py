@@ -175,6 +175,9 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
                      "threshold": threshold, "seed": seed, "n_images": len(dataset)}
     if method == "logic":
         summary["epochs"] = epochs
+    if sam is not None:  # which SAM made the labels (a run of another SAM is another result)
+        summary["sam"] = {"type": getattr(sam, "sam_type", None),
+                          "weights": getattr(sam, "weights_path", None)}
     ids = []
     if method == "weak-mask":
         for i in _bar(range(len(dataset)), "weak-mask", progress):

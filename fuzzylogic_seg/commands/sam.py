@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -137,7 +138,15 @@ def _pretrain(args: argparse.Namespace) -> int:
     if "budget" in card:  # (the plan a --minutes run followed)
         summary["budget"] = card["budget"]
     summary["heldout_miou"] = card.get("heldout", {}).get("miou")
+    from ..sam.build import embedded_weights_path
+
+    default = embedded_weights_path()
+    summary["loaded_by_default"] = default is not None and Path(default).resolve() == Path(out).resolve()
     print(json.dumps(summary, indent=2))
+    if not summary["loaded_by_default"]:
+        # (the shipped weights come first: say how to use these instead)
+        print(f"note: the embedded SAM loads {default} by default; use these weights with "
+              f"--sam-checkpoint {out}", file=sys.stderr)
     return 0
 
 

@@ -233,6 +233,7 @@ def test_cli_logic_end_to_end_with_a_tiny_sam(synth_voc, tiny_checkpoint, tmp_pa
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["method"] == "logic" and summary["history"]["epochs"] == 1
     assert 0 < summary["coverage"] <= 1 and "miou" in summary
+    assert summary["sam"] == {"type": "embedded", "weights": str(tiny_checkpoint)}
     assert (tmp_path / "finetune" / "history.json").is_file()
     assert len(list(tmp_path.glob("*.png"))) == 3
 

@@ -566,8 +566,12 @@ def test_cli_pretrain_reuse_and_info(tmp_path, capsys):
     args = ["sam", "pretrain", "--out", str(out), "--steps", "2", "--eval-images", "2",
             "--arch", "tiny", "--no-progress", "--threads", "1"]
     assert main(args) == 0
-    first = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    first = json.loads(printed.out)
     assert first["steps"] == 2 and set(first["heldout_miou"]) >= {"box", "point"}
+    # weights written elsewhere than where the embedded SAM is loaded from: say how to use them
+    assert first["loaded_by_default"] is False
+    assert f"use these weights with --sam-checkpoint {out}" in printed.err
     # the default recipe has two stages; --steps keeps a share of low-resolution steps
     assert json.loads(out.with_suffix(".json").read_text())["recipe"]["low_res_steps"] == 1
     mtime = out.stat().st_mtime_ns
