@@ -1,7 +1,8 @@
 """Compiled theories vs hand-written eager torch (forward + backward), side by side.
 
-    .venv/bin/python benchmarks/bench_logic.py [--out results.json] [--reps 5]
-                                              [--no-compile] [--small]
+    .venv/bin/python benchmarks/bench_logic.py [--out results.json] [--reps 5] [--threads 1]
+        [--no-compile | --compile-all] [--cases refuge,voc] [--semantics log_product,product]
+        [--small] [--device cpu|cuda]
 
 (a) REFUGE: "cup implies disc" and "outside the disc box is not disc" on
     logits [8, 512, 512]; (b) VOC box rules (outside every box is background,
@@ -299,8 +300,8 @@ def bench_voc(sem, B, S, reps, use_compile):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="write the results as JSON to this file")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions; the best is kept (default 5)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--compile-all", action="store_true",
                     help="torch.compile under every semantics (default: log_product only; "
