@@ -8,6 +8,7 @@ them (a registry, not an if-chain). A module's ``register`` sets
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from typing import List, Optional
@@ -42,6 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _own_warnings_as_lines():
+    """The package's own warnings printed as one line, `fuzzyseg: warning: ...`, as
+    its errors are (not Python's `file.py:762: UserWarning:` and the source line);
+    other libraries' warnings keep Python's form. (The format only: code that
+    records warnings still gets them.)"""
+    import warnings
+
+    fmt = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        if "fuzzylogic" in str(filename).replace("\\", "/").split("/site-packages/")[-1]:
+            return f"fuzzyseg: warning: {message}\n"
+        return fmt(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = fmt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from fuzzylogic.errors import FuzzyLogicError
 
@@ -53,7 +76,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _own_warnings_as_lines():
+            return int(args.func(args) or 0)
     except (FuzzySegError, FuzzyLogicError) as exc:
         print(f"fuzzyseg: error: {exc}", file=sys.stderr)
         return 1

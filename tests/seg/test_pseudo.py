@@ -412,3 +412,23 @@ def test_scores_with_some_masks_missing_or_broken(synth_voc, tmp_path, capsys):
                 "--method", "weak-mask", "--out", none, "--no-progress") == 0
     summary = json.loads((none / "summary.json").read_text())
     assert "miou" not in summary and "scored_images" not in summary and summary["coverage"] > 0
+
+
+def test_the_cli_prints_its_own_warnings_as_one_line(synth_voc, tmp_path, capsys):
+    import shutil
+    import sys
+    import warnings
+
+    root = tmp_path / "voc"
+    shutil.copytree(synth_voc, root)
+    next((root / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*.png")).unlink()
+    with warnings.catch_warnings():  # printed, as outside pytest (which records them)
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda m, c, f, n, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(m, c, f, n, line))  # (Python's printing of a warning)
+        assert _run("pseudo-label", "--dataset", "voc", "--root", root, "--weak", "boxes",
+                    "--method", "weak-mask", "--out", tmp_path / "o", "--no-progress") == 0
+    err = capsys.readouterr().err
+    assert "fuzzyseg: warning: " in err and ": missing mask; pseudo-label scores cover 2 of 3" in err
+    assert "UserWarning" not in err and "pseudo.py" not in err
+    assert warnings.formatwarning is warnings._formatwarning_orig  # put back
