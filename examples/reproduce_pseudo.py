@@ -1,7 +1,7 @@
 """Reproduce the pseudo-label results table of docs/FINETUNE.md.
 
     .venv/bin/python examples/reproduce_pseudo.py [--work runs/pseudo] [--seeds 0 1 2]
-        [--settings voc-boxes refuge-boxes voc-scribbles voc-tags] [--device cpu]
+        [--settings voc-boxes refuge-boxes voc-scribbles voc-tags voc-points] [--device cpu]
         [--sam-type embedded --sam-checkpoint FILE] [--threads 1]
 
 Writes the embedded synthetic data sets (``fuzzyseg data synth``, their default
@@ -30,6 +30,7 @@ SETTINGS = {
                      "mean of disc and cup Dice"),
     "voc-scribbles": ("voc", "scribbles", "scribbles.rules", 10, "miou", "pseudo-label mIoU"),
     "voc-tags": ("voc", "tags", "tags.rules", 60, "miou", "pseudo-label mIoU"),
+    "voc-points": ("voc", "points", "points.rules", 10, "miou", "pseudo-label mIoU"),
 }
 METHODS = ("weak-mask", "zero-shot", "logic")
 RULES = Path(__file__).resolve().parent / "rules"
