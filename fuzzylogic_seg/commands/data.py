@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     s = sub.add_parser("synth", help="write an embedded synthetic data set in the real layout")
     ss = s.add_subparsers(dest="synth_kind", metavar="{voc,refuge}")
     v = ss.add_parser("voc", help="VOC-like set (VOCdevkit/VOC2012 layout)")
-    v.add_argument("out", metavar="OUT", help="folder to write (OUT/VOCdevkit/VOC2012/...)")
+    v.add_argument("out", metavar="OUT", nargs="?", help="folder to write (OUT/VOCdevkit/VOC2012/...)")
+    v.add_argument("--out", dest="out_flag", metavar="OUT", help="the same, as the other commands take it")
     v.add_argument("--seed", type=int, default=0, help="seed of the images and masks (default 0)")
     v.add_argument("--n-train", type=int, default=48, help="training images (default 48)")
     v.add_argument("--n-val", type=int, default=24, help="validation images (default 24)")
@@ -47,7 +48,8 @@ def register(subparsers) -> None:
     v.add_argument("--max-objects", type=int, default=3, help="objects per image, at most (default 3)")
     v.set_defaults(func=_synth_voc)
     r = ss.add_parser("refuge", help="REFUGE-like fundus set (REFUGE2 layout)")
-    r.add_argument("out", metavar="OUT", help="folder to write (OUT/train, OUT/val, ...)")
+    r.add_argument("out", metavar="OUT", nargs="?", help="folder to write (OUT/train, OUT/val, ...)")
+    r.add_argument("--out", dest="out_flag", metavar="OUT", help="the same, as the other commands take it")
     r.add_argument("--seed", type=int, default=0, help="seed of the images and masks (default 0)")
     r.add_argument("--n-train", type=int, default=40, help="training images (default 40)")
     r.add_argument("--n-val", type=int, default=20, help="validation images (default 20)")
@@ -113,12 +115,22 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
+def _out(args) -> str:
+    """The folder to write: OUT, or --out as `data weak` and `pseudo-label` take it."""
+    if args.out and args.out_flag and args.out != args.out_flag:
+        raise ConfigError(f"two folders to write: {args.out} and --out {args.out_flag}")
+    out = args.out or args.out_flag
+    if not out:
+        raise ConfigError("give the folder to write: OUT (or --out OUT)")
+    return out
+
+
 def _synth_voc(args) -> int:
     from ..data.synth_voc import DEFAULT_CLASSES, generate_voc
 
     classes = DEFAULT_CLASSES if not args.classes else tuple(
         c.strip() for c in args.classes.split(",") if c.strip())
-    voc = generate_voc(args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
+    voc = generate_voc(_out(args), seed=args.seed, n_train=args.n_train, n_val=args.n_val,
                        size=args.size, classes=classes, max_objects=args.max_objects)
     print(f"wrote {args.n_train} train + {args.n_val} val images to {voc}")
     return 0
@@ -127,7 +139,7 @@ def _synth_voc(args) -> int:
 def _synth_refuge(args) -> int:
     from ..data.synth_refuge import generate_refuge
 
-    out = generate_refuge(args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
+    out = generate_refuge(_out(args), seed=args.seed, n_train=args.n_train, n_val=args.n_val,
                           n_test=args.n_test, size=args.size, cdr=args.cdr)
     print(f"wrote {args.n_train} train + {args.n_val} val + {args.n_test} test images to {out}")
     return 0

@@ -201,3 +201,13 @@ def test_a_refuge_test_split_without_masks_is_checked_without_failing(copy, caps
     sorted((ref / "val" / "mask").iterdir())[0].unlink()
     assert main(["data", "check", "refuge", str(ref)]) == 1
     assert "missing" in capsys.readouterr().out
+
+
+def test_synth_takes_its_folder_as_out_or_with_the_other_commands_flag(tmp_path, capsys):
+    assert main(["data", "synth", "refuge", "--out", str(tmp_path / "r"), "--n-train", "1",
+                 "--n-val", "1"]) == 0
+    assert (tmp_path / "r" / "train" / "images").is_dir()
+    assert main(["data", "synth", "refuge"]) == 1
+    assert "give the folder to write" in capsys.readouterr().err
+    assert main(["data", "synth", "refuge", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 1
+    assert "two folders to write" in capsys.readouterr().err
