@@ -71,6 +71,8 @@ def load_torch(path: PathLike, map_location: Any = "cpu") -> Any:
     from .errors import CheckpointError
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file (name the .pt/.pth file in it)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -98,9 +100,16 @@ def _why_unreadable(path: Path, exc: Exception) -> str:
             return (f"it holds objects other than tensors and plain containers ({glob}); "
                     "checkpoints are read with torch.load(weights_only=True), so no code in them "
                     "runs: save the model's state_dict() instead")
-        return f"a damaged or truncated PyTorch file ({first})"
+        # (torch's first line names zip internals: its gist, not all of it)
+        return f"a damaged or truncated PyTorch file ({_short(first)})"
     return (f"not a PyTorch checkpoint: it begins with {head!r} (a text or HTML page, such as "
             "an interrupted or redirected download?)")
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """Its first sentence, or its first ``limit`` characters."""
+    first = text.split(". ", 1)[0]
+    return first if len(first) <= limit else first[:limit - 3].rstrip() + "..."
 
 
 _KERNEL_KEYS = ("foreach", "fused")

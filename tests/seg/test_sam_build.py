@@ -302,6 +302,9 @@ def test_unreadable_checkpoints_say_what_the_file_is(tmp_path):
         with pytest.raises(CheckpointError, match=f"{name}.pth: cannot read checkpoint: {msg}") as e:
             load_torch(tmp_path / f"{name}.pth")
         assert "weights_only=False" not in str(e.value)
+        assert len(str(e.value)) < len(str(tmp_path)) + 400  # one line a user can read
+    with pytest.raises(CheckpointError, match="a folder, not a checkpoint file"):
+        load_torch(tmp_path)
 
 
 def test_a_type_that_contradicts_the_checkpoint_is_refused_before_any_stage(tmp_path, small_registry):
