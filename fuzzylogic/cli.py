@@ -64,11 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def _summary(program, semantics: Optional[str]) -> str:
+    from .checker import _plural
+
     parts = [_plural(len(program.rules), "rule"), _plural(len(program.predicates), "predicate"),
              _plural(len(program.sorts), "sort")]
     if semantics or program.semantics:

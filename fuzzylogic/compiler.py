@@ -706,12 +706,12 @@ def _suggestion(msg: str, with_param: bool = False) -> Optional[str]:
     import difflib
     import re
 
+    from .parser import _did_you_mean
     from .semantics import available_presets
 
     m = re.match(r"unknown semantics '(\w+)'", msg)
     if m:
-        close = difflib.get_close_matches(m.group(1), available_presets(), n=1, cutoff=0.6)
-        return f"did you mean '{close[0]}'?" if close else None
+        return _did_you_mean(m.group(1), available_presets())
     m = re.match(r"unknown (\w+) operator '(\w+)'", msg)
     if not m or m.group(1) not in ops.KINDS:
         return None
