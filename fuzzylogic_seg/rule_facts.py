@@ -214,13 +214,12 @@ def bind(program, available: Optional[Iterable[str]] = None,
                  hint=f"declare it `predicate {decl.name}({', '.join(decl.args)}){kind}`")
         arg_pos = tuple(getattr(decl, "arg_pos", ()) or ())
         for k, (role, sort) in enumerate(zip(want_roles, decl.args)):
+            at = arg_pos[k] if k < len(arg_pos) else decl.pos  # (the argument, where known)
             prev = roles.get(role)
             if prev is not None and prev != sort:
-                fail(f"sort {sort!r} plays the {role} role, but {prev!r} already does",
-                     pos=arg_pos[k] if k < len(arg_pos) else decl.pos,
+                fail(f"sort {sort!r} plays the {role} role, but {prev!r} already does", pos=at,
                      hint=f"{prev!r} took that role at " + _place(role_pos[role]))
-            if role not in roles:
-                role_pos[role] = arg_pos[k] if k < len(arg_pos) else decl.pos
+            role_pos.setdefault(role, at)
             roles[role] = sort
         names.append(decl.name)
     by_sort: Dict[str, str] = {}
