@@ -185,7 +185,11 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
              f"student {s!r} needs a student rule file (student.logic_rules / --student-rules)")
     main = cfg.get("main_student")
     need(main in students, f"main_student {main!r} is not among the students {students}")
-    StudentConfig.from_dict(cfg["student"])  # raises on bad student options
+    student = StudentConfig.from_dict(cfg["student"])  # raises on bad student options
+    if students:
+        from .student import check_model
+
+        check_model(student)  # arch, encoder and model_kwargs, before the first stage
     _need_numbers("student", cfg["student"], StudentConfig().to_dict())
     _need_known_options(cfg)
     _need_numbers("finetune", cfg["finetune"], NUMERIC_FINETUNE)

@@ -200,6 +200,60 @@ def build_model(cfg: StudentConfig, num_classes: int, seed: int = 0, log: Log = 
     return model
 
 
+# Set by the student's own options, not by model_kwargs.
+_RESERVED_KWARGS = ("encoder_name", "encoder_weights", "classes", "in_channels")
+
+
+def check_model(cfg: StudentConfig, num_classes: int = 2) -> None:
+    """Build the student's architecture on the meta device (no memory, ~0.1 s), so
+    that an unknown arch, encoder or `model_kwargs` key is a ConfigError before a
+    run's first stage, not after its SAM stages. smp hands an architecture's unknown
+    keyword arguments to the encoder, and only timm encoders (`tu-NAME`) read them:
+    for smp's own encoders a misspelt key would be dropped without a word."""
+    import difflib
+    import inspect
+
+    import segmentation_models_pytorch as smp
+
+    archs = getattr(smp, "MODEL_ARCHITECTURES_MAPPING", None)  # (smp >= 0.4; older: the build checks)
+    if archs is not None and cfg.arch.lower() not in archs:
+        near = difflib.get_close_matches(cfg.arch.lower(), list(archs), n=1)
+        raise ConfigError(f"unknown student arch {cfg.arch!r}" + (f"; did you mean {near[0]}?" if near else ".")
+                          + f" Known: {', '.join(archs)}")
+    kwargs = dict(cfg.model_kwargs or {})
+    reserved = [k for k in kwargs if k in _RESERVED_KWARGS]
+    if reserved:
+        raise ConfigError(f"student.model_kwargs cannot set {', '.join(reserved)}: the student's "
+                          "encoder, encoder_weights and the data set's classes decide them")
+    if archs is not None and not cfg.encoder.startswith("tu-"):
+        encoders = smp.encoders.get_encoder_names()
+        if cfg.encoder not in encoders:
+            near = difflib.get_close_matches(cfg.encoder, encoders, n=3)
+            raise ConfigError(f"unknown student encoder {cfg.encoder!r}"
+                              + (f"; did you mean {' or '.join(near)}?" if near else ".")
+                              + " smp's encoders: `python -c \"import segmentation_models_pytorch as smp; "
+                              "print(smp.encoders.get_encoder_names())\"`; timm's as tu-NAME")
+        params = [n for n, p in inspect.signature(archs[cfg.arch.lower()].__init__).parameters.items()
+                  if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                  and n not in _RESERVED_KWARGS]
+        for k in kwargs:
+            if k not in params:
+                near = difflib.get_close_matches(k, params, n=1)
+                raise ConfigError(f"unknown student.model_kwargs key {k!r} for {cfg.arch}"
+                                  + (f"; did you mean {near[0]}?" if near else ".")
+                                  + f" Known: {', '.join(params)} (other keys reach timm encoders only, "
+                                  "`tu-NAME`)")
+    try:
+        with torch.device("meta"):
+            smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None,
+                             classes=num_classes, **kwargs)
+    except KeyError as exc:  # smp's way of saying: no such encoder
+        raise ConfigError(f"cannot build student {cfg.arch}/{cfg.encoder}: {exc.args[0]}") from exc
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+        raise ConfigError(f"cannot build student {cfg.arch}/{cfg.encoder} with model_kwargs "
+                          f"{kwargs}: {exc}") from exc
+
+
 # ---------------------------------------------------------------- label files
 def write_label(labels: torch.Tensor, path: Path, kind: str) -> Path:
     """LongTensor [H, W] -> VOC palette PNG or REFUGE grey 0/128/255 PNG (atomic)."""

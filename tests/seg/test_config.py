@@ -155,3 +155,8 @@ def test_a_misspelt_option_of_a_pass_through_section_is_refused_before_any_stage
     cfg = C.build(None, {"dataset": "voc", "root": "r", "out": "o", "weak": "tags"},
                   ["finetune.head_lr=0.1", "finetune.compile_loss=default", "pseudo.threshold=0.6"])
     assert cfg["finetune"]["head_lr"] == 0.1 and cfg["pseudo"]["threshold"] == 0.6
+
+
+def test_a_misspelt_student_model_kwarg_is_refused_before_the_first_stage():
+    with pytest.raises(ConfigError, match="did you mean decoder_channels"):
+        C.build(None, BASE, ["student.arch=unet", "student.model_kwargs.decoder_chanels=[8,8,8,8,8]"])

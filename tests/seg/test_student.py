@@ -521,3 +521,26 @@ def test_training_with_box_rules_is_deterministic_and_resumes_exactly(tmp_path):
     assert resumed.resumed_from == 1
     assert state_equal(full.model.state_dict(), resumed.model.state_dict())
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+
+
+@pytest.mark.parametrize("over, msg", [
+    ({"arch": "unett"}, "unknown student arch 'unett'; did you mean unet"),
+    ({"encoder": "resnet19"}, "unknown student encoder 'resnet19'; did you mean resnet18"),
+    # smp passes unknown keys to the encoder, and its own encoders drop them silently
+    ({"arch": "unet", "model_kwargs": {"decoder_chanels": [8] * 5}},
+     "unknown student.model_kwargs key 'decoder_chanels' for unet; did you mean decoder_channels"),
+    ({"arch": "unet", "model_kwargs": {"decoder_channels": [64, 32]}}, "depth is 5"),
+    ({"model_kwargs": {"classes": 3}}, "cannot set classes"),
+])
+def test_check_model_refuses_what_smp_would_refuse_late_or_drop(over, msg):
+    from fuzzylogic_seg.student import check_model
+
+    with pytest.raises(ConfigError, match=msg):
+        check_model(S.StudentConfig(**over))
+
+
+def test_check_model_passes_good_configs_and_timm_keys():
+    from fuzzylogic_seg.student import check_model
+
+    check_model(S.StudentConfig(arch="unet", model_kwargs={"decoder_channels": [16, 16, 8, 8, 8]}))
+    check_model(S.StudentConfig(arch="unet", encoder="tu-resnet18", model_kwargs={"drop_rate": 0.1}))
