@@ -55,6 +55,8 @@ def register(subparsers) -> None:
     p.add_argument("--n-train", type=int, help="synthetic training images per data set (default: 48 VOC, 40 REFUGE)")
     p.add_argument("--n-val", type=int, help="synthetic validation images per data set (default: 24 VOC, 20 REFUGE)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: up to 2, the machine the demo promises minutes on)")
     p.set_defaults(func=main)
 
 
@@ -96,7 +98,11 @@ def main(args: argparse.Namespace) -> int:
     from ..pipeline import run
     from ..report import results_table
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    from .run import set_threads
+
+    if args.threads is None:
+        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    set_threads(args.threads)
     out = Path(args.out)
     t0 = time.time()
     results = {}

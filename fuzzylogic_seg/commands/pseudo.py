@@ -113,14 +113,13 @@ def _size(ds, i):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ..distributed import set_deterministic
     from ..errors import ConfigError
     from ..pseudo import make_pseudo_labels
+    from .run import set_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     set_deterministic(True)  # as `fuzzyseg run`: the same labels from the same seed, on a GPU too
     if args.epochs is not None and args.epochs < 0:
         raise ConfigError(f"--epochs must be >= 0, got {args.epochs}")

@@ -28,6 +28,8 @@ def add_run_flags(p: argparse.ArgumentParser, require: bool = True) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's, one per core); not part of the config")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config option, e.g. --set student.lr=0.001 --set finetune.lr=3e-4")
     g = p.add_argument_group("SAM and fine-tuning")
@@ -89,6 +91,20 @@ def flags_to_config(args: argparse.Namespace) -> Dict[str, Any]:
     return out
 
 
+def set_threads(n) -> None:
+    """`--threads N`: torch's intra-op CPU threads (a machine setting, like --device:
+    not written to the config, and not part of a stage's fingerprint)."""
+    if n is None:
+        return
+    if n < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--threads must be >= 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "run", help="every stage: weak labels, SAM fine-tuning, pseudo-labels, students, report",
@@ -106,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
     from ..report import results_table
 
     cfg = C.build(args.config, flags_to_config(args), args.set)
+    set_threads(args.threads)
     metrics = run(cfg, progress=not args.quiet)
     if "report" in metrics:  # rank 0
         print()

@@ -84,15 +84,14 @@ def default_workers(device: str) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    import torch
 
     from ..errors import ConfigError
     from ..io import load_json
     from ..sam.build import EMBEDDED_FILENAME, TINY_CONFIG, cache_dir
     from ..sam.pretrain import DEFAULT_RECIPE, card_path, pretrain, recipe_config
+    from .run import set_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     cfg = recipe_config(args.recipe or DEFAULT_RECIPE, seed=args.seed)
     if args.arch == "tiny":
         cfg.model = TINY_CONFIG

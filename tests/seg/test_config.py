@@ -160,3 +160,23 @@ def test_a_misspelt_option_of_a_pass_through_section_is_refused_before_any_stage
 def test_a_misspelt_student_model_kwarg_is_refused_before_the_first_stage():
     with pytest.raises(ConfigError, match="did you mean decoder_channels"):
         C.build(None, BASE, ["student.arch=unet", "student.model_kwargs.decoder_chanels=[8,8,8,8,8]"])
+
+
+def test_threads_flag_is_checked_and_sets_torch_threads(tmp_path, capsys):
+    import torch
+
+    from fuzzylogic_seg.cli import main
+    from fuzzylogic_seg.commands.run import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        set_threads(None)  # (torch's own setting stays)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    # refused before anything runs, as one line naming the flag
+    assert main(["run", "--dataset", "voc", "--root", str(tmp_path), "--weak", "boxes",
+                 "--out", str(tmp_path / "o"), "--threads", "0"]) != 0
+    assert "--threads must be >= 1" in capsys.readouterr().err
