@@ -7,6 +7,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# e.g. https://download.pytorch.org/whl/cpu: the CPU build of the pinned torch
+# (PyPI's x86_64 wheel is the CUDA build, several GB with its nvidia-* wheels)
+TORCH_INDEX ?=
 
 .PHONY: test demo install bench clean
 
@@ -14,7 +17,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -c constraints.txt -e '.[seg,test]'
 	touch $(STAMP)
 
