@@ -36,6 +36,9 @@ VARIANTS = tuple(PSEUDO_METHODS) + tuple(f"{m}+rules" for m in PSEUDO_METHODS) +
 DEFAULTS: Dict[str, Any] = {
     "dataset": None,
     "root": None,
+    # VOC layout only: the class list (names, a comma list or a class file; None: the
+    # VOC2012 folder's labelmap.txt if there is one, else the 21 Pascal VOC classes)
+    "classes": None,
     "weak": "boxes",
     "weak_dir": None,    # a weak-label folder to use instead of writing OUT/weak/train
     "weak_seed": 0,      # seed of the weak-label simulation (fixed across run seeds)
@@ -161,6 +164,15 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     need(not (cfg["dataset"] == "refuge" and cfg["weak"] == "tags"),
          "weak tags need a multi-class data set (voc): every REFUGE image holds a disc and a "
          "cup, so its tags say nothing; use --weak boxes, scribbles or points")
+    classes = cfg.get("classes")
+    if classes is not None:
+        from .data.classes import parse_classes
+
+        need(cfg["dataset"] == "voc", "classes (--classes) are for data sets in Pascal VOC layout "
+                                      "(--dataset voc); REFUGE's are fixed")
+        parse_classes(classes)  # a bad list or file stops here (ConfigError naming it)
+        if isinstance(classes, str) and Path(classes).expanduser().is_file():
+            cfg["classes"] = str(Path(classes).expanduser().resolve())
     _resolve_sam_type(cfg["sam"])
     need(cfg["sam"].get("type") in SAM_TYPES, f"sam.type must be one of {', '.join(SAM_TYPES)}")
     need(cfg["sam"].get("type") == "embedded" or bool(cfg["sam"].get("checkpoint")),

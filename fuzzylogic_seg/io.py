@@ -164,15 +164,17 @@ def voc_palette() -> list:
     return pal
 
 
-def save_index_png(labels, path: PathLike, palette: bool = True) -> Path:
-    """Write a [H, W] integer label array as an 8-bit PNG (VOC palette by default)."""
+def save_index_png(labels, path: PathLike, palette: Union[bool, list] = True) -> Path:
+    """Write a [H, W] integer label array as an 8-bit PNG (VOC palette by default; a
+    list: that palette, 256 flattened RGB, e.g. a labelmap's colours)."""
     import numpy as np
     from PIL import Image
 
     arr = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).astype(np.uint8)
-    img = Image.fromarray(arr, mode="P" if palette else "L")
-    if palette:
-        img.putpalette(voc_palette())
+    custom = isinstance(palette, list)
+    img = Image.fromarray(arr, mode="P" if custom or palette else "L")
+    if custom or palette:
+        img.putpalette(palette if custom else voc_palette())
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
     return Path(path)

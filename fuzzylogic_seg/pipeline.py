@@ -45,14 +45,15 @@ log = logging.getLogger(LOGGER + ".pipeline")
 
 
 # ------------------------------------------------------------------- data sets
-def make_dataset(kind: str, root, split: str, ids: Optional[List[str]] = None, **kw):
-    """The data layer's loader for `kind`, optionally restricted to `ids` (in their order)."""
+def make_dataset(kind: str, root, split: str, ids: Optional[List[str]] = None, classes=None, **kw):
+    """The data layer's loader for `kind`, optionally restricted to `ids` (in their order);
+    `classes`: VOC layout's class list (default: labelmap.txt or the VOC classes)."""
     from .data.base import SegDataset
 
     if kind == "voc":
         from .data.voc import VOCSegmentation
 
-        return VOCSegmentation(root, split, ids=ids, **kw)
+        return VOCSegmentation(root, split, ids=ids, classes=classes, **kw)
     from .data.refuge import REFUGE, refuge_items
 
     if ids is None:
@@ -66,16 +67,29 @@ def make_dataset(kind: str, root, split: str, ids: Optional[List[str]] = None, *
     return ds
 
 
-def split_ids(kind: str, root, split: str, limit: Optional[int]) -> List[str]:
+def split_ids(kind: str, root, split: str, limit: Optional[int], classes=None) -> List[str]:
     """The split's image ids (sorted), the first `limit` of them when given."""
-    ids = sorted(make_dataset(kind, root, split, kinds=()).ids)
+    ids = sorted(make_dataset(kind, root, split, kinds=(), classes=classes).ids)
     return ids[: int(limit)] if limit else ids
 
 
 def class_names(kind: str) -> List[str]:
+    """The kind's default classes (a VOC-layout data set may have its own: Pipeline.class_list)."""
     from .data import DATASETS
 
     return list(DATASETS[kind].classes)
+
+
+def resolve_class_list(cfg: Dict[str, Any]):
+    """The run's classes (fuzzylogic_seg.data.classes.ClassList): REFUGE's; for VOC layout
+    ``cfg["classes"]``, else the VOC2012 folder's labelmap.txt, else the 21 VOC classes."""
+    from .data.classes import ClassList, resolve_classes
+
+    if cfg["dataset"] != "voc":
+        return ClassList(tuple(class_names(cfg["dataset"])), source=cfg["dataset"])
+    from .data.voc import resolve_root
+
+    return resolve_classes(resolve_root(cfg["root"]), cfg.get("classes"))
 
 
 HEADLINE_KEYS = ("miou", "dice_disc", "dice_cup", "vcdr_mae", "coverage", "pixel_accuracy")
@@ -138,6 +152,7 @@ class Pipeline:
 
             # device "auto" is resolved now: cuda-graphs on a CPU stops here, before any stage
             compile_options(cfg["finetune"]["compile_loss"], self.device)
+        self._class_list = None
         self._sam = None
         self._given_weak_fp: Optional[str] = None  # fp_weak's hash of a given weak folder
         self._ids: Dict[str, List[str]] = {}
@@ -191,11 +206,54 @@ class Pipeline:
     def ids(self, split: str) -> List[str]:
         if split not in self._ids:  # listing a split checks every file: once per run
             self._ids[split] = split_ids(self.kind, self.cfg["root"], self.cfg["splits"][split],
-                                         self.cfg["max_images"].get(split))
+                                         self.cfg["max_images"].get(split), self._classes_arg())
         return self._ids[split]
 
     def dataset(self, split: str, **kw):
-        return make_dataset(self.kind, self.cfg["root"], self.cfg["splits"][split], ids=self.ids(split), **kw)
+        return make_dataset(self.kind, self.cfg["root"], self.cfg["splits"][split], ids=self.ids(split),
+                            classes=self._classes_arg(), **kw)
+
+    @property
+    def class_list(self):
+        """The run's classes (resolve_class_list), read once a run."""
+        if self._class_list is None:
+            self._class_list = resolve_class_list(self.cfg)
+        return self._class_list
+
+    def _classes_arg(self):
+        return self.class_list if self.kind == "voc" else None
+
+    @property
+    def custom_classes(self) -> bool:
+        """A VOC-layout data set with classes of its own (not the 21 VOC ones)."""
+        return self.kind == "voc" and not self.class_list.is_voc
+
+    def _classes_fp(self) -> List[Any]:
+        """The class list's part of a fingerprint: nothing for the VOC classes (the
+        fingerprints of runs on them are what they were)."""
+        if not self.custom_classes:
+            return []
+        cl = self.class_list
+        return [["classes", list(cl.names), [list(c) if c else None for c in cl.colors]]]
+
+    def check_classes(self) -> None:
+        """Refuse to resume, in the same OUT, a run made on another class list."""
+        marker = self._marker("weak")
+        if not marker.is_file():
+            return
+        try:
+            before = load_json(marker).get("result", {}).get("classes")
+        except (OSError, ValueError):
+            return
+        if before is None:  # (runs on the kind's default classes record none)
+            before = class_names(self.kind)
+        now = list(self.class_list.names)
+        if list(before) != now:
+            raise ConfigError(
+                f"{self.out} holds a run on the classes {', '.join(before)}, but this run's are "
+                f"{', '.join(now)} ({self.class_list.source}): its weak labels, pseudo-labels and "
+                f"students would not fit; use another --out, or delete {self.out / 'stages'} "
+                "to start this folder over")
 
     @property
     def weak_dir(self) -> Path:
@@ -258,7 +316,7 @@ class Pipeline:
             self._given_weak_fp = self._folder_fp(Path(c["weak_dir"]))
         given = self._given_weak_fp
         return C.fingerprint("weak", self.kind, c["root"], c["splits"]["train"], self.ids("train"), c["weak"],
-                             c.get("weak_seed", 0), c.get("weak_dir"), given)
+                             c.get("weak_seed", 0), c.get("weak_dir"), given, *self._classes_fp())
 
     def run_weak(self) -> Dict[str, Any]:
         if self.cfg.get("weak_dir"):
@@ -266,7 +324,8 @@ class Pipeline:
 
             store = WeakStore(self.weak_dir)
             store.require_kind(self.cfg["weak"])
-            return {"folder": str(self.weak_dir), "images": len(store), "given": True}
+            return {"folder": str(self.weak_dir), "images": len(store), "given": True,
+                    **self._classes_record()}
         from .weak.store import save_split
         from tqdm import tqdm
 
@@ -274,9 +333,13 @@ class Pipeline:
         items = ((ds.ids[i], ds.weak_labels(i, _image_size(ds, i)))
                  for i in tqdm(range(len(ds)), desc="weak labels", leave=False, disable=not self.progress))
         save_split(self.weak_dir, items, dataset=self.kind, split=self.cfg["splits"]["train"],
-                   class_names=class_names(self.kind),
+                   class_names=list(self.class_list.names),
                    info={"kinds": [self.cfg["weak"]], "seed": self.cfg.get("weak_seed", 0)})
-        return {"folder": str(self.weak_dir), "images": len(ds), "given": False}
+        return {"folder": str(self.weak_dir), "images": len(ds), "given": False, **self._classes_record()}
+
+    def _classes_record(self) -> Dict[str, Any]:
+        """What the weak stage's marker records of the classes (check_classes reads it)."""
+        return {"classes": list(self.class_list.names)} if self.custom_classes else {}
 
     # ---------------------------------------------------------------- pseudo
     def pseudo_dir(self, method: str) -> Path:
@@ -360,8 +423,8 @@ class Pipeline:
     def fp_student(self, variant: str, val: bool = True) -> str:
         c = self.cfg
         base = C.variant_labels(variant)
-        labels_fp = C.fingerprint("gt", self.kind, c["root"], self.ids("train")) if base == "gt" \
-            else self.fp_pseudo(base)
+        labels_fp = C.fingerprint("gt", self.kind, c["root"], self.ids("train"), *self._classes_fp()) \
+            if base == "gt" else self.fp_pseudo(base)
         scfg = C.student_config(c, variant)
         parts = ["student", variant, labels_fp, scfg.to_dict(), self._rules_fp([scfg.logic_rules]
                  if scfg.logic_rules else []), c["seed"], self.ctx.world_size]
@@ -370,7 +433,7 @@ class Pipeline:
         return C.fingerprint(*parts)
 
     def run_student(self, variant: str) -> Dict[str, Any]:
-        from .student import (NUM_CLASSES, GroundTruth, Student, StudentDataset, StudentLogic, predict_dataset,
+        from .student import (GroundTruth, Student, StudentDataset, StudentLogic, predict_dataset,
                               save_student, train_student)
 
         scfg = C.student_config(self.cfg, variant)
@@ -381,10 +444,11 @@ class Pipeline:
         else:
             train = self.train_dataset()
             labels = PseudoLabels(self.pseudo_dir(base), self.kind)
-        logic = StudentLogic(scfg.logic_rules, self.kind) if scfg.logic_rules else None
+        n_classes = len(self.class_list)
+        logic = StudentLogic(scfg.logic_rules, self.kind, n_classes) if scfg.logic_rules else None
         data = StudentDataset(train, labels, scfg.size, seed=self.cfg["seed"], hflip=scfg.hflip,
                               scale=scfg.scale_aug, jitter=scfg.color_jitter, boundary_ignore=scfg.boundary_ignore,
-                              present=NUM_CLASSES[self.kind] if logic is not None and self.kind == "voc" else 0,
+                              present=n_classes if logic is not None and self.kind == "voc" else 0,
                               boxes=logic is not None and logic.needs_boxes)
         sdir = self.student_dir(variant)
         hook = self.hooks.get("student_epoch")
@@ -392,14 +456,16 @@ class Pipeline:
             scfg, data, self.kind, sdir, seed=self.cfg["seed"], ctx=self.ctx,
             fingerprint=self.fp_student(variant, val=False), log=log.info,
             on_epoch_end=(lambda e, rec: hook(variant, e, rec)) if hook else None,
-            progress=self.progress, logic=logic,
+            progress=self.progress, logic=logic, num_classes=n_classes,
         )
         if not self.ctx.is_main:
             return {}
         save_json(result.history, sdir / "history.json")
         save_student(sdir / "model.pt", result.model, scfg, self.kind,
-                     extra={"variant": variant, "seed": self.cfg["seed"], "run": str(self.out)})
-        student = Student(result.model, scfg, self.kind, self.device)
+                     extra={"variant": variant, "seed": self.cfg["seed"], "run": str(self.out)},
+                     class_list=self.class_list if self.custom_classes else None)
+        student = Student(result.model, scfg, self.kind, self.device, class_names=self.class_list.names,
+                          palette=self.class_list.palette() if self.custom_classes else None)
         val = self.dataset("val", kinds=())
         pred_dir = self.predictions_dir(variant)
         predict_dataset(student, val, pred_dir, progress=self.progress, desc=f"predict {variant}",
@@ -412,6 +478,7 @@ class Pipeline:
     # ------------------------------------------------------------------ run
     def run(self) -> Dict[str, Any]:
         cfg = self.cfg
+        self.check_classes()  # (before config.yaml is rewritten)
         if self.ctx.is_main:
             C.write(cfg, self.out / "config.yaml")
         D.barrier(self.ctx)
@@ -420,6 +487,8 @@ class Pipeline:
             D.set_deterministic(True)
         log.info(f"fuzzyseg run: {self.kind} from {cfg['root']}, weak labels {cfg['weak']}, "
                  f"device {self.device}, out {self.out}")
+        if self.kind == "voc" and self.class_list.source != "VOC":
+            log.info(f"classes: {self.class_list.describe()}")
         n_train, batch = len(self.ids("train")), int(cfg["student"]["batch_size"])
         if cfg.get("students") and n_train < batch:  # (found now, not after the SAM stages)
             raise ConfigError(f"student batch size {batch} is larger than the {n_train} training "
@@ -468,6 +537,7 @@ class Pipeline:
             "sam": self.cfg["sam"]["type"], "student_model": f"{s['arch']}/{s['encoder']}",
             "main_student": self.cfg["main_student"],
             "splits": self.cfg["splits"], "images": {k: len(self.ids(k)) for k in ("train", "val")},
+            **({"classes": list(self.class_list.names)} if self.custom_classes else {}),
             "pseudo_labels": {m: r["quality"] for m, r in pseudo.items()},
             "students": {v: r["metrics"] for v, r in students.items()},
         }
@@ -494,6 +564,7 @@ class Pipeline:
             self.out / "report", metrics, student_histories=histories,
             finetune_history=load_json(ft) if ft.is_file() else None,
             overlays=self.overlay_rows(), config_path=str(self.out / "config.yaml"),
+            class_names=list(self.class_list.names) if self.custom_classes else None,
         )
 
     def overlay_rows(self) -> List[Dict[str, Any]]:

@@ -113,7 +113,8 @@ def compose_item(item, probs: torch.Tensor, iou: torch.Tensor, dataset_kind: str
     return compose(canvas, labels, scores, threshold, known_background=known_bg, known=known)
 
 
-def _write_label(labels: torch.Tensor, out_dir: Path, image_id: str, dataset_kind: str) -> None:
+def _write_label(labels: torch.Tensor, out_dir: Path, image_id: str, dataset_kind: str,
+                 palette: Optional[list] = None) -> None:
     from .io import save_image, save_index_png
 
     if dataset_kind == "refuge":
@@ -129,7 +130,7 @@ def _write_label(labels: torch.Tensor, out_dir: Path, image_id: str, dataset_kin
         else:  # (a list from an earlier run into the same folder must not stay)
             side.unlink(missing_ok=True)
     else:
-        save_index_png(labels, out_dir / f"{image_id}.png")
+        save_index_png(labels, out_dir / f"{image_id}.png", palette=palette or True)
 
 
 def read_label(path: Union[str, Path], dataset_kind: str) -> torch.Tensor:
@@ -175,6 +176,11 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
                      "threshold": threshold, "seed": seed, "n_images": len(dataset)}
     if method == "logic":
         summary["epochs"] = epochs
+    class_list = getattr(dataset, "class_list", None)
+    palette = None
+    if class_list is not None and not class_list.is_voc:  # a data set's own classes
+        summary["classes"] = list(class_list.names)
+        palette = class_list.palette()
     if sam is not None:  # which SAM made the labels (a run of another SAM is another result)
         summary["sam"] = {"type": getattr(sam, "sam_type", None),
                           "weights": getattr(sam, "weights_path", None)}
@@ -183,7 +189,7 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
         for i in _bar(range(len(dataset)), "weak-mask", progress):
             s = dataset[i]
             lab = weak_mask(s["weak"], tuple(s["image"].shape[-2:]), weak, dataset_kind)
-            _write_label(lab, out_dir, s["id"], dataset_kind)
+            _write_label(lab, out_dir, s["id"], dataset_kind, palette)
             ids.append(s["id"])
     elif weak == "tags":
         from .tags import TAG_OPTIONS, tag_pseudo_labels
@@ -193,7 +199,7 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
                                        dataset_kind=dataset_kind, rules=rules, epochs=epochs,
                                        seed=seed, device=device, progress=progress,
                                        cache_dir=cache_dir,
-                                       write=lambda lab, i: _write_label(lab, out_dir, i, dataset_kind),
+                                       write=lambda lab, i: _write_label(lab, out_dir, i, dataset_kind, palette),
                                        **opts)
         summary.update(extra)
     else:
@@ -220,7 +226,7 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
         for it, probs, iou in _bar(tuner.predict(items), "pseudo-labels", progress, total=len(items)):
             w = dataset[it.index]["weak"] if weak in ("boxes", "scribbles", "points") else None
             lab = compose_item(it, probs, iou, dataset_kind, weak, threshold, w)
-            _write_label(lab, out_dir, it.id, dataset_kind)
+            _write_label(lab, out_dir, it.id, dataset_kind, palette)
             ids.append(it.id)
             done.add(it.index)
         for i in range(len(dataset)):  # images without any prompt: background where known
@@ -228,7 +234,7 @@ def make_pseudo_labels(method: str, dataset, sam=None, out_dir: Union[str, Path]
                 s = dataset[i]
                 lab = weak_mask(s["weak"], tuple(s["image"].shape[-2:]), weak, dataset_kind) \
                     if weak == "boxes" else torch.full(tuple(s["image"].shape[-2:]), IGNORE)
-                _write_label(lab.long(), out_dir, s["id"], dataset_kind)
+                _write_label(lab.long(), out_dir, s["id"], dataset_kind, palette)
                 ids.append(s["id"])
     summary["seconds"] = time.perf_counter() - t0
     summary.update(evaluate_labels(dataset, out_dir, dataset_kind, ids, with_gt=evaluate))
@@ -246,7 +252,8 @@ def evaluate_labels(dataset, out_dir: Path, dataset_kind: str, ids: Sequence[str
     from . import metrics
     from .io import VOC_CLASSES
 
-    classes = ("background", "disc", "cup") if dataset_kind == "refuge" else VOC_CLASSES
+    classes = ("background", "disc", "cup") if dataset_kind == "refuge" else \
+        tuple(getattr(dataset, "classes", None) or VOC_CLASSES)
     covered = total = 0
     allpx = metrics.SegMetrics(dataset_kind, classes)
     labelled = metrics.SegMetrics(dataset_kind, classes)

@@ -286,11 +286,13 @@ def plot_finetune_curves(history: Any, path: Path) -> Optional[Path]:
 PANELS = ("image", "weak label", "zero-shot SAM", "logic SAM", "student", "ground truth")
 
 
-def plot_overlays(rows: List[Dict[str, Any]], kind: str, path: Path) -> Optional[Path]:
+def plot_overlays(rows: List[Dict[str, Any]], kind: str, path: Path,
+                  class_names: Optional[Sequence[str]] = None) -> Optional[Path]:
     """One row per image: image, weak label, zero-shot SAM, logic SAM, student, ground truth.
 
     A row: ``{"id", "image": uint8 [H, W, 3], "weak": WeakLabels | None,
     "zero-shot SAM" / "logic SAM" / "student" / "ground truth": [H, W] labels | None}``.
+    ``class_names``: the legend's names (default: the kind's classes).
     """
     if not rows:
         return None
@@ -319,14 +321,15 @@ def plot_overlays(rows: List[Dict[str, Any]], kind: str, path: Path) -> Optional
             if r == 0:
                 ax.set_title(panel, fontsize=8)
     fig.tight_layout()
-    handles = _class_legend(rows, kind)
+    handles = _class_legend(rows, kind, class_names)
     if handles:
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=min(len(handles), 8), fontsize=7, frameon=False)
     return _savefig(fig, path)
 
 
-def _class_legend(rows: List[Dict[str, Any]], kind: str) -> List[Any]:
+def _class_legend(rows: List[Dict[str, Any]], kind: str,
+                  class_names: Optional[Sequence[str]] = None) -> List[Any]:
     """Colour patches of the classes that the panels show (255: unsure or void)."""
     from matplotlib.patches import Patch
 
@@ -338,7 +341,7 @@ def _class_legend(rows: List[Dict[str, Any]], kind: str) -> List[Any]:
             if row.get(panel) is not None:
                 present.update(int(v) for v in np.unique(np.asarray(row[panel])))
     names = ({1: "disc (rim)", 2: "cup"} if kind == "refuge"
-             else dict(enumerate(VOC_CLASSES)))
+             else dict(enumerate(class_names or VOC_CLASSES)))
     handles = [Patch(facecolor=_class_colour(c, kind), edgecolor="black", linewidth=0.4,
                      label=names.get(c, str(c))) for c in sorted(present - {0, 255})]
     if 255 in present:
@@ -350,8 +353,10 @@ def _class_legend(rows: List[Dict[str, Any]], kind: str) -> List[Any]:
 # --------------------------------------------------------------------- report
 def render(out_dir, metrics: Dict[str, Any], *, student_histories: Optional[Dict[str, List]] = None,
            finetune_history: Any = None, overlays: Optional[List[Dict[str, Any]]] = None,
-           config_path: Optional[str] = None, title: Optional[str] = None) -> Path:
-    """Write ``out_dir/report.md`` and its PNGs; returns the Markdown path."""
+           config_path: Optional[str] = None, title: Optional[str] = None,
+           class_names: Optional[Sequence[str]] = None) -> Path:
+    """Write ``out_dir/report.md`` and its PNGs; returns the Markdown path. ``class_names``:
+    a VOC-layout data set's own classes (default ``metrics["classes"]``, else VOC's)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kind = metrics["dataset"]
@@ -361,6 +366,8 @@ def render(out_dir, metrics: Dict[str, Any], *, student_histories: Optional[Dict
         facts.append(f"SAM {metrics['sam']}")
     if metrics.get("student_model"):
         facts.append(f"student {metrics['student_model']}")
+    if metrics.get("classes"):
+        facts.append(f"classes {', '.join(metrics['classes'][1:])}")
     if config_path:
         facts.append(f"repeat with `fuzzyseg run --config {config_path}`")
     parts += ["; ".join(facts) + ".", "", "## Results", "", results_table(metrics), ""]
@@ -376,7 +383,8 @@ def render(out_dir, metrics: Dict[str, Any], *, student_histories: Optional[Dict
             parts += ["![logic fine-tuning](finetune_curves.png)", ""]
         if fig:
             parts += ["![students](student_curves.png)", ""]
-    ov = plot_overlays(overlays or [], kind, out_dir / "overlays.png")
+    ov = plot_overlays(overlays or [], kind, out_dir / "overlays.png",
+                       class_names or metrics.get("classes"))
     if ov:
         parts += ["## Overlays", "", "Image, weak label, zero-shot SAM, logic SAM, student (no prompts), "
                   "ground truth. Grey: uncertain (255, ignored in training).", "",

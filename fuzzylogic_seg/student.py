@@ -255,13 +255,14 @@ def check_model(cfg: StudentConfig, num_classes: int = 2) -> None:
 
 
 # ---------------------------------------------------------------- label files
-def write_label(labels: torch.Tensor, path: Path, kind: str) -> Path:
-    """LongTensor [H, W] -> VOC palette PNG or REFUGE grey 0/128/255 PNG (atomic)."""
+def write_label(labels: torch.Tensor, path: Path, kind: str, palette: Optional[list] = None) -> Path:
+    """LongTensor [H, W] -> VOC palette PNG (or `palette`: a labelmap's colours) or
+    REFUGE grey 0/128/255 PNG (atomic)."""
     if kind == "refuge":
         from .data.refuge import refuge_to_disk
 
         return save_index_png(refuge_to_disk(labels.cpu()), path, palette=False)
-    return save_index_png(labels.cpu(), path, palette=True)
+    return save_index_png(labels.cpu(), path, palette=palette or True)
 
 
 # -------------------------------------------------------------- image geometry
@@ -587,7 +588,7 @@ class StudentLogic:
     ``pixel`` domain when the file declares that sort.
     """
 
-    def __init__(self, rules: str, kind: str):
+    def __init__(self, rules: str, kind: str, num_classes: Optional[int] = None):
         import fuzzylogic
 
         from .rulefiles import resolve_rule_file
@@ -599,9 +600,10 @@ class StudentLogic:
         self.predicates = tuple(self.theory.required_facts)
         self.pixel_domain = "pixel" in self.theory.sorts
         self.needs_boxes = kind == "voc" and bool(set(self.predicates) & set(VOC_BOX_FACTS))
-        probe = {"present": torch.ones(1, NUM_CLASSES[kind]), "valid": torch.ones(1, 4, 4, dtype=torch.bool),
-                 "inbox": torch.ones(1, NUM_CLASSES[kind], 4, 4, dtype=torch.bool)}
-        available = set(self.facts(torch.zeros(1, NUM_CLASSES[kind], 4, 4), probe))
+        n = int(num_classes or NUM_CLASSES[kind])
+        probe = {"present": torch.ones(1, n), "valid": torch.ones(1, 4, 4, dtype=torch.bool),
+                 "inbox": torch.ones(1, n, 4, 4, dtype=torch.bool)}
+        available = set(self.facts(torch.zeros(1, n, 4, 4), probe))
         unknown = set(self.predicates) - available
         if unknown:
             from .rule_facts import located
@@ -669,6 +671,7 @@ def train_student(
     on_epoch_end: Optional[Callable[[int, Dict[str, Any]], None]] = None,
     progress: bool = True,
     logic: Optional["StudentLogic"] = None,
+    num_classes: Optional[int] = None,
 ) -> TrainResult:
     """Train a student; ``out_dir/checkpoint.pt`` after every epoch, resumed when present.
 
@@ -678,7 +681,8 @@ def train_student(
     ``logic``: the :class:`StudentLogic` of ``cfg.logic_rules`` when the caller
     has built it already (else it is built here). Returns the trained
     (unwrapped) model and the per-epoch history; the caller saves the final
-    model (:func:`save_student`).
+    model (:func:`save_student`). ``num_classes``: the data set's (default: the
+    kind's, 21 for VOC and 3 for REFUGE).
     """
     from tqdm import tqdm
 
@@ -686,10 +690,10 @@ def train_student(
     device = ctx.device
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.pt"
-    num_classes = NUM_CLASSES[kind]
+    num_classes = int(num_classes or NUM_CLASSES[kind])
     model = build_model(cfg, num_classes, seed=seed, log=log if ctx.is_main else (lambda m: None)).to(device)
     if logic is None and cfg.logic_rules:
-        logic = StudentLogic(cfg.logic_rules, kind)
+        logic = StudentLogic(cfg.logic_rules, kind, num_classes)
     # foreach: the per-tensor loop's arithmetic, batched (same weights; CUDA's default)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             foreach=True)
@@ -792,24 +796,50 @@ def train_student(
 
 # ------------------------------------------------------------ saving / loading
 def save_student(path, model: torch.nn.Module, cfg: StudentConfig, kind: str,
-                 extra: Optional[Dict[str, Any]] = None) -> Path:
-    """The trained student as one file: weights plus everything that rebuilds it."""
-    return save_torch({
+                 extra: Optional[Dict[str, Any]] = None, class_list=None) -> Path:
+    """The trained student as one file: weights plus everything that rebuilds it.
+
+    ``class_list``: a data set's own classes (:class:`fuzzylogic_seg.data.classes.ClassList`);
+    their names (and labelmap colours) are stored as ``class_names`` (``class_colors``)
+    so that predictions say which class each label is. The VOC classes are not stored
+    (a student of the 21 VOC classes is written as before)."""
+    state = {
         "format": STUDENT_FORMAT,
         "dataset": kind,
-        "classes": NUM_CLASSES[kind],
+        "classes": NUM_CLASSES[kind] if class_list is None else len(class_list),
         "config": cfg.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
-    }, path)
+    }
+    if class_list is not None and not class_list.is_voc:
+        state["class_names"] = list(class_list.names)
+        if class_list.has_colors:
+            state["class_colors"] = [list(c) if c is not None else None for c in class_list.colors]
+    return save_torch(state, path)
+
+
+def default_class_names(kind: str, n: int) -> List[str]:
+    """The class names of a student saved without its own (``kind``'s classes)."""
+    if kind == "refuge":
+        from .data.refuge import REFUGE_CLASSES
+
+        names = list(REFUGE_CLASSES)
+    else:
+        from .io import VOC_CLASSES
+
+        names = list(VOC_CLASSES)
+    return names if len(names) == n else [str(i) for i in range(n)]
 
 
 class Student:
     """A trained student for inference: ``Student.load(path).predict(image)``."""
 
-    def __init__(self, model: torch.nn.Module, cfg: StudentConfig, kind: str, device="cpu"):
+    def __init__(self, model: torch.nn.Module, cfg: StudentConfig, kind: str, device="cpu",
+                 class_names: Optional[Sequence[str]] = None, palette: Optional[list] = None):
         self.cfg, self.kind, self.device = cfg, kind, torch.device(device)
         self.model = model.to(self.device).eval()
+        self.class_names = list(class_names) if class_names is not None else None
+        self.palette = palette  # a labelmap's colours for the label PNGs (None: VOC's)
 
     @classmethod
     def load(cls, path, device="cpu") -> "Student":
@@ -821,12 +851,22 @@ class Student:
                                   "student: use the model.pt beside it")
         cfg = StudentConfig.from_dict(state["config"])
         kind = state["dataset"]
-        model = build_model(cfg, int(state["classes"]), weights=False)
+        n = int(state["classes"])
+        model = build_model(cfg, n, weights=False)
         try:
             model.load_state_dict(state["state_dict"])
         except RuntimeError as exc:
             raise CheckpointError(f"{path}: weights do not fit {cfg.arch}/{cfg.encoder} ({exc})") from exc
-        return cls(model, cfg, kind, device)
+        names = state.get("class_names") or default_class_names(kind, n)
+        if len(names) != n:
+            raise CheckpointError(f"{path}: {len(names)} class names for a {n}-class student")
+        palette = None
+        if state.get("class_colors"):
+            from .data.classes import ClassList
+
+            palette = ClassList(tuple(names), tuple(tuple(c) if c else None
+                                                    for c in state["class_colors"])).palette()
+        return cls(model, cfg, kind, device, class_names=names, palette=palette)
 
     @torch.no_grad()
     def _low_logits(self, image_u8: torch.Tensor) -> torch.Tensor:
@@ -888,8 +928,18 @@ def predict_dataset(student: Student, dataset, out_dir, progress: bool = True,
     ids = []
     for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=not progress):
         sample = dataset[i]
-        write_label(student.predict(sample["image"]), out_dir / f"{sample['id']}.png", student.kind)
+        write_label(student.predict(sample["image"]), out_dir / f"{sample['id']}.png", student.kind,
+                    getattr(student, "palette", None))
         ids.append(sample["id"])
-    save_json({"count": len(ids), "dataset": student.kind, "model": model, "ids": ids},
-              out_dir / "summary.json")
+    summary = {"count": len(ids), "dataset": student.kind, "model": model, "ids": ids}
+    names = getattr(student, "class_names", None)
+    if names is not None and student.kind == "voc" and not _is_voc(names):
+        summary["classes"] = list(names)  # label value i is classes[i] (255: none)
+    save_json(summary, out_dir / "summary.json")
     return ids
+
+
+def _is_voc(names: Sequence[str]) -> bool:
+    from .io import VOC_CLASSES
+
+    return tuple(names) == tuple(VOC_CLASSES)

@@ -364,7 +364,7 @@ def tag_pseudo_labels(method: str, dataset, sam, *, threshold: float, dataset_ki
     items = tuner.prepare(dataset, zero_shot=False)
     props = make_proposals(tuner, items, max_proposals=max_proposals,
                            features_kind=tag_features if method == "logic" else None)
-    num_classes = int(props[0].tags.numel()) if props else 21
+    num_classes = int(props[0].tags.numel()) if props else getattr(dataset, "num_classes", 21)
     extra: Dict = {"proposals_per_image": float(sum(len(p.iou) for p in props)) / max(len(props), 1)}
     if method == "logic":
         extra["tag_features"] = tag_features

@@ -1,0 +1,6 @@
+"""The subcommands of `fuzzyseg` (each module: register(subparsers), its handlers)."""
+
+# The --classes option of every command that reads a data set in VOC layout.
+CLASSES_HELP = ("VOC layout: the data set's classes, a comma list (mug,spoon) or a file (labelmap.txt "
+                "format or one name a line); background is class 0, prepended when not first. "
+                "Default: labelmap.txt in the VOC2012 folder if there is one, else the 21 VOC classes")

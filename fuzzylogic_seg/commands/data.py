@@ -8,6 +8,7 @@ import sys
 from typing import Tuple
 
 from ..errors import ConfigError
+from . import CLASSES_HELP
 
 
 def _range(text: str, cast=int) -> Tuple:
@@ -67,6 +68,7 @@ def register(subparsers) -> None:
     c.add_argument("--split", action="append", default=None,
                    help="check only this split (repeatable; default: every split found)")
     c.add_argument("--scribbles", default=None, metavar="DIR", help="VOC: also check scribble PNGs")
+    c.add_argument("--classes", default=None, metavar="LIST|FILE", help=CLASSES_HELP)
     c.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
     c.set_defaults(func=_check)
 
@@ -103,6 +105,7 @@ def register(subparsers) -> None:
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--scribbles", default=None, metavar="DIR",
                    help="VOC: real scribble PNGs (ScribbleSup converted) instead of simulated ones")
+    w.add_argument("--classes", default=None, metavar="LIST|FILE", help=CLASSES_HELP)
     w.add_argument("--box-jitter", type=float, default=0.0)
     w.add_argument("--scribble-width", type=int, default=3)
     w.add_argument("--scribble-margin", type=float, default=0.3)
@@ -113,6 +116,11 @@ def register(subparsers) -> None:
     w.add_argument("--workers", type=int, default=0, help="worker processes (default 0: in-process)")
     w.set_defaults(func=_weak)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _no_classes_for_refuge(kind: str, classes) -> None:
+    if classes and kind != "voc":
+        raise ConfigError("--classes is for data sets in Pascal VOC layout (voc); REFUGE's are fixed")
 
 
 def _out(args) -> str:
@@ -149,7 +157,8 @@ def _check(args) -> int:
     from ..data.check import check_dataset, count_noun
     from ..io import save_json
 
-    kw = {"scribble_dir": args.scribbles} if args.kind == "voc" else {}
+    _no_classes_for_refuge(args.kind, args.classes)
+    kw = {"scribble_dir": args.scribbles, "classes": args.classes} if args.kind == "voc" else {}
     report = check_dataset(args.kind, args.root, args.split, progress=sys.stderr.isatty(), **kw)
     print(report.format())
     if args.json:
@@ -170,6 +179,9 @@ def _scribblesup(args) -> int:
         from ..data.voc import VOCSegmentation
 
         ds = VOCSegmentation(args.root, args.split, with_gt=False, kinds=("boxes",))
+        if not ds.class_list.is_voc:  # (the conversion writes VOC's class indices)
+            raise ConfigError(f"{args.root}: ScribbleSup's scribbles name Pascal VOC classes, but this "
+                              f"data set has {ds.class_list.describe()}")
         ids = [it.id for it in ds.items]
         sizes = {it.id: image_size(it.image) for it in ds.items}
     summary = convert_folder(args.xml_dir, args.out, width=args.width, unknown=args.unknown,
@@ -220,10 +232,17 @@ def _weak(args) -> int:
                     scribble_margin=args.scribble_margin, scribble_keep=args.scribble_keep,
                     scribble_background=not args.no_background_scribbles,
                     points_per_region=args.points_per_region, point_background=args.point_background)
+    _no_classes_for_refuge(args.dataset, args.classes)
     extra = {"scribble_dir": args.scribbles} if args.dataset == "voc" and args.scribbles else {}
+    if args.dataset == "voc" and args.classes:
+        extra["classes"] = args.classes
     all_kinds = tuple(sorted({k for ks, _ in mix for k in ks}))
     ds = build_dataset(args.dataset, args.root, args.split, with_gt=False, kinds=all_kinds,
                        sim_config=cfg, seed=args.seed, **extra)
+    if args.dataset == "voc":
+        from ..data.classes import announce
+
+        announce(ds.class_list, lambda m: print(m, file=sys.stderr))
     torch.set_num_threads(1)
     loader = DataLoader(_WeakJob(ds, mix, args.seed), batch_size=None, shuffle=False,
                         num_workers=max(0, args.workers))

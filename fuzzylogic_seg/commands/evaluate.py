@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError, PredictionError
+from . import CLASSES_HELP
 
 PRED_SUFFIXES = (".png", ".bmp")
 
@@ -99,6 +100,7 @@ def register(subparsers) -> None:
     p.add_argument("--pred", required=True, metavar="DIR")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
     p.add_argument("--per-image", action="store_true", help="REFUGE: include per-image rows")
+    p.add_argument("--classes", default=None, metavar="LIST|FILE", help=CLASSES_HELP)
     p.set_defaults(func=_run)
 
 
@@ -106,7 +108,18 @@ def _run(args) -> int:
     from ..data import build_dataset
     from ..io import save_json
 
-    ds = build_dataset(args.dataset, args.root, args.split, with_gt=True, kinds=())
+    from ..errors import ConfigError
+
+    kw = {}
+    if args.classes:
+        if args.dataset != "voc":
+            raise ConfigError("--classes is for data sets in Pascal VOC layout (voc); REFUGE's are fixed")
+        kw["classes"] = args.classes
+    ds = build_dataset(args.dataset, args.root, args.split, with_gt=True, kinds=(), **kw)
+    if args.dataset == "voc":
+        from ..data.classes import announce
+
+        announce(ds.class_list, lambda m: print(m, file=sys.stderr))
     result = evaluate_predictions(ds, args.pred, progress=sys.stderr.isatty(),
                                   per_image=args.per_image)
     print(json.dumps(result, indent=2, sort_keys=True))

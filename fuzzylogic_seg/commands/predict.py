@@ -101,4 +101,16 @@ def main(args: argparse.Namespace) -> int:
               f"{'...' if len(images.skipped) > 5 else ''}")
     ids = predict_dataset(student, images, args.out, progress=not args.quiet, model=str(path))
     print(f"{len(ids)} label images ({student.kind} format) written to {args.out} by {path}")
+    if student.kind == "voc" and student.class_names and "classes" in _summary(args.out):
+        print("classes (label value: name): "
+              + ", ".join(f"{i}: {n}" for i, n in enumerate(student.class_names)))
     return 0
+
+
+def _summary(out) -> dict:
+    from ..io import load_json
+
+    try:
+        return load_json(Path(out) / "summary.json")
+    except (OSError, ValueError):
+        return {}

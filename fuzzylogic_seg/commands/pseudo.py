@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from . import CLASSES_HELP
+
 DATASETS = ("voc", "refuge")
 WEAK = ("boxes", "scribbles", "points", "tags")
 METHODS = ("weak-mask", "zero-shot", "logic")
@@ -60,6 +62,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate against masks")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--classes", default=None, metavar="LIST|FILE", help=CLASSES_HELP)
     p.set_defaults(func=run)
 
 
@@ -73,13 +76,15 @@ def dataset_class(kind: str):
     return REFUGE
 
 
-def ensure_weak_dir(kind: str, root: Path, split: str, weak: str, out: Path, seed: int) -> Path:
+def ensure_weak_dir(kind: str, root: Path, split: str, weak: str, out: Path, seed: int,
+                    classes=None) -> Path:
     """Write the split's weak labels (real where the data set has them, else the
     seeded simulation) to ``out`` once; training then reads only that folder.
 
     A folder written for another setting (data set, root, split, kind or seed) is
     rewritten, not reused: a second run with ``--weak points`` into the same
-    ``--out`` must not train on the first run's boxes."""
+    ``--out`` must not train on the first run's boxes (nor on another class list's).
+    ``classes``: a VOC-layout data set's class list (data/classes.py)."""
     import shutil
 
     from ..io import load_json
@@ -87,8 +92,10 @@ def ensure_weak_dir(kind: str, root: Path, split: str, weak: str, out: Path, see
 
     out, root = Path(out), Path(root)
     cls = dataset_class(kind)
+    kw = {"classes": classes} if classes is not None else {}
+    src = cls(root, split, with_gt=False, kinds=(weak,), seed=seed, **kw)
     setting = {"dataset": cls.name, "root": str(root.resolve()), "split": split, "seed": seed,
-               "kinds": [weak]}
+               "kinds": [weak], "class_names": list(src.classes)}
     if (out / MANIFEST).is_file():
         try:
             old = load_json(out / MANIFEST)
@@ -99,7 +106,6 @@ def ensure_weak_dir(kind: str, root: Path, split: str, weak: str, out: Path, see
         was = {k: old.get(k) for k in setting if old.get(k) != setting[k]}
         print(f"{out}: weak labels of another setting ({was}); writing them anew")
         shutil.rmtree(out)
-    src = cls(root, split, with_gt=False, kinds=(weak,), seed=seed)
     save_split(out, ((src.ids[i], src.weak_labels(i, _size(src, i))) for i in range(len(src))),
                dataset=src.name, split=split, class_names=src.classes,
                info={"seed": seed, "kinds": [weak], "root": setting["root"]})
@@ -123,10 +129,21 @@ def run(args: argparse.Namespace) -> int:
     set_deterministic(True)  # as `fuzzyseg run`: the same labels from the same seed, on a GPU too
     if args.epochs is not None and args.epochs < 0:
         raise ConfigError(f"--epochs must be >= 0, got {args.epochs}")
+    kw = {}
+    if args.classes:
+        if args.dataset != "voc":
+            raise ConfigError("--classes is for data sets in Pascal VOC layout (voc); REFUGE's are fixed")
+        from ..data.classes import parse_classes
+
+        kw["classes"] = parse_classes(args.classes)
     weak_dir = args.weak_dir or ensure_weak_dir(args.dataset, args.root, args.split, args.weak,
-                                                args.out / "weak", args.weak_seed)
+                                                args.out / "weak", args.weak_seed, **kw)
     ds = dataset_class(args.dataset)(args.root, args.split, with_gt=False, weak_dir=weak_dir,
-                                     kinds=(args.weak,))
+                                     kinds=(args.weak,), **kw)
+    if args.dataset == "voc":
+        from ..data.classes import announce
+
+        announce(ds.class_list)
     ds.store.require_kind(args.weak)
     sam = None
     if args.method != "weak-mask":

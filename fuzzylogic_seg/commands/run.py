@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
+from . import CLASSES_HELP
+
 
 def add_run_flags(p: argparse.ArgumentParser, require: bool = True) -> None:
     """The flags of `fuzzyseg run` (also used by `fuzzyseg demo` for overrides)."""
@@ -19,6 +21,7 @@ def add_run_flags(p: argparse.ArgumentParser, require: bool = True) -> None:
     g.add_argument("--weak", choices=("boxes", "scribbles", "points", "tags"), help="weak-label kind")
     g.add_argument("--weak-dir", help="a weak-label folder, as `fuzzyseg data weak` writes it, to use "
                                       "instead of reading/simulating them")
+    g.add_argument("--classes", metavar="LIST|FILE", help=CLASSES_HELP)
     g.add_argument("--max-train", type=int, help="use the first N training images (quick runs)")
     g.add_argument("--max-val", type=int, help="use the first N validation images")
     g = p.add_argument_group("run")
@@ -75,7 +78,7 @@ def flags_to_config(args: argparse.Namespace) -> Dict[str, Any]:
 
     out: Dict[str, Any] = {}
     for flag, path in (("dataset", "dataset"), ("root", "root"), ("weak", "weak"), ("weak_dir", "weak_dir"),
-                       ("max_train", "max_images.train"), ("max_val", "max_images.val"),
+                       ("classes", "classes"), ("max_train", "max_images.train"), ("max_val", "max_images.val"),
                        ("out", "out"), ("seed", "seed"), ("device", "device"),
                        ("sam_type", "sam.type"), ("sam_checkpoint", "sam.checkpoint"),
                        ("rules", "finetune.rules"), ("finetune_epochs", "finetune.epochs"),

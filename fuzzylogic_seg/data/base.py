@@ -191,6 +191,13 @@ class SegDataset(Dataset):
             if self.store.dataset not in (None, self.name):
                 raise DatasetError(f"weak labels are for data set {self.store.dataset!r}, "
                                    f"not {self.name!r}", self.weak_dir / "weak.json")
+            written = self.store.manifest.get("class_names")
+            if written is not None and self.classes and list(written) != list(self.classes):
+                # (class indices of one list read with another would be other classes)
+                raise DatasetError(f"weak labels were written for the classes {', '.join(written)}, "
+                                   f"but this data set's are {', '.join(self.classes)} (--classes, "
+                                   "labelmap.txt): write them again with `fuzzyseg data weak`",
+                                   self.weak_dir / "weak.json")
             missing = [it.id for it in items if it.id not in self.store]
             if missing:
                 raise DatasetError(

@@ -83,9 +83,13 @@ def _msg(exc: DatasetError, path) -> str:
 
 
 # ---------------------------------------------------------------------- VOC
-def _voc_item(item: Item, scribbles: bool):
+def _voc_item(item: Item, scribbles: bool, classes=None):
     """(problems, counts, pixel histogram) of one VOC image; merged by the caller."""
-    from .voc import NUM_CLASSES, parse_annotation
+    from .classes import VOC
+    from .voc import parse_annotation, read_class_png
+
+    classes = classes or VOC
+    NUM_CLASSES = len(classes)
 
     report = CheckReport("voc", "")
     counts: Counter = Counter()
@@ -100,7 +104,7 @@ def _voc_item(item: Item, scribbles: bool):
         size = None
     if item.mask is not None:
         try:
-            arr = read_index_png(item.mask)
+            arr = read_class_png(item.mask, classes)
             counts["masks"] += 1
             bad = (arr >= NUM_CLASSES) & (arr != 255)
             if bad.any():
@@ -113,7 +117,7 @@ def _voc_item(item: Item, scribbles: bool):
         except DatasetError as exc:
             report.add(item.mask, _msg(exc, item.mask))
     problems: List[str] = []
-    _, objs = parse_annotation(item.annotation, size, problems)
+    _, objs = parse_annotation(item.annotation, size, problems, classes=classes)
     if item.annotation.is_file():
         counts["annotations"] += 1
     for m in problems:
@@ -139,8 +143,11 @@ def _voc_item(item: Item, scribbles: bool):
 
 
 def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
-              progress: bool = False) -> CheckReport:
-    from .voc import VOC_CLASSES, mask_dirs, read_split_list, resolve_root, split_file
+              progress: bool = False, classes=None) -> CheckReport:
+    """`classes`: the class list (names, a comma list or a file; default the VOC2012
+    folder's labelmap.txt, else the VOC classes); a broken labelmap.txt is reported."""
+    from .classes import resolve_classes
+    from .voc import mask_dirs, read_split_list, resolve_root, split_file
 
     report = CheckReport("voc", str(root))
     try:
@@ -148,6 +155,12 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
     except DatasetError as exc:
         report.add(root, _msg(exc, root))
         return report
+    try:
+        class_list = resolve_classes(voc, classes)
+    except DatasetError as exc:  # (a broken labelmap.txt; a bad --classes is the caller's)
+        report.add(exc.path or voc / "labelmap.txt", _msg(exc, exc.path))
+        return report
+    VOC_CLASSES = class_list.names
     explicit = splits is not None
     if splits is None:
         found = set()
@@ -200,12 +213,15 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
                 if scribble_dir is not None and (explicit or image_id in have) else None)
     counts: Counter = Counter()
     pixel_counts = np.zeros(256, dtype=np.int64)
-    for probs, c, px in _run(list(items.values()), lambda it: _voc_item(it, scribble_dir is not None),
+    for probs, c, px in _run(list(items.values()),
+                             lambda it: _voc_item(it, scribble_dir is not None, class_list),
                              progress, "check voc"):
         report.problems += probs
         counts.update(c)
         pixel_counts += px
-    report.counts = {
+    report.counts = ({} if class_list.is_voc and class_list.source == "VOC" else
+                     {"classes": f"{len(class_list)} from {class_list.source}: "
+                                 + ", ".join(class_list.names)}) | {
         "splits": split_counts,
         "images": counts["images"], "masks": counts["masks"], "annotations": counts["annotations"],
         "objects": {c: counts[f"objects:{c}"] for c in VOC_CLASSES[1:] if counts[f"objects:{c}"]},

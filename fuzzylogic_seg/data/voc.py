@@ -7,6 +7,10 @@ a list line may be an ID or the SBD form `/JPEGImages/ID.jpg /Seg.../ID.png`.
 Masks come from `SegmentationClass/ID.png` (for a split whose name contains
 "aug": `SegmentationClassAug/` first). Real weak labels: XML boxes and tags
 from `Annotations/ID.xml`; scribbles from `scribble_dir/ID.png` when given.
+
+The classes are the 21 Pascal VOC ones unless `classes=` or a `labelmap.txt`
+in the VOC2012 folder names others (a practitioner's own data exported by
+CVAT, datumaro, LabelImg, ...; :mod:`fuzzylogic_seg.data.classes`).
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ import torch
 
 from ..errors import DatasetError
 from ..io import VOC_CLASSES
-from .base import IMAGE_SUFFIXES, Item, PathLike, SegDataset, read_index_png
+from .base import IMAGE_SUFFIXES, Item, PathLike, SegDataset, _open, read_index_png
+from .classes import VOC, ClassList, resolve_classes
 
 CLASS_INDEX = {name: i for i, name in enumerate(VOC_CLASSES)}
 NUM_CLASSES = len(VOC_CLASSES)
@@ -88,7 +93,7 @@ class VOCObject:
 
 
 def parse_annotation(path: PathLike, size: Optional[Tuple[int, int]] = None,
-                     problems: Optional[List[str]] = None
+                     problems: Optional[List[str]] = None, classes: ClassList = VOC
                      ) -> Tuple[Optional[Tuple[int, int]], List[VOCObject]]:
     """(size (H, W) from <size> or None, objects) of a VOC XML file.
 
@@ -97,8 +102,10 @@ def parse_annotation(path: PathLike, size: Optional[Tuple[int, int]] = None,
     inclusive), and converted to half-open 0-based coordinates. The first
     problem raises a DatasetError naming the file, unless a `problems` list is
     given: then every problem is appended to it and bad objects are skipped.
+    Object names must be among `classes` (background excluded).
     """
     path = Path(path)
+    index = CLASS_INDEX if classes.is_voc else classes.index
 
     def fail(msg):
         if problems is None:
@@ -130,9 +137,10 @@ def parse_annotation(path: PathLike, size: Optional[Tuple[int, int]] = None,
     for k, obj in enumerate(root.findall("object")):
         name = (obj.findtext("name") or "").strip()
         where = f"object {k} ({name or 'no name'})"
-        if name not in CLASS_INDEX or name == "background":
-            fail(f"{where}: unknown class name {name!r}; VOC names are "
-                 f"{', '.join(VOC_CLASSES[1:])}")
+        if name not in index or name == "background":
+            fail(f"{where}: unknown class name {name!r}; " + (
+                f"VOC names are {', '.join(VOC_CLASSES[1:])}" if classes.is_voc else
+                f"the classes ({classes.source}) are {', '.join(classes.names[1:])}"))
             continue
         bb = obj.find("bndbox")
         try:
@@ -149,19 +157,49 @@ def parse_annotation(path: PathLike, size: Optional[Tuple[int, int]] = None,
                  f"image (VOC boxes are 1-based, inclusive)")
             continue
         objects.append(VOCObject(
-            name=name, label=CLASS_INDEX[name], box=(xmin - 1, ymin - 1, xmax, ymax),
+            name=name, label=index[name], box=(xmin - 1, ymin - 1, xmax, ymax),
             difficult=(obj.findtext("difficult") or "0").strip() == "1",
             truncated=(obj.findtext("truncated") or "0").strip() == "1"))
     return xml_size, objects
 
 
-def labels_from_png(path: PathLike) -> torch.Tensor:
-    """A VOC class PNG -> LongTensor [H, W] (0..20, 255 void); other values are errors."""
-    arr = read_index_png(path)
-    bad = (arr >= NUM_CLASSES) & (arr != 255)
-    if bad.any():
-        vals = sorted(set(np.unique(arr[bad]).tolist()))[:5]
-        raise DatasetError(f"mask has values {vals} outside 0..{NUM_CLASSES - 1} and 255", path)
+def read_class_png(path: PathLike, classes: ClassList = VOC, what: str = "mask") -> np.ndarray:
+    """A label PNG -> uint8 [H, W] of class indices, unchecked: a palette or grey PNG
+    of indices, or, when `classes` has labelmap colours, an RGB(A) PNG whose
+    colours are mapped to their classes (VOC's void colour 224,224,192 -> 255);
+    a colour that is no class's is an error naming it."""
+    if not classes.has_colors:
+        return read_index_png(path, what)
+    img = _open(path, what)
+    if img.mode not in ("RGB", "RGBA"):
+        return read_index_png(path, what)
+    rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    table = {(r << 16) | (g << 8) | b: i for (r, g, b), i in classes.color_index().items()}
+    uniq, inv = np.unique(code, return_inverse=True)
+    unknown = [int(u) for u in uniq if int(u) not in table]
+    if unknown:
+        cols = ", ".join(f"({u >> 16},{(u >> 8) & 255},{u & 255})" for u in unknown[:5])
+        raise DatasetError(f"{what} has colour(s) {cols} that no class of {classes.source} has "
+                           f"({len(unknown)} unknown colour(s) in all)", path)
+    lut = np.array([table[int(u)] for u in uniq], dtype=np.uint8)
+    return lut[inv.reshape(code.shape)]
+
+
+def bad_values(arr: np.ndarray, num_classes: int) -> List[int]:
+    """Label values that are neither a class index nor 255 (the first five)."""
+    bad = (arr >= num_classes) & (arr != 255)
+    return sorted(set(np.unique(arr[bad]).tolist()))[:5] if bad.any() else []
+
+
+def labels_from_png(path: PathLike, classes: ClassList = VOC) -> torch.Tensor:
+    """A VOC class PNG -> LongTensor [H, W] (0..C-1, 255 void); other values are errors."""
+    arr = read_class_png(path, classes)
+    vals = bad_values(arr, len(classes))
+    if vals:
+        raise DatasetError(f"mask has values {vals} outside 0..{len(classes) - 1} and 255"
+                           + ("" if classes.is_voc else f" (the {len(classes)} classes of "
+                              f"{classes.source})"), path)
     return torch.from_numpy(arr.astype(np.int64))
 
 
@@ -171,15 +209,22 @@ class VOCSegmentation(SegDataset):
 
     Parameters beyond `SegDataset`'s: `scribble_dir` (real scribble PNGs, e.g.
     ScribbleSup converted), `include_difficult` (keep XML objects marked
-    difficult as boxes; default True: every instance is an object).
+    difficult as boxes; default True: every instance is an object),
+    `classes` (the class list: a list of names, a comma list or a class file;
+    default: ``labelmap.txt`` in the VOC2012 folder if there is one, else the
+    21 VOC classes; :mod:`fuzzylogic_seg.data.classes`).
     """
 
     name = "voc"
     classes = VOC_CLASSES
 
     def __init__(self, root: PathLike, split: str = "train", *, scribble_dir: Optional[PathLike] = None,
-                 include_difficult: bool = True, ids: Optional[Sequence[str]] = None, **kw):
+                 include_difficult: bool = True, ids: Optional[Sequence[str]] = None,
+                 classes=None, **kw):
         voc = resolve_root(root)
+        self.class_list = resolve_classes(voc, classes)
+        if not self.class_list.is_voc:  # (else the class attribute, as before)
+            self.classes = self.class_list.names
         if ids is None:
             ids = read_split_list(split_file(voc, split))
         self.voc_dir = voc
@@ -203,23 +248,23 @@ class VOCSegmentation(SegDataset):
         return ("boxes", "tags") + (("scribbles",) if self.scribble_dir is not None else ())
 
     def read_labels(self, item: Item) -> torch.Tensor:
-        return labels_from_png(item.mask)
+        return labels_from_png(item.mask, self.class_list)
 
     def objects(self, i: int, size: Optional[Tuple[int, int]] = None) -> List[VOCObject]:
         item = self.items[i]
-        _, objs = parse_annotation(item.annotation, size)
+        _, objs = parse_annotation(item.annotation, size, classes=self.class_list)
         return [o for o in objs if self.include_difficult or not o.difficult]
 
     def real_weak(self, item: Item, size: Tuple[int, int], kinds: Sequence[str]) -> Dict:
         out: Dict = {}
         if "boxes" in kinds or "tags" in kinds:
-            _, objs = parse_annotation(item.annotation, size)
+            _, objs = parse_annotation(item.annotation, size, classes=self.class_list)
             objs = [o for o in objs if self.include_difficult or not o.difficult]
             if "boxes" in kinds:
                 out["boxes"] = torch.tensor([o.box for o in objs], dtype=torch.float32).reshape(-1, 4)
                 out["box_labels"] = torch.tensor([o.label for o in objs], dtype=torch.long)
             if "tags" in kinds:
-                tags = torch.zeros(NUM_CLASSES, dtype=torch.bool)
+                tags = torch.zeros(self.num_classes, dtype=torch.bool)
                 tags[[o.label for o in objs]] = True
                 out["tags"] = tags
         if "scribbles" in kinds and item.scribble is not None:
@@ -227,9 +272,8 @@ class VOCSegmentation(SegDataset):
             if arr.shape != tuple(size):
                 raise DatasetError(f"scribble is {arr.shape[1]}x{arr.shape[0]} but the image is "
                                    f"{size[1]}x{size[0]}", item.scribble)
-            bad = (arr >= NUM_CLASSES) & (arr != 255)
-            if bad.any():
-                raise DatasetError(f"scribble has values outside 0..{NUM_CLASSES - 1} and 255",
+            if bad_values(arr, self.num_classes):
+                raise DatasetError(f"scribble has values outside 0..{self.num_classes - 1} and 255",
                                    item.scribble)
             out["scribble"] = torch.from_numpy(arr.astype(np.int64))
         return out

@@ -1,0 +1,149 @@
+"""`fuzzyseg run` end to end (small sizes) on a practitioner's own classes in VOC
+layout: pseudo-labels and students of those classes, the class list recorded
+(resuming with another is refused), `fuzzyseg predict` naming the classes; and a
+default VOC run's fingerprints and student file as they were."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from custom_voc import CLASSES, COLOURS, write_custom_voc
+from PIL import Image
+
+from fuzzylogic_seg import config as C
+from fuzzylogic_seg.cli import main
+from fuzzylogic_seg.errors import ConfigError
+from fuzzylogic_seg.io import load_json, load_torch
+from fuzzylogic_seg.pipeline import Pipeline, run
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.slow
+
+STUDENT = {"arch": "unet", "encoder": "tu-mobilenetv3_small_050", "encoder_weights": None,
+           "model_kwargs": {"decoder_channels": [16, 16, 8, 8, 8]}, "size": 64, "epochs": 2,
+           "batch_size": 2}
+
+
+def tiny_config(root: Path, out: Path, **over):
+    cfg = {"dataset": "voc", "root": str(root), "out": str(out), "weak": "boxes", "seed": 0,
+           "device": "cpu", "finetune": {"epochs": 1}, "students": ["logic", "gt"],
+           "main_student": "logic", "student": dict(STUDENT), "report": {"overlays": 2}}
+    cfg.update(over)
+    return C.build(None, cfg)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("custom")
+    write_custom_voc(root / "labelmap", labelmap=True)
+    write_custom_voc(root / "plain", labelmap=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def first(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    metrics = run(tiny_config(data / "labelmap", out), progress=False)
+    return out, metrics
+
+
+def test_a_run_on_labelmap_classes_writes_labels_and_students_of_them(first, data):
+    out, metrics = first
+    assert metrics["classes"] == list(CLASSES)
+    assert "classes" in (out / "run.log").read_text().split("labelmap.txt")[0].splitlines()[-1]
+    ids = sorted(p.stem for p in (data / "labelmap/VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))
+    for method in ("weak-mask", "zero-shot", "logic"):
+        summary = load_json(out / "pseudo_labels" / method / "summary.json")
+        assert summary["classes"] == list(CLASSES)
+        quality = load_json(out / "pseudo_labels" / f"{method}.quality.json")
+        assert set(quality["per_class_iou"]) == set(CLASSES)
+        img = Image.open(out / "pseudo_labels" / method / f"{ids[0]}.png")
+        assert img.mode == "P" and img.getpalette()[3:6] == list(COLOURS["mug"])
+        assert set(np.unique(np.array(img)).tolist()) <= {0, 1, 2, 255}
+    assert metrics["pseudo_labels"]["weak-mask"]["miou"] > 0.6  # boxes around a box and an ellipse
+    state = load_torch(out / "students" / "logic" / "model.pt")
+    assert state["classes"] == 3 and state["class_names"] == list(CLASSES)
+    assert state["class_colors"][1] == list(COLOURS["mug"])
+    val = load_json(out / "students" / "logic" / "metrics.json")
+    assert set(val["per_class_iou"]) == set(CLASSES)
+    assert "classes mug, spoon" in (out / "report" / "report.md").read_text()
+    assert (out / "report" / "overlays.png").is_file()
+
+
+def test_predict_names_the_custom_classes(first, data, tmp_path, capsys):
+    out, _ = first
+    images = tmp_path / "new"
+    images.mkdir()
+    src = next((data / "labelmap/VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))
+    (images / src.name).write_bytes(src.read_bytes())
+    assert main(["predict", "--model", str(out), "--images", str(images), "--out", str(tmp_path / "p"),
+                 "--quiet", "--device", "cpu"]) == 0
+    assert "0: background, 1: mug, 2: spoon" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert summary["classes"] == list(CLASSES)
+    lab = Image.open(tmp_path / "p" / f"{src.stem}.png")
+    assert lab.getpalette()[6:9] == list(COLOURS["spoon"])
+    assert set(np.unique(np.array(lab)).tolist()) <= {0, 1, 2}
+
+
+def test_a_rerun_reuses_everything_and_another_class_list_is_refused(first, data):
+    out, metrics = first
+    done = []
+    again = run(tiny_config(data / "labelmap", out), hooks={"stage_done": done.append}, progress=False)
+    assert again["students"] == metrics["students"]
+    cfg = tiny_config(data / "labelmap", out, classes="spoon,mug")
+    with pytest.raises(ConfigError, match=r"holds a run on the classes background, mug, spoon, but this "
+                                          r"run's are background, spoon, mug \(--classes\)"):
+        run(cfg, progress=False)
+    # the folder is untouched: its config still repeats the run
+    assert C.build(str(out / "config.yaml"))["classes"] is None
+
+
+def test_a_cli_run_with_classes_records_them(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    sets = [f"student.{k}={json.dumps(v)}" for k, v in STUDENT.items()]
+    argv = ["run", "--dataset", "voc", "--root", str(data / "plain"), "--classes", "mug,spoon",
+            "--out", str(out), "--methods", "weak-mask", "--students", "weak-mask",
+            "--main-student", "weak-mask", "--device", "cpu", "--quiet", "--set", "report.overlays=1"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    assert C.load_file(out / "config.yaml")["classes"] == "mug,spoon"
+    assert load_json(out / "metrics.json")["classes"] == list(CLASSES)
+    assert load_torch(out / "students" / "weak-mask" / "model.pt")["class_names"] == list(CLASSES)
+    assert "class_colors" not in load_torch(out / "students" / "weak-mask" / "model.pt")
+    # without --classes the same folder is refused (the data set has no labelmap: VOC's classes)
+    capsys.readouterr()
+    assert main([a for a in argv if a not in ("--classes", "mug,spoon")]) == 1
+    assert "holds a run on the classes background, mug, spoon" in capsys.readouterr().err
+
+
+def test_classes_are_refused_for_refuge_and_checked_before_any_stage(tmp_path):
+    with pytest.raises(ConfigError, match="Pascal VOC layout"):
+        C.build(None, {"dataset": "refuge", "root": str(tmp_path), "out": str(tmp_path / "o"),
+                       "classes": "a,b"})
+    with pytest.raises(ConfigError, match="duplicate class name 'a'"):
+        C.build(None, {"dataset": "voc", "root": str(tmp_path), "out": str(tmp_path / "o"),
+                       "classes": ["a", "a"]})
+
+
+def test_default_voc_fingerprints_and_student_files_are_unchanged(tmp_path):
+    """The VOC classes add nothing to a fingerprint or a student file (runs made before
+    the class option resume as they were)."""
+    from fuzzylogic_seg.data.synth_voc import generate_voc
+    from fuzzylogic_seg.student import StudentConfig, build_model, save_student
+
+    generate_voc(tmp_path / "voc", seed=1, n_train=2, n_val=1, size=(48, 64), progress=False)
+    cfg = tiny_config(tmp_path / "voc", tmp_path / "out")
+    p = Pipeline(cfg, progress=False)
+    assert p._classes_fp() == [] and not p.custom_classes
+    c = p.cfg
+    assert p.fp_weak() == C.fingerprint("weak", "voc", c["root"], c["splits"]["train"], p.ids("train"),
+                                        c["weak"], 0, None, None)
+    scfg = StudentConfig.from_dict(STUDENT)
+    save_student(tmp_path / "m.pt", build_model(scfg, 21, weights=False), scfg, "voc")
+    state = load_torch(tmp_path / "m.pt")
+    assert state["classes"] == 21 and "class_names" not in state
