@@ -196,6 +196,8 @@ def _run(args):
         "prepare_seconds": prep,
         # cuda-graphs: signatures captured (1 = every timed step replayed one graph)
         "graph_captures": getattr(tuner._compiled, "captures", None),
+        # (a failed capture runs eagerly: its timings are eager ones)
+        "graph_failures": getattr(tuner._compiled, "failures", None),
         "goal_logic_share_below": 0.10,
     }
     for other in ("eager", "hand"):

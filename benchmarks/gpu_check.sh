@@ -88,7 +88,8 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "bf_*.json"))):
     m = {k: round(v * 1e3, 2) for k, v in d["median_seconds_per_step"].items()}
     print(f"{os.path.basename(f)}: logic share {d['logic_share']:.3f}, "
           f"{d['steps_per_second']:.1f} steps/s, ms {m}"
-          + (f", graph captures {d['graph_captures']}" if d.get("graph_captures") is not None else ""))
+          + (f", graph captures {d['graph_captures']} (failed: {d.get('graph_failures')})"
+             if d.get("graph_captures") is not None else ""))
     for other, label in (("eager", "eager rules"), ("hand", "hand-written rules")):
         if other in d:
             print(f"  {label}: logic share {d[other]['logic_share']:.3f}, "

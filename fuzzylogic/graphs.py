@@ -68,6 +68,7 @@ class GraphedFunction:
         self.grapher = grapher
         self._graphs: "OrderedDict[tuple, Optional[tuple]]" = OrderedDict()
         self.captures = 0  # signatures captured (a failed capture counts too)
+        self.failures = 0  # captures that failed (those signatures run eagerly)
 
     def _signature(self, leaves):
         sig, devices = [], set()
@@ -128,6 +129,7 @@ class GraphedFunction:
             with _on(samples[0].device):
                 entry = (grapher(flat, samples, num_warmup_iters=self.warmup), keep)
         except Exception as e:  # noqa: BLE001 - any capture failure: stay eager, say why
+            self.failures += 1
             warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); this input "
                           "signature runs eagerly", RuntimeWarning, stacklevel=3)
             entry = None

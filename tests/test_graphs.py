@@ -41,7 +41,7 @@ def test_first_call_of_a_signature_is_eager_then_replayed():
     x = torch.randn(3, 4, requires_grad=True)
     w = torch.rand(3, 4)
     y1, d1 = f(x, w)
-    assert f.captures == 1 and rec.captures == [((3, 4), (3, 4))]
+    assert f.captures == 1 and f.failures == 0 and rec.captures == [((3, 4), (3, 4))]
     # the graph's static inputs are copies, with the caller's requires_grad
     assert rec.samples[0] is not x and rec.samples[0].requires_grad and not rec.samples[1].requires_grad
     y2, d2 = f(x, w)  # the same signature: replayed, no new capture
@@ -93,7 +93,7 @@ def test_a_failed_capture_warns_once_and_stays_eager():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         y2, _ = f(x, w)  # no second attempt, no second warning
-    assert f.captures == 1 and torch.equal(y1, y2)
+    assert f.captures == 1 and f.failures == 1 and torch.equal(y1, y2)
 
 
 def test_least_recently_used_signatures_are_dropped():
