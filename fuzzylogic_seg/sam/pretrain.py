@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..devices import native_bf16
+from ..devices import native_bf16, to_device
 from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..io import load_optimizer_state, load_torch, save_json, save_torch
 from .budget import budget_plan, describe, keep_budget
@@ -268,7 +268,7 @@ def _pad_masks(masks: List[np.ndarray], size: int, device) -> Tuple[torch.Tensor
         h, w = m.shape
         t[i, 0, :h, :w] = torch.from_numpy(m.astype(np.float32))
         v[i, 0, :h, :w] = 1
-    return t.to(device), v.to(device)
+    return to_device(t, device), to_device(v, device)  # (pinned, non-blocking on CUDA)
 
 
 def _low_res(target: torch.Tensor, valid: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -324,10 +324,10 @@ def step_loss(model: PromptableSAM, images: List[np.ndarray], groups: Dict[str, 
     prompts = []
     for g in groups.values():
         prompts.append(dict(
-            image_index=torch.tensor(g.image_index, device=dev), multimask=g.multimask,
-            boxes=torch.from_numpy(np.stack(g.boxes)).to(dev) if g.boxes else None,
-            points=torch.from_numpy(np.stack(g.points)).to(dev) if g.points else None,
-            point_labels=torch.from_numpy(np.stack(g.labels)).to(dev) if g.labels else None))
+            image_index=to_device(torch.tensor(g.image_index), dev), multimask=g.multimask,
+            boxes=to_device(torch.from_numpy(np.stack(g.boxes)), dev) if g.boxes else None,
+            points=to_device(torch.from_numpy(np.stack(g.points)), dev) if g.points else None,
+            point_labels=to_device(torch.from_numpy(np.stack(g.labels)), dev) if g.labels else None))
 
     def targets(masks):
         target, valid = _pad_masks(masks, model.img_size, dev)
