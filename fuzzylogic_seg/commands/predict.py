@@ -85,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
     from ..data.base import IMAGE_SUFFIXES
     from ..distributed import resolve_device
     from ..errors import ConfigError
-    from ..student import Student, predict_dataset
+    from ..student import Student, _is_voc, predict_dataset
 
     path = resolve_model(args.model, args.variant)
     student = Student.load(path, resolve_device(args.device))
@@ -101,16 +101,7 @@ def main(args: argparse.Namespace) -> int:
               f"{'...' if len(images.skipped) > 5 else ''}")
     ids = predict_dataset(student, images, args.out, progress=not args.quiet, model=str(path))
     print(f"{len(ids)} label images ({student.kind} format) written to {args.out} by {path}")
-    if student.kind == "voc" and student.class_names and "classes" in _summary(args.out):
+    if student.kind == "voc" and student.class_names and not _is_voc(student.class_names):
         print("classes (label value: name): "
               + ", ".join(f"{i}: {n}" for i, n in enumerate(student.class_names)))
     return 0
-
-
-def _summary(out) -> dict:
-    from ..io import load_json
-
-    try:
-        return load_json(Path(out) / "summary.json")
-    except (OSError, ValueError):
-        return {}
