@@ -383,6 +383,7 @@ def test_offsets_need_a_bound_variable_of_a_one_axis_sort():
 
 
 def test_rules_show_command_prints_the_program_with_includes_resolved(tmp_path, capsys):
+    from fuzzylogic.checker import check
     from fuzzylogic.parser import parse, parse_file
     from fuzzylogic_seg.cli import main
 
@@ -392,9 +393,11 @@ def test_rules_show_command_prints_the_program_with_includes_resolved(tmp_path, 
                          "    forall p in inside(box): (cup(p) -> disc(p))\n")
     assert main(["rules", "show", str(main_file)]) == 0
     out = capsys.readouterr().out
-    assert "rule r [weight = 0.5]: forall p in inside(box): cup(p) -> disc(p)" in out
+    # as the compiler reads it: checked, the implicit pixel argument written out (the
+    # same text as the core's `fuzzylogic show`)
+    assert "rule r [weight = 0.5]: forall p in inside(p, box): cup(p) -> disc(p)" in out
     assert "# a comment" not in out and "include" not in out
-    assert parse(out).rules == parse_file(main_file).rules  # the same program
+    assert check(parse(out)).rules == check(parse_file(main_file)).rules  # the same program
     bad = tmp_path / "bad.rules"
     bad.write_text(HEAD + "rule r: forall p: cupp(p)\n")
     assert main(["rules", "show", str(bad)]) == 1

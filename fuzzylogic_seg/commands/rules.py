@@ -94,20 +94,14 @@ def _resolved(path: str) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from fuzzylogic.checker import check
+    from fuzzylogic.cli import run_show as show  # (the core's `fuzzylogic show`, on a resolved name)
     from fuzzylogic.errors import FuzzyLogicError
-    from fuzzylogic.parser import parse_file
-    from fuzzylogic.printer import format_program
 
     try:
-        program = parse_file(_resolved(args.file))
-        check(program)
-        text = format_program(program)
+        return show(argparse.Namespace(file=_resolved(args.file)))
     except FuzzyLogicError as exc:
         print(str(exc), file=sys.stderr, flush=True)
         return 1
-    sys.stdout.write(text)
-    return 0
 
 
 def run_facts(args: argparse.Namespace) -> int:
