@@ -141,7 +141,8 @@ def _class_colour(c: int, kind: str, palette: Optional[Sequence[int]] = None
 
 def draw_weak(ax, image: np.ndarray, weak: Any, kind: str, palette: Optional[Sequence[int]] = None
               ) -> None:
-    """Weak labels over the image: boxes, scribbles, points (tags in the title)."""
+    """Weak labels over the image: boxes, scribbles, points (plot_overlays names the tags
+    under the panel)."""
     from matplotlib.patches import Rectangle
 
     img = image
@@ -322,6 +323,12 @@ def plot_overlays(rows: List[Dict[str, Any]], kind: str, path: Path,
             elif panel == "weak label":
                 if row.get("weak") is not None:
                     draw_weak(ax, image, row["weak"], kind, palette)
+                    tags = getattr(row["weak"], "tags", None)
+                    if tags is not None:  # image-level tags: the classes named, under the panel
+                        names = _class_names(kind, class_names)
+                        present = [int(c) for c in np.flatnonzero(np.asarray(tags)) if c]
+                        ax.set_xlabel("tags: " + (", ".join(names.get(c, str(c)) for c in present)
+                                                  or "none"), fontsize=7)
                 else:
                     ax.imshow(image)
             else:
@@ -339,21 +346,25 @@ def plot_overlays(rows: List[Dict[str, Any]], kind: str, path: Path,
     return _savefig(fig, path)
 
 
+def _class_names(kind: str, class_names: Optional[Sequence[str]] = None) -> Dict[int, str]:
+    from .io import VOC_CLASSES
+
+    return ({1: "disc (rim)", 2: "cup"} if kind == "refuge"
+            else dict(enumerate(class_names or VOC_CLASSES)))
+
+
 def _class_legend(rows: List[Dict[str, Any]], kind: str,
                   class_names: Optional[Sequence[str]] = None,
                   palette: Optional[Sequence[int]] = None) -> List[Any]:
     """Colour patches of the classes that the panels show (255: unsure or void)."""
     from matplotlib.patches import Patch
 
-    from .io import VOC_CLASSES
-
     present = set()
     for row in rows:
         for panel in PANELS[2:]:
             if row.get(panel) is not None:
                 present.update(int(v) for v in np.unique(np.asarray(row[panel])))
-    names = ({1: "disc (rim)", 2: "cup"} if kind == "refuge"
-             else dict(enumerate(class_names or VOC_CLASSES)))
+    names = _class_names(kind, class_names)
     handles = [Patch(facecolor=_class_colour(c, kind, palette), edgecolor="black", linewidth=0.4,
                      label=names.get(c, str(c))) for c in sorted(present - {0, 255})]
     if 255 in present:

@@ -148,3 +148,14 @@ def test_a_labelmap_palette_colours_the_overlays_and_the_legend(tmp_path):
     render = R.render(tmp_path / "r", {"dataset": "voc", "students": {}, "pseudo_labels": {}},
                       overlays=rows, class_names=["background", "mug", "spoon"], palette=pal)
     assert (render.parent / "overlays.png").is_file()
+
+
+def test_tags_are_named_under_the_weak_label_panel(tmp_path, monkeypatch):
+    figs = []
+    monkeypatch.setattr(R, "_savefig", lambda fig, path: figs.append(fig) or path)
+    tags = torch.tensor([False, True, False, True])
+    rows = [{"id": "a", "image": np.zeros((4, 4, 3), np.uint8), "weak": WeakLabels(tags=tags, size=(4, 4))}]
+    R.plot_overlays(rows, "voc", tmp_path / "o.png", ["background", "bottle", "can", "cup"])
+    assert figs[0].axes[1].get_xlabel() == "tags: bottle, cup"
+    R.plot_overlays(rows, "voc", tmp_path / "o.png")  # the VOC names by default
+    assert figs[1].axes[1].get_xlabel() == "tags: aeroplane, bird"
