@@ -23,7 +23,7 @@ from .base import Item, read_grey, read_image, read_index_png, size_mismatch
 class Problem:
     path: str
     message: str
-    severity: str = "error"   # "error" | "warning"
+    severity: str = "error"   # "error" | "warning" | "hint" (what to do about errors listed)
 
 
 @dataclass
@@ -39,7 +39,7 @@ class CheckReport:
 
     @property
     def warnings(self) -> List[Problem]:
-        return [p for p in self.problems if p.severity != "error"]
+        return [p for p in self.problems if p.severity == "warning"]
 
     @property
     def ok(self) -> bool:
@@ -241,7 +241,7 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
                     "else correct the XML <name>s")
         else:
             todo = f"correct the XML <name>s, or add the classes to {class_list.source}"
-        report.add(voc / "Annotations", f"{what}: " + "; ".join(near + [todo]))
+        report.add(voc / "Annotations", f"{what}: " + "; ".join(near + [todo]), "hint")
     report.counts = ({} if class_list.is_voc and class_list.source == "VOC" else
                      {"classes": f"{len(class_list)} from {class_list.source}: "
                                  + ", ".join(class_list.names)}) | {

@@ -314,6 +314,7 @@ def test_data_check_sums_up_unknown_class_names_with_what_to_do(src, data, capsy
     assert "12 objects of classes not among the 21 classes of VOC ('mug' 6, 'spoon' 6): if they " \
            "are yours, name every class with --classes mug,spoon" in out
     assert out.count("--classes mug,spoon") == 1
+    assert "hint: 12 objects" in out and "(12 errors, 0 warnings)" in out  # (one per object)
     # a labelmap's classes: a name in another case is pointed out
     root = data("labelmap")
     write_xml(vocdir(root) / "Annotations" / "2024_000000.xml", 80, 64, [("Mug", (2, 2, 20, 20))])
