@@ -156,6 +156,7 @@ class Pipeline:
         self._sam = None
         self._given_weak_fp: Optional[str] = None  # fp_weak's hash of a given weak folder
         self._ids: Dict[str, List[str]] = {}
+        self._unmasked: Dict[str, List[Path]] = {}
 
     # ---------------------------------------------------------------- stages
     def _marker(self, name: str) -> Path:
@@ -212,6 +213,59 @@ class Pipeline:
     def dataset(self, split: str, **kw):
         return make_dataset(self.kind, self.cfg["root"], self.cfg["splits"][split], ids=self.ids(split),
                             classes=self._classes_arg(), **kw)
+
+    def unmasked(self, split: str) -> List[Path]:
+        """The masks missing for the split's images (none: every image has one)."""
+        if split not in self._unmasked:
+            ds = self.dataset(split, kinds=())
+            self._unmasked[split] = [Path(it.mask) if it.mask is not None else it.image
+                                     for it in ds.items if it.mask is None or not Path(it.mask).is_file()]
+        return self._unmasked[split]
+
+    @property
+    def train_masks(self) -> bool:
+        """Every training image has a mask: the pseudo-labels are scored and the `gt`
+        students can train. Weak labels alone (no mask) are enough for the rest."""
+        return not self.unmasked("train")
+
+    def check_masks(self) -> None:
+        """Before the first stage: the validation split needs a mask per image (the
+        students are scored on it), the `gt` students need the training masks; the
+        pseudo-labels are scored only when every training image has a mask."""
+        cfg, train, val = self.cfg, self.cfg["splits"]["train"], self.cfg["splits"]["val"]
+        gt = [v for v in cfg.get("students") or [] if C.variant_labels(v) == "gt"]
+        missing = self.unmasked("train")
+        if missing and gt:
+            others = [v for v in cfg["students"] if v not in gt]
+            raise ConfigError(
+                f"{len(missing)} of {len(self.ids('train'))} images of the training split {train!r} "
+                f"have no mask (first: {missing[0]}), but the student(s) {', '.join(gt)} train on "
+                "the training masks (the full-supervision ceiling): leave them out, "
+                + (f"--students {' '.join(others)}" if others else "e.g. --students logic zero-shot"))
+        real = ("boxes", "tags") if self.kind == "voc" else ()
+        if missing and not cfg.get("weak_dir") and cfg["weak"] not in real:
+            raise ConfigError(
+                f"{len(missing)} of {len(self.ids('train'))} images of the training split {train!r} "
+                f"have no mask (first: {missing[0]}), and weak labels of kind {cfg['weak']!r} are "
+                "simulated from the masks: " + ("use the XML's --weak boxes or --weak tags, or "
+                                               if real else "") +
+                "give your own with --weak-dir (`fuzzyseg data weak`)")
+        if missing:
+            log.info(f"{len(missing)} of {len(self.ids('train'))} training images have no mask: "
+                     "the pseudo-labels are not scored (training reads only the weak labels)")
+        missing = self.unmasked("val") if cfg.get("students") else []
+        if missing:
+            raise ConfigError(
+                f"{len(missing)} of {len(self.ids('val'))} images of the validation split {val!r} "
+                f"have no mask (first: {missing[0]}): the students are scored on it, so list only "
+                "images with masks there, or name another list with --set splits.val=NAME "
+                "(e.g. the ImageSets/Segmentation/NAME.txt of a masks export)")
+        if cfg.get("students"):
+            # (read now: a mask of an unknown colour or size would otherwise stop the run
+            # when the first student is scored, after the fine-tuning and its training)
+            val_ds = self.dataset("val", kinds=())
+            for i in range(len(val_ds)):
+                val_ds.read_gt(i)
 
     @property
     def class_list(self):
@@ -394,9 +448,11 @@ class Pipeline:
             copy.deepcopy(self.sam()) if method == "logic" else self.sam())
         out = self.pseudo_dir(method)
         summary = make_pseudo_labels(method, self.train_dataset(), sam=sam, out_dir=out, **kw, **opts)
-        quality = self.score("train", out, f"{method} pseudo-labels")
-        save_json(quality, out.parent / f"{method}.quality.json")
-        return {"folder": str(out), "quality": headline(quality),
+        quality = None
+        if self.train_masks:
+            quality = self.score("train", out, f"{method} pseudo-labels")
+            save_json(quality, out.parent / f"{method}.quality.json")
+        return {"folder": str(out), "quality": quality and headline(quality),
                 "seconds": summary.get("seconds"), "images": summary.get("n_images")}
 
     def score(self, split: str, folder: Path, desc: str) -> Dict[str, Any]:
@@ -494,6 +550,7 @@ class Pipeline:
             raise ConfigError(f"student batch size {batch} is larger than the {n_train} training "
                               "images: lower it (--batch-size N, or --set student.batch_size=N)")
         self.check_rules()
+        self.check_masks()
         self.stage("weak", self.fp_weak(), self.run_weak, [self.weak_dir / "weak.json"])
         pseudo = {}
         for method in cfg["pseudo"]["methods"]:
@@ -538,7 +595,7 @@ class Pipeline:
             "main_student": self.cfg["main_student"],
             "splits": self.cfg["splits"], "images": {k: len(self.ids(k)) for k in ("train", "val")},
             **({"classes": list(self.class_list.names)} if self.custom_classes else {}),
-            "pseudo_labels": {m: r["quality"] for m, r in pseudo.items()},
+            "pseudo_labels": {m: r["quality"] for m, r in pseudo.items() if r.get("quality")},
             "students": {v: r["metrics"] for v, r in students.items()},
         }
         ceiling = metrics["students"].get("gt")
@@ -565,6 +622,7 @@ class Pipeline:
             finetune_history=load_json(ft) if ft.is_file() else None,
             overlays=self.overlay_rows(), config_path=str(self.out / "config.yaml"),
             class_names=list(self.class_list.names) if self.custom_classes else None,
+            palette=self.class_list.palette() if self.custom_classes else None,
         )
 
     def overlay_rows(self) -> List[Dict[str, Any]]:
@@ -587,7 +645,7 @@ class Pipeline:
                 p = self.pseudo_dir(method) / f"{s['id']}.png"
                 row[panel] = read_label(p, self.kind).numpy() if p.is_file() else None
             row["student"] = student.predict(s["image"]).numpy() if student else None
-            row["ground truth"] = train.read_gt(i).numpy()
+            row["ground truth"] = train.read_gt(i).numpy() if self.train_masks else None
             rows.append(row)
         return rows
 

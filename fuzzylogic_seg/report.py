@@ -99,47 +99,57 @@ def seeds_table(per_seed: Sequence[Dict[str, Any]]) -> str:
 
 
 # -------------------------------------------------------------------- colours
-def colourise(labels: np.ndarray, kind: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Label map -> (RGB colours [H, W, 3], alpha [H, W]); background clear, 255 grey."""
+def _palette(palette: Optional[Sequence[int]]) -> np.ndarray:
+    """[256, 3] colours: a labelmap's palette (ClassList.palette()) or VOC's."""
+    return np.array(palette if palette is not None else voc_palette(), dtype=np.uint8).reshape(256, 3)
+
+
+def colourise(labels: np.ndarray, kind: str, palette: Optional[Sequence[int]] = None
+              ) -> Tuple[np.ndarray, np.ndarray]:
+    """Label map -> (RGB colours [H, W, 3], alpha [H, W]); background clear, 255 grey.
+    ``palette``: 256 flattened RGB (a labelmap's colours; default VOC's)."""
     labels = np.asarray(labels).astype(np.int64)
     if kind == "refuge":
         rgb = REFUGE_COLOURS[np.clip(labels, 0, 2)]
     else:
-        pal = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
-        rgb = pal[np.clip(labels, 0, 255)]
+        rgb = _palette(palette)[np.clip(labels, 0, 255)]
     alpha = np.where(labels == 0, 0.0, 0.55)
     rgb = np.where((labels == 255)[..., None], np.uint8(UNSURE_GREY), rgb)
     alpha = np.where(labels == 255, 0.35, alpha)
     return rgb, alpha
 
 
-def blend(image: np.ndarray, labels: Optional[np.ndarray], kind: str) -> np.ndarray:
+def blend(image: np.ndarray, labels: Optional[np.ndarray], kind: str,
+          palette: Optional[Sequence[int]] = None) -> np.ndarray:
     """uint8 [H, W, 3] image with the label map laid over it."""
     img = image.astype(np.float32)
     if labels is None:
         return image
-    rgb, alpha = colourise(labels, kind)
+    rgb, alpha = colourise(labels, kind, palette)
     out = img * (1 - alpha[..., None]) + rgb.astype(np.float32) * alpha[..., None]
     return out.clip(0, 255).astype(np.uint8)
 
 
-def _class_colour(c: int, kind: str) -> Tuple[float, float, float]:
+def _class_colour(c: int, kind: str, palette: Optional[Sequence[int]] = None
+                  ) -> Tuple[float, float, float]:
     if kind == "refuge":
         rgb = REFUGE_COLOURS[min(max(int(c), 0), 2)] if c else np.array([255, 255, 255])
     else:
-        rgb = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)[int(c)] if c else np.array([255, 255, 255])
+        rgb = _palette(palette)[int(c)] if c else np.array([255, 255, 255])
     return tuple(float(v) / 255 for v in rgb)
 
 
-def draw_weak(ax, image: np.ndarray, weak: Any, kind: str) -> None:
-    """Weak labels over the image: boxes, scribbles, points (tags in the title)."""
+def draw_weak(ax, image: np.ndarray, weak: Any, kind: str, palette: Optional[Sequence[int]] = None
+              ) -> None:
+    """Weak labels over the image: boxes, scribbles, points (plot_overlays names the tags
+    under the panel)."""
     from matplotlib.patches import Rectangle
 
     img = image
     scribble = getattr(weak, "scribble", None)
     if scribble is not None:
         s = np.asarray(scribble)
-        rgb, _ = colourise(s, kind)
+        rgb, _ = colourise(s, kind, palette)
         bg = s == 0
         rgb[bg] = 255
         mask = s != 255
@@ -152,13 +162,13 @@ def draw_weak(ax, image: np.ndarray, weak: Any, kind: str) -> None:
         for b, c in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(labels).reshape(-1)):
             x0, y0, x1, y1 = (float(v) for v in b)
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                   edgecolor=_class_colour(int(c), kind), linewidth=1.2))
+                                   edgecolor=_class_colour(int(c), kind, palette), linewidth=1.2))
     pts = getattr(weak, "points", None)
     if pts is not None and len(pts):
         pl = np.asarray(getattr(weak, "point_labels", np.ones(len(pts))))
         for (x, y), c in zip(np.asarray(pts).reshape(-1, 2), pl):
             ax.plot([x], [y], marker="x" if int(c) == 0 else "o", markersize=4,
-                    color=_class_colour(int(c), kind), markeredgecolor="black", markeredgewidth=0.5)
+                    color=_class_colour(int(c), kind, palette), markeredgecolor="black", markeredgewidth=0.5)
 
 
 # --------------------------------------------------------------------- figures
@@ -287,12 +297,14 @@ PANELS = ("image", "weak label", "zero-shot SAM", "logic SAM", "student", "groun
 
 
 def plot_overlays(rows: List[Dict[str, Any]], kind: str, path: Path,
-                  class_names: Optional[Sequence[str]] = None) -> Optional[Path]:
+                  class_names: Optional[Sequence[str]] = None,
+                  palette: Optional[Sequence[int]] = None) -> Optional[Path]:
     """One row per image: image, weak label, zero-shot SAM, logic SAM, student, ground truth.
 
     A row: ``{"id", "image": uint8 [H, W, 3], "weak": WeakLabels | None,
     "zero-shot SAM" / "logic SAM" / "student" / "ground truth": [H, W] labels | None}``.
-    ``class_names``: the legend's names (default: the kind's classes).
+    ``class_names``: the legend's names (default: the kind's classes); ``palette``: a
+    labelmap's colours (ClassList.palette(); default VOC's), as in the label PNGs.
     """
     if not rows:
         return None
@@ -310,39 +322,50 @@ def plot_overlays(rows: List[Dict[str, Any]], kind: str, path: Path,
                 ax.set_ylabel(str(row["id"]), fontsize=7)
             elif panel == "weak label":
                 if row.get("weak") is not None:
-                    draw_weak(ax, image, row["weak"], kind)
+                    draw_weak(ax, image, row["weak"], kind, palette)
+                    tags = getattr(row["weak"], "tags", None)
+                    if tags is not None:  # image-level tags: the classes named, under the panel
+                        names = _class_names(kind, class_names)
+                        present = [int(c) for c in np.flatnonzero(np.asarray(tags)) if c]
+                        ax.set_xlabel("tags: " + (", ".join(names.get(c, str(c)) for c in present)
+                                                  or "none"), fontsize=7)
                 else:
                     ax.imshow(image)
             else:
                 lab = row.get(panel)
-                ax.imshow(blend(image, None if lab is None else np.asarray(lab), kind))
+                ax.imshow(blend(image, None if lab is None else np.asarray(lab), kind, palette))
                 if lab is None:
                     ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center")
             if r == 0:
                 ax.set_title(panel, fontsize=8)
     fig.tight_layout()
-    handles = _class_legend(rows, kind, class_names)
+    handles = _class_legend(rows, kind, class_names, palette)
     if handles:
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=min(len(handles), 8), fontsize=7, frameon=False)
     return _savefig(fig, path)
 
 
+def _class_names(kind: str, class_names: Optional[Sequence[str]] = None) -> Dict[int, str]:
+    from .io import VOC_CLASSES
+
+    return ({1: "disc (rim)", 2: "cup"} if kind == "refuge"
+            else dict(enumerate(class_names or VOC_CLASSES)))
+
+
 def _class_legend(rows: List[Dict[str, Any]], kind: str,
-                  class_names: Optional[Sequence[str]] = None) -> List[Any]:
+                  class_names: Optional[Sequence[str]] = None,
+                  palette: Optional[Sequence[int]] = None) -> List[Any]:
     """Colour patches of the classes that the panels show (255: unsure or void)."""
     from matplotlib.patches import Patch
-
-    from .io import VOC_CLASSES
 
     present = set()
     for row in rows:
         for panel in PANELS[2:]:
             if row.get(panel) is not None:
                 present.update(int(v) for v in np.unique(np.asarray(row[panel])))
-    names = ({1: "disc (rim)", 2: "cup"} if kind == "refuge"
-             else dict(enumerate(class_names or VOC_CLASSES)))
-    handles = [Patch(facecolor=_class_colour(c, kind), edgecolor="black", linewidth=0.4,
+    names = _class_names(kind, class_names)
+    handles = [Patch(facecolor=_class_colour(c, kind, palette), edgecolor="black", linewidth=0.4,
                      label=names.get(c, str(c))) for c in sorted(present - {0, 255})]
     if 255 in present:
         handles.append(Patch(facecolor=(UNSURE_GREY / 255,) * 3, edgecolor="black", linewidth=0.4,
@@ -354,9 +377,11 @@ def _class_legend(rows: List[Dict[str, Any]], kind: str,
 def render(out_dir, metrics: Dict[str, Any], *, student_histories: Optional[Dict[str, List]] = None,
            finetune_history: Any = None, overlays: Optional[List[Dict[str, Any]]] = None,
            config_path: Optional[str] = None, title: Optional[str] = None,
-           class_names: Optional[Sequence[str]] = None) -> Path:
+           class_names: Optional[Sequence[str]] = None,
+           palette: Optional[Sequence[int]] = None) -> Path:
     """Write ``out_dir/report.md`` and its PNGs; returns the Markdown path. ``class_names``:
-    a VOC-layout data set's own classes (default ``metrics["classes"]``, else VOC's)."""
+    a VOC-layout data set's own classes (default ``metrics["classes"]``, else VOC's);
+    ``palette``: their labelmap's colours (default VOC's)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kind = metrics["dataset"]
@@ -371,9 +396,12 @@ def render(out_dir, metrics: Dict[str, Any], *, student_histories: Optional[Dict
     if config_path:
         facts.append(f"repeat with `fuzzyseg run --config {config_path}`")
     parts += ["; ".join(facts) + ".", "", "## Results", "", results_table(metrics), ""]
-    parts += ["Pseudo-labels are scored on the training split against its masks (evaluation only); "
-              "students on the validation split. Percentages: share of the full-supervision ceiling "
-              "(the same student and schedule trained on ground-truth masks).", ""]
+    scored = ("Pseudo-labels are scored on the training split against its masks (evaluation only); "
+              if metrics.get("pseudo_labels") else
+              "Pseudo-labels are not scored (the training split has no masks); ")
+    ceiling = (" Percentages: share of the full-supervision ceiling (the same student and schedule "
+               "trained on ground-truth masks)." if (metrics.get("students") or {}).get("gt") else "")
+    parts += [scored + "students on the validation split." + ceiling, ""]
     fig = plot_student_curves(student_histories or {}, out_dir / "student_curves.png")
     ft = plot_finetune_curves(finetune_history, out_dir / "finetune_curves.png") \
         if finetune_history is not None else None
@@ -384,7 +412,7 @@ def render(out_dir, metrics: Dict[str, Any], *, student_histories: Optional[Dict
         if fig:
             parts += ["![students](student_curves.png)", ""]
     ov = plot_overlays(overlays or [], kind, out_dir / "overlays.png",
-                       class_names or metrics.get("classes"))
+                       class_names or metrics.get("classes"), palette)
     if ov:
         parts += ["## Overlays", "", "Image, weak label, zero-shot SAM, logic SAM, student (no prompts), "
                   "ground truth. Grey: uncertain (255, ignored in training).", "",

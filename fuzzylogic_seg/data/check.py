@@ -23,7 +23,7 @@ from .base import Item, read_grey, read_image, read_index_png, size_mismatch
 class Problem:
     path: str
     message: str
-    severity: str = "error"   # "error" | "warning"
+    severity: str = "error"   # "error" | "warning" | "hint" (what to do about errors listed)
 
 
 @dataclass
@@ -39,7 +39,7 @@ class CheckReport:
 
     @property
     def warnings(self) -> List[Problem]:
-        return [p for p in self.problems if p.severity != "error"]
+        return [p for p in self.problems if p.severity == "warning"]
 
     @property
     def ok(self) -> bool:
@@ -117,7 +117,9 @@ def _voc_item(item: Item, scribbles: bool, classes=None):
         except DatasetError as exc:
             report.add(item.mask, _msg(exc, item.mask))
     problems: List[str] = []
-    _, objs = parse_annotation(item.annotation, size, problems, classes=classes)
+    unknown: List[str] = []
+    _, objs = parse_annotation(item.annotation, size, problems, classes=classes, unknown=unknown)
+    counts.update(f"unknown:{n}" for n in unknown)
     if item.annotation.is_file():
         counts["annotations"] += 1
     for m in problems:
@@ -147,7 +149,7 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
     """`classes`: the class list (names, a comma list or a file; default the VOC2012
     folder's labelmap.txt, else the VOC classes); a broken labelmap.txt is reported."""
     from .classes import resolve_classes
-    from .voc import mask_dirs, read_split_list, resolve_root, split_file
+    from .voc import image_path, main_splits, mask_dirs, read_split_list, resolve_root, split_file
 
     report = CheckReport("voc", str(root))
     try:
@@ -168,9 +170,14 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
             d = voc / "ImageSets" / sub
             if d.is_dir():
                 found |= {p.stem for p in d.glob("*.txt")}
+        found |= set(main_splits(voc, class_list.names))  # (a boxes-only export's lists)
         splits = sorted(found)
         if not splits:
-            report.add(voc / "ImageSets" / "Segmentation", "no split lists (*.txt)")
+            report.add(voc / "ImageSets" / "Segmentation",
+                       "no split lists (*.txt here or in ImageSets/Main/): write one list per "
+                       "split, one image id (file name without extension) a line, e.g. "
+                       "ImageSets/Segmentation/train.txt for the images with boxes and val.txt "
+                       "for those with masks")
             return report
     items: Dict[str, Item] = {}
     split_counts = {}
@@ -191,7 +198,8 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
         unlabelled = bool(ids) and not any(found_masks.values())
         if unlabelled:
             report.add(path, f"split {split!r} has no masks (a test split): its images and "
-                             f"annotations are checked, not masks", "warning")
+                             f"annotations are checked, not masks (training on weak labels "
+                             f"needs none)", "warning")
         # Scribbles label the training images: over every split found, an image
         # without one (val, trainval's val half) is counted, not an error; a split
         # named with --split must have them all.
@@ -207,7 +215,7 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
                 continue
             mask = None if unlabelled else (found_masks[image_id] or dirs[0] / f"{image_id}.png")
             items[image_id] = Item(
-                id=image_id, image=voc / "JPEGImages" / f"{image_id}.jpg", mask=mask,
+                id=image_id, image=image_path(voc, image_id), mask=mask,
                 annotation=voc / "Annotations" / f"{image_id}.xml",
                 scribble=Path(scribble_dir) / f"{image_id}.png"
                 if scribble_dir is not None and (explicit or image_id in have) else None)
@@ -219,6 +227,21 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
         report.problems += probs
         counts.update(c)
         pixel_counts += px
+    unknown = {k.split(":", 1)[1]: n for k, n in sorted(counts.items()) if k.startswith("unknown:")}
+    if unknown:  # one line that says what to do, after the one error per object
+        what = (f"{count_noun(sum(unknown.values()), 'object')} of classes not among the "
+                f"{len(class_list)} classes of {class_list.source} ("
+                + ", ".join(f"{k!r} {n}" for k, n in unknown.items()) + ")")
+        lower = {n.lower(): n for n in VOC_CLASSES[1:]}
+        near = [f"{k!r} is {lower[k.lower()]!r} in another case" for k in unknown if k.lower() in lower]
+        if class_list.is_voc and class_list.source == "VOC":
+            known = [c for c in VOC_CLASSES[1:] if counts[f"objects:{c}"]]
+            todo = (f"if they are yours, name every class with --classes "
+                    f"{','.join(known + sorted(unknown))} (or a labelmap.txt in {voc.name}/), "
+                    "else correct the XML <name>s")
+        else:
+            todo = f"correct the XML <name>s, or add the classes to {class_list.source}"
+        report.add(voc / "Annotations", f"{what}: " + "; ".join(near + [todo]), "hint")
     report.counts = ({} if class_list.is_voc and class_list.source == "VOC" else
                      {"classes": f"{len(class_list)} from {class_list.source}: "
                                  + ", ".join(class_list.names)}) | {

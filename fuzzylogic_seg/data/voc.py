@@ -2,7 +2,8 @@
 
 ROOT may be the folder holding `VOCdevkit`, `VOCdevkit` itself, or `VOC2012`.
 Split lists are read from `ImageSets/Segmentation/SPLIT.txt` (also
-`ImageSets/SegmentationAug/` and VOC2012/SPLIT.txt for SBD's `train_aug`);
+`ImageSets/SegmentationAug/` and VOC2012/SPLIT.txt for SBD's `train_aug`, then
+`ImageSets/Main/SPLIT.txt`, where boxes-only exports put them);
 a list line may be an ID or the SBD form `/JPEGImages/ID.jpg /Seg.../ID.png`.
 Masks come from `SegmentationClass/ID.png` (for a split whose name contains
 "aug": `SegmentationClassAug/` first). Real weak labels: XML boxes and tags
@@ -24,7 +25,7 @@ import torch
 
 from ..errors import DatasetError
 from ..io import VOC_CLASSES
-from .base import IMAGE_SUFFIXES, Item, PathLike, SegDataset, _open, read_index_png
+from .base import IMAGE_SUFFIXES, Item, PathLike, SegDataset, _open, find_file, read_index_png
 from .classes import VOC, ClassList, resolve_classes
 
 CLASS_INDEX = {name: i for i, name in enumerate(VOC_CLASSES)}
@@ -37,19 +38,56 @@ def resolve_root(root: PathLike) -> Path:
     for cand in (root / "VOCdevkit" / "VOC2012", root / "VOC2012", root):
         if (cand / "JPEGImages").is_dir():
             return cand
+    hint = ""
+    if root.is_dir():
+        files = [p for p in root.iterdir() if p.is_file()]
+        n_xml = sum(p.suffix.lower() == ".xml" for p in files)
+        n_img = sum(p.suffix.lower() in IMAGE_SUFFIXES for p in files)
+        if n_xml and n_img:  # LabelImg's layout: photos and their XML files side by side
+            hint = (f" (it holds {n_img} images and {n_xml} XML files side by side, as LabelImg "
+                    "saves them: move the images into JPEGImages/ and the XML files into "
+                    "Annotations/, and write ImageSets/Main/train.txt with one image id, the "
+                    "file name without extension, a line; docs/DATA.md 'Your own classes')")
+        elif (root / "SegmentationClass").is_dir():
+            hint = (" (it holds SegmentationClass/ but no images, as a masks-only export does: "
+                    "copy SegmentationClass/ and ImageSets/Segmentation/ into the folder that "
+                    "has JPEGImages/)")
     raise DatasetError("not a Pascal VOC folder: expected VOCdevkit/VOC2012/JPEGImages, "
-                       "VOC2012/JPEGImages or JPEGImages under it", root)
+                       "VOC2012/JPEGImages or JPEGImages under it" + hint, root)
 
 
 def split_file(voc: Path, split: str) -> Path:
+    """The list of `split`: ImageSets/Segmentation/ first, then SBD's places, then
+    ImageSets/Main/ (where a boxes-only export, e.g. CVAT's "PASCAL VOC 1.1", puts it)."""
     cands = [voc / "ImageSets" / "Segmentation" / f"{split}.txt",
              voc / "ImageSets" / "SegmentationAug" / f"{split}.txt",
-             voc / f"{split}.txt"]
+             voc / f"{split}.txt",
+             voc / "ImageSets" / "Main" / f"{split}.txt"]
     for c in cands:
         if c.is_file():
             return c
     raise DatasetError(f"no list for split {split!r} (looked for "
-                       f"{', '.join(str(c.relative_to(voc)) for c in cands)})", cands[0])
+                       f"{', '.join(str(c.relative_to(voc)) for c in cands)}); a split list is one "
+                       f"image id (file name without extension) a line", cands[0])
+
+
+def main_splits(voc: Path, class_names: Sequence[str] = ()) -> List[str]:
+    """The split lists of ImageSets/Main/ (train, val, default, ...), without VOC's and
+    datumaro's per-class lists (CLASS_SPLIT.txt)."""
+    d = voc / "ImageSets" / "Main"
+    stems = {p.stem for p in d.glob("*.txt")} if d.is_dir() else set()
+    names = set(class_names) | set(VOC_CLASSES)
+    return sorted(s for s in stems if not (
+        "_" in s and (s.rsplit("_", 1)[1] in stems or s.rsplit("_", 1)[0] in names)))
+
+
+def image_path(voc: Path, image_id: str) -> Path:
+    """JPEGImages/ID.jpg, or the image of that id with another extension (.JPG, .jpeg,
+    .png: annotation tools keep the photos' own file names)."""
+    path = voc / "JPEGImages" / f"{image_id}.jpg"
+    if path.is_file():
+        return path
+    return find_file(voc / "JPEGImages", image_id, IMAGE_SUFFIXES) or path
 
 
 def read_split_list(path: PathLike) -> List[str]:
@@ -93,7 +131,8 @@ class VOCObject:
 
 
 def parse_annotation(path: PathLike, size: Optional[Tuple[int, int]] = None,
-                     problems: Optional[List[str]] = None, classes: ClassList = VOC
+                     problems: Optional[List[str]] = None, classes: ClassList = VOC,
+                     unknown: Optional[List[str]] = None
                      ) -> Tuple[Optional[Tuple[int, int]], List[VOCObject]]:
     """(size (H, W) from <size> or None, objects) of a VOC XML file.
 
@@ -102,7 +141,8 @@ def parse_annotation(path: PathLike, size: Optional[Tuple[int, int]] = None,
     inclusive), and converted to half-open 0-based coordinates. The first
     problem raises a DatasetError naming the file, unless a `problems` list is
     given: then every problem is appended to it and bad objects are skipped.
-    Object names must be among `classes` (background excluded).
+    Object names must be among `classes` (background excluded); the unknown ones are
+    also appended to `unknown` when given (`data check` sums them up).
     """
     path = Path(path)
     index = CLASS_INDEX if classes.is_voc else classes.index
@@ -138,8 +178,11 @@ def parse_annotation(path: PathLike, size: Optional[Tuple[int, int]] = None,
         name = (obj.findtext("name") or "").strip()
         where = f"object {k} ({name or 'no name'})"
         if name not in index or name == "background":
+            if unknown is not None:
+                unknown.append(name)
             fail(f"{where}: unknown class name {name!r}; " + (
-                f"VOC names are {', '.join(VOC_CLASSES[1:])}" if classes.is_voc else
+                f"VOC names are {', '.join(VOC_CLASSES[1:])} (for classes of your own: "
+                f"--classes NAME,NAME,... or a labelmap.txt)" if classes.is_voc else
                 f"the classes ({classes.source}) are {', '.join(classes.names[1:])}"))
             continue
         bb = obj.find("bndbox")
@@ -236,7 +279,7 @@ class VOCSegmentation(SegDataset):
             mask = next((d / f"{image_id}.png" for d in dirs if (d / f"{image_id}.png").is_file()),
                         dirs[0] / f"{image_id}.png")
             items.append(Item(
-                id=image_id, image=voc / "JPEGImages" / f"{image_id}.jpg", mask=mask,
+                id=image_id, image=image_path(voc, image_id), mask=mask,
                 annotation=voc / "Annotations" / f"{image_id}.xml",
                 scribble=None if self.scribble_dir is None else self.scribble_dir / f"{image_id}.png"))
         missing = [it.image for it in items if not it.image.is_file()]

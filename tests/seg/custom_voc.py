@@ -69,3 +69,28 @@ def write_custom_voc(root: Path, n_train: int = 4, n_val: int = 2, labelmap: boo
     if labelmap:
         (voc / "labelmap.txt").write_text(LABELMAP)
     return voc
+
+
+def as_boxes_export(voc: Path, image_suffix: str = ".jpg") -> Path:
+    """Rearrange a set written by write_custom_voc as a boxes-only export (CVAT's
+    "PASCAL VOC 1.1", datumaro): split lists in ImageSets/Main/ with per-class lists
+    (CLASS_SPLIT.txt, lines "ID 1/-1") beside them, no ImageSets/Segmentation/, no
+    masks for the training images (the validation masks stay); images renamed to
+    `image_suffix` (a phone's .JPG)."""
+    main = voc / "ImageSets" / "Main"
+    main.mkdir(parents=True, exist_ok=True)
+    seg = voc / "ImageSets" / "Segmentation"
+    for lst in sorted(seg.glob("*.txt")):
+        ids = lst.read_text().split()
+        (main / lst.name).write_text(lst.read_text())
+        for name in CLASSES[1:]:
+            (main / f"{name}_{lst.name}").write_text("".join(f"{i}  1\n" for i in ids))
+        if lst.stem == "train":
+            for i in ids:
+                (voc / "SegmentationClass" / f"{i}.png").unlink()
+        lst.unlink()
+    seg.rmdir()
+    if image_suffix != ".jpg":
+        for p in sorted((voc / "JPEGImages").glob("*.jpg")):
+            p.rename(p.with_suffix(image_suffix))
+    return voc

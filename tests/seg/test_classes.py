@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from custom_voc import CLASSES, COLOURS, LABELMAP, write_custom_voc, write_xml
+from custom_voc import CLASSES, COLOURS, LABELMAP, as_boxes_export, write_custom_voc, write_xml
 from PIL import Image
 
 from fuzzylogic_seg.cli import main
@@ -267,3 +267,58 @@ def test_pseudo_label_takes_classes(src, tmp_path, capsys):
     assert summary["classes"] == list(CLASSES) and summary["miou"] > 0.6
     assert set(summary["per_class_iou"]) == set(CLASSES)
     assert json.loads((out / "weak" / "weak.json").read_text())["class_names"] == list(CLASSES)
+
+
+# ------------------------------------------------ annotation tools' export layouts
+def test_a_boxes_only_export_reads_its_split_lists_from_imagesets_main(data, capsys):
+    """CVAT's "PASCAL VOC 1.1" export lists its subsets in ImageSets/Main/ (with
+    per-class lists beside them) and keeps the photos' own file names (.JPG)."""
+    root = data("labelmap")
+    as_boxes_export(vocdir(root), image_suffix=".JPG")
+    train = VOCSegmentation(root, "train", kinds=("boxes",))
+    assert len(train) == 4 and train.items[0].image.suffix == ".JPG"
+    assert train[0]["weak"].boxes.shape == (2, 4)  # from the XML, no mask opened
+    val = VOCSegmentation(root, "val", kinds=(), with_gt=True)
+    assert set(val[0]["gt"].unique().tolist()) == {0, 1, 2}
+    assert main(["data", "check", "voc", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "splits: train 4, val 2" in out  # not mug_train, spoon_val, ...
+    assert "images: 6" in out and "masks: 2" in out
+    assert "split 'train' has no masks" in out and "needs none" in out
+
+
+def test_a_missing_split_list_says_where_it_looked(data):
+    root = data("labelmap")
+    with pytest.raises(DatasetError, match=r"ImageSets/Main/test\.txt\); a split list is one image id"):
+        VOCSegmentation(root, "test")
+
+
+def test_a_labelimg_folder_is_refused_saying_how_to_arrange_it(tmp_path, capsys):
+    """LabelImg saves photos and their XML files side by side, with no split list."""
+    (tmp_path / "IMG_1.jpg").write_bytes(b"")
+    write_xml(tmp_path / "IMG_1.xml", 80, 64, [("mug", (2, 2, 20, 20))])
+    with pytest.raises(DatasetError, match="side by side, as LabelImg saves them: move the images "
+                                           "into JPEGImages/ and the XML files into Annotations/"):
+        VOCSegmentation(tmp_path, "train")
+    masks_only = tmp_path / "masks"
+    (masks_only / "SegmentationClass").mkdir(parents=True)
+    assert main(["data", "check", "voc", str(masks_only)]) == 1
+    assert "copy SegmentationClass/ and ImageSets/Segmentation/ into the folder that has " \
+           "JPEGImages/" in capsys.readouterr().out
+
+
+def test_data_check_sums_up_unknown_class_names_with_what_to_do(src, data, capsys):
+    # no labelmap, no --classes: the VOC classes; the summary gives the --classes to use
+    assert main(["data", "check", "voc", str(src / "plain")]) == 1
+    out = capsys.readouterr().out
+    assert "12 objects of classes not among the 21 classes of VOC ('mug' 6, 'spoon' 6): if they " \
+           "are yours, name every class with --classes mug,spoon" in out
+    assert out.count("--classes mug,spoon") == 1
+    assert "hint: 12 objects" in out and "(12 errors, 0 warnings)" in out  # (one per object)
+    # a labelmap's classes: a name in another case is pointed out
+    root = data("labelmap")
+    write_xml(vocdir(root) / "Annotations" / "2024_000000.xml", 80, 64, [("Mug", (2, 2, 20, 20))])
+    assert main(["data", "check", "voc", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "1 object of classes not among the 3 classes of" in out
+    assert "'Mug' is 'mug' in another case; correct the XML <name>s, or add the classes to" in out

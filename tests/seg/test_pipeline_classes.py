@@ -5,17 +5,18 @@ default VOC run's fingerprints and student file as they were."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from custom_voc import CLASSES, COLOURS, write_custom_voc
+from custom_voc import CLASSES, COLOURS, as_boxes_export, write_custom_voc
 from PIL import Image
 
 from fuzzylogic_seg import config as C
 from fuzzylogic_seg.cli import main
-from fuzzylogic_seg.errors import ConfigError
+from fuzzylogic_seg.errors import ConfigError, DatasetError
 from fuzzylogic_seg.io import load_json, load_torch
 from fuzzylogic_seg.pipeline import Pipeline, run
 
@@ -147,3 +148,66 @@ def test_default_voc_fingerprints_and_student_files_are_unchanged(tmp_path):
     save_student(tmp_path / "m.pt", build_model(scfg, 21, weights=False), scfg, "voc")
     state = load_torch(tmp_path / "m.pt")
     assert state["classes"] == 21 and "class_names" not in state
+
+
+# ------------------------------------------- an annotation tool's export, as it is
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """Boxes for every image, masks for the validation images only, the split lists in
+    ImageSets/Main/ (CVAT's "PASCAL VOC 1.1" plus the masks of its val subset), colour
+    masks in the labelmap's colours."""
+    root = tmp_path_factory.mktemp("export")
+    as_boxes_export(write_custom_voc(root, labelmap=True, rgb_masks=True))
+    return root
+
+
+def test_a_training_split_without_masks_runs_on_its_boxes(export, tmp_path, monkeypatch):
+    from fuzzylogic_seg import report
+
+    drawn = {}
+    plot = report.plot_overlays
+    monkeypatch.setattr(report, "plot_overlays", lambda *a, **k: drawn.update(palette=a[4]) or plot(*a, **k))
+    out = tmp_path / "run"
+    cfg = tiny_config(export, out, students=["logic"])
+    metrics = run(cfg, progress=False)
+    assert drawn["palette"][3:9] == list(COLOURS["mug"]) + list(COLOURS["spoon"])  # the labelmap's
+    assert metrics["pseudo_labels"] == {} and set(metrics["students"]) == {"logic"}
+    assert metrics["students"]["logic"]["miou"] >= 0
+    assert not list((out / "pseudo_labels").glob("*.quality.json"))
+    assert len(list((out / "pseudo_labels" / "logic").glob("*.png"))) == 4
+    assert "4 of 4 training images have no mask: the pseudo-labels are not scored" \
+        in (out / "run.log").read_text()
+    report = (out / "report" / "report.md").read_text()
+    assert "Pseudo-labels are not scored (the training split has no masks)" in report
+    assert "share of the full-supervision ceiling" not in report
+
+
+def test_without_training_masks_the_ceiling_is_refused_before_the_first_stage(export, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"4 of 4 images of the training split 'train' have no mask "
+                                          r".*but the student\(s\) gt train on the training masks .*: "
+                                          r"leave them out, --students logic$"):
+        run(tiny_config(export, out), progress=False)
+    with pytest.raises(ConfigError, match="weak labels of kind 'scribbles' are simulated from the "
+                                          "masks: use the XML's --weak boxes or --weak tags"):
+        run(tiny_config(export, out, weak="scribbles", students=["logic"]), progress=False)
+    assert not (out / "stages").exists()
+
+
+def test_validation_masks_are_checked_before_the_first_stage(export, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(export, root)
+    voc = root / "VOCdevkit" / "VOC2012"
+    val = (voc / "ImageSets" / "Main" / "val.txt").read_text().split()
+    mask = voc / "SegmentationClass" / f"{val[0]}.png"
+    arr = np.array(Image.open(mask))
+    arr[1, 1] = (255, 0, 255)  # a colour of no class
+    Image.fromarray(arr).save(mask)
+    out = tmp_path / "run"
+    with pytest.raises(DatasetError, match=r"colour\(s\) \(255,0,255\) that no class"):
+        run(tiny_config(root, out, students=["logic"]), progress=False)
+    assert not (out / "stages").exists()
+    mask.unlink()
+    with pytest.raises(ConfigError, match=r"1 of 2 images of the validation split 'val' have no mask "
+                                          r".*list only images with masks there"):
+        run(tiny_config(root, out, students=["logic"]), progress=False)

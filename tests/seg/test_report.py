@@ -126,3 +126,36 @@ def test_the_overlay_legend_names_the_classes_shown():
     assert [h.get_label() for h in R._class_legend(
         [{"id": "b", "image": None, "student": np.array([[0, 1], [2, 2]])}], "refuge")] == [
         "disc (rim)", "cup"]
+
+
+def test_a_labelmap_palette_colours_the_overlays_and_the_legend(tmp_path):
+    """A data set's own labelmap colours: the report draws its classes in them, as the
+    label PNGs are coloured (ClassList.palette())."""
+    from fuzzylogic_seg.data.classes import parse_classes, read_class_file
+
+    f = tmp_path / "labelmap.txt"
+    f.write_text("background:0,0,0::\nmug:250,50,83::\nspoon:51,221,255::\n")
+    pal = read_class_file(f).palette()
+    lab = np.array([[0, 1], [2, 255]])
+    rgb, _ = R.colourise(lab, "voc", pal)
+    assert rgb[0, 1].tolist() == [250, 50, 83] and rgb[1, 0].tolist() == [51, 221, 255]
+    assert rgb[1, 1].tolist() == [200, 200, 200]
+    rows = [{"id": "a", "image": np.zeros((2, 2, 3), np.uint8), "weak": None, "student": lab}]
+    legend = R._class_legend(rows, "voc", ["background", "mug", "spoon"], pal)
+    faces = {h.get_label(): [round(255 * v) for v in h.get_facecolor()[:3]] for h in legend}
+    assert faces["mug"] == [250, 50, 83] and faces["spoon"] == [51, 221, 255]
+    assert parse_classes("mug,spoon").palette() is None  # no colours: VOC's, as before
+    render = R.render(tmp_path / "r", {"dataset": "voc", "students": {}, "pseudo_labels": {}},
+                      overlays=rows, class_names=["background", "mug", "spoon"], palette=pal)
+    assert (render.parent / "overlays.png").is_file()
+
+
+def test_tags_are_named_under_the_weak_label_panel(tmp_path, monkeypatch):
+    figs = []
+    monkeypatch.setattr(R, "_savefig", lambda fig, path: figs.append(fig) or path)
+    tags = torch.tensor([False, True, False, True])
+    rows = [{"id": "a", "image": np.zeros((4, 4, 3), np.uint8), "weak": WeakLabels(tags=tags, size=(4, 4))}]
+    R.plot_overlays(rows, "voc", tmp_path / "o.png", ["background", "bottle", "can", "cup"])
+    assert figs[0].axes[1].get_xlabel() == "tags: bottle, cup"
+    R.plot_overlays(rows, "voc", tmp_path / "o.png")  # the VOC names by default
+    assert figs[1].axes[1].get_xlabel() == "tags: aeroplane, bird"
