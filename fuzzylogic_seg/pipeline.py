@@ -92,7 +92,8 @@ def resolve_class_list(cfg: Dict[str, Any]):
     return resolve_classes(resolve_root(cfg["root"]), cfg.get("classes"))
 
 
-HEADLINE_KEYS = ("miou", "dice_disc", "dice_cup", "vcdr_mae", "coverage", "pixel_accuracy")
+HEADLINE_KEYS = ("miou", "dice_disc", "dice_cup", "vcdr_mae", "coverage", "pixel_accuracy",
+                 "scored_images")  # (the last: only when some masks are missing)
 
 
 def headline(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -222,16 +223,10 @@ class Pipeline:
                                      for it in ds.items if it.mask is None or not Path(it.mask).is_file()]
         return self._unmasked[split]
 
-    @property
-    def train_masks(self) -> bool:
-        """Every training image has a mask: the pseudo-labels are scored and the `gt`
-        students can train. Weak labels alone (no mask) are enough for the rest."""
-        return not self.unmasked("train")
-
     def check_masks(self) -> None:
         """Before the first stage: the validation split needs a mask per image (the
         students are scored on it), the `gt` students need the training masks; the
-        pseudo-labels are scored only when every training image has a mask."""
+        pseudo-labels are scored on the training images that have one."""
         cfg, train, val = self.cfg, self.cfg["splits"]["train"], self.cfg["splits"]["val"]
         gt = [v for v in cfg.get("students") or [] if C.variant_labels(v) == "gt"]
         missing = self.unmasked("train")
@@ -251,8 +246,10 @@ class Pipeline:
                                                if real else "") +
                 "give your own with --weak-dir (`fuzzyseg data weak`)")
         if missing:
+            scored = len(self.ids("train")) - len(missing)
             log.info(f"{len(missing)} of {len(self.ids('train'))} training images have no mask: "
-                     "the pseudo-labels are not scored (training reads only the weak labels)")
+                     + (f"the pseudo-labels are scored on the other {scored}" if scored else
+                        "the pseudo-labels are not scored") + " (training reads only the weak labels)")
         missing = self.unmasked("val") if cfg.get("students") else []
         if missing:
             raise ConfigError(
@@ -449,7 +446,7 @@ class Pipeline:
         out = self.pseudo_dir(method)
         summary = make_pseudo_labels(method, self.train_dataset(), sam=sam, out_dir=out, **kw, **opts)
         quality = None
-        if self.train_masks:
+        if len(self.unmasked("train")) < len(self.ids("train")):  # (some masks: scored on those)
             quality = self.score("train", out, f"{method} pseudo-labels")
             save_json(quality, out.parent / f"{method}.quality.json")
         return {"folder": str(out), "quality": quality and headline(quality),
@@ -464,8 +461,18 @@ class Pipeline:
         from .commands.evaluate import evaluate_predictions
 
         ds = self.dataset(split, kinds=())
-        log.info(f"scoring {desc}")
-        return evaluate_predictions(ds, folder, progress=False, per_image=True)
+        missing = set(self.unmasked(split))
+        if missing:  # scored on the images that have a mask, and saying so
+            ids = [it.id for it in ds.items if Path(it.mask if it.mask is not None else it.image) not in missing]
+            ds = make_dataset(self.kind, self.cfg["root"], self.cfg["splits"][split], ids=ids,
+                              classes=self._classes_arg(), kinds=())
+            log.info(f"scoring {desc} on the {len(ids)} of {len(ids) + len(missing)} images with a mask")
+        else:
+            log.info(f"scoring {desc}")
+        metrics = evaluate_predictions(ds, folder, progress=False, per_image=True)
+        if missing:
+            metrics["scored_images"] = len(ds)
+        return metrics
 
     # --------------------------------------------------------------- student
     def student_dir(self, variant: str) -> Path:
@@ -645,7 +652,9 @@ class Pipeline:
                 p = self.pseudo_dir(method) / f"{s['id']}.png"
                 row[panel] = read_label(p, self.kind).numpy() if p.is_file() else None
             row["student"] = student.predict(s["image"]).numpy() if student else None
-            row["ground truth"] = train.read_gt(i).numpy() if self.train_masks else None
+            it = train.items[i]
+            has_mask = it.mask is not None and Path(it.mask).is_file()
+            row["ground truth"] = train.read_gt(i).numpy() if has_mask else None
             rows.append(row)
         return rows
 

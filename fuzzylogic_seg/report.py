@@ -396,7 +396,11 @@ def render(out_dir, metrics: Dict[str, Any], *, student_histories: Optional[Dict
     if config_path:
         facts.append(f"repeat with `fuzzyseg run --config {config_path}`")
     parts += ["; ".join(facts) + ".", "", "## Results", "", results_table(metrics), ""]
-    scored = ("Pseudo-labels are scored on the training split against its masks (evaluation only); "
+    some = [q.get("scored_images") for q in (metrics.get("pseudo_labels") or {}).values()]
+    n_train = (metrics.get("images") or {}).get("train")
+    scored = ((f"Pseudo-labels are scored on the {some[0]} of {n_train} training images that have a "
+               "mask (evaluation only); " if some and some[0] else
+               "Pseudo-labels are scored on the training split against its masks (evaluation only); ")
               if metrics.get("pseudo_labels") else
               "Pseudo-labels are not scored (the training split has no masks); ")
     ceiling = (" Percentages: share of the full-supervision ceiling (the same student and schedule "

@@ -182,6 +182,20 @@ def test_a_training_split_without_masks_runs_on_its_boxes(export, tmp_path, monk
     assert "share of the full-supervision ceiling" not in report
 
 
+def test_pseudo_labels_are_scored_on_the_training_images_that_have_a_mask(tmp_path):
+    voc = write_custom_voc(tmp_path / "data", labelmap=True)
+    train = (voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    for i in train[:2]:
+        (voc / "SegmentationClass" / f"{i}.png").unlink()
+    out = tmp_path / "run"
+    metrics = run(tiny_config(tmp_path / "data", out, students=["logic"]), progress=False)
+    quality = metrics["pseudo_labels"]["logic"]
+    assert quality["scored_images"] == 2 and 0 <= quality["miou"] <= 1
+    assert load_json(out / "pseudo_labels" / "logic.quality.json")["images"] == 2
+    assert "the pseudo-labels are scored on the other 2" in (out / "run.log").read_text()
+    assert "scored on the 2 of 4 training images that have a mask" in (out / "report" / "report.md").read_text()
+
+
 def test_without_training_masks_the_ceiling_is_refused_before_the_first_stage(export, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match=r"4 of 4 images of the training split 'train' have no mask "
