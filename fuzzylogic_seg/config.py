@@ -196,7 +196,8 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         need(not s.endswith("+rules") or bool(cfg["student"].get("logic_rules")),
              f"student {s!r} needs a student rule file (student.logic_rules / --student-rules)")
     main = cfg.get("main_student")
-    need(main in students, f"main_student {main!r} is not among the students {students}")
+    # (no students: a run of the weak labels and pseudo-labels only)
+    need(not students or main in students, f"main_student {main!r} is not among the students {students}")
     student = StudentConfig.from_dict(cfg["student"])  # raises on bad student options
     if students:
         from .student import check_model

@@ -180,3 +180,10 @@ def test_threads_flag_is_checked_and_sets_torch_threads(tmp_path, capsys):
     assert main(["run", "--dataset", "voc", "--root", str(tmp_path), "--weak", "boxes",
                  "--out", str(tmp_path / "o"), "--threads", "0"]) != 0
     assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_a_run_without_students_needs_no_main_student():
+    cfg = C.build(None, {**BASE, "students": []})
+    assert cfg["students"] == [] and cfg["main_student"] == "logic"  # (unused)
+    with pytest.raises(ConfigError, match="main_student 'logic' is not among the students"):
+        C.build(None, {**BASE, "students": ["zero-shot"]})

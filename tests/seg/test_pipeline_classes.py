@@ -122,6 +122,21 @@ def test_a_cli_run_with_classes_records_them(data, tmp_path, capsys):
     assert "holds a run on the classes background, mug, spoon" in capsys.readouterr().err
 
 
+def test_the_student_rule_file_and_tags_work_on_custom_classes(data, tmp_path):
+    # the shipped student and tag rules are class-generic: a 3-class student takes them
+    out = tmp_path / "rules"
+    student = {**STUDENT, "logic_rules": "student_voc.rules"}
+    metrics = run(tiny_config(data / "labelmap", out, students=["logic+rules"], main_student="logic+rules",
+                              student=student), progress=False)
+    assert 0 <= metrics["students"]["logic+rules"]["miou"] <= 1
+    assert load_torch(out / "students" / "logic+rules" / "model.pt")["classes"] == 3
+    tags = run(tiny_config(data / "labelmap", tmp_path / "tags", weak="tags", students=[],
+                           pseudo={"methods": ["logic"]}, finetune={"epochs": 2}), progress=False)
+    assert 0 <= tags["pseudo_labels"]["logic"]["miou"] <= 1
+    labels = np.array(Image.open(next((tmp_path / "tags" / "pseudo_labels" / "logic").glob("*.png"))))
+    assert set(np.unique(labels).tolist()) <= {0, 1, 2, 255}
+
+
 def test_classes_are_refused_for_refuge_and_checked_before_any_stage(tmp_path):
     with pytest.raises(ConfigError, match="Pascal VOC layout"):
         C.build(None, {"dataset": "refuge", "root": str(tmp_path), "out": str(tmp_path / "o"),
