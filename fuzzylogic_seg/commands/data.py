@@ -105,6 +105,12 @@ def register(subparsers) -> None:
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--scribbles", default=None, metavar="DIR",
                    help="VOC: real scribble PNGs (ScribbleSup converted) instead of simulated ones")
+    w.add_argument("--points", default=None, metavar="FILE",
+                   help="VOC layout: real point clicks instead of simulated ones, a JSON file in "
+                        "the format of What's the Point (image id -> [{x, y, cls, rank}]; "
+                        "docs/DATA.md)")
+    w.add_argument("--point-max-rank", type=int, default=None, metavar="N",
+                   help="with --points: keep each annotator's first N clicks (default: all)")
     w.add_argument("--classes", default=None, metavar="LIST|FILE", help=CLASSES_HELP)
     w.add_argument("--box-jitter", type=float, default=0.0)
     w.add_argument("--scribble-width", type=int, default=3)
@@ -236,6 +242,14 @@ def _weak(args) -> int:
     extra = {"scribble_dir": args.scribbles} if args.dataset == "voc" and args.scribbles else {}
     if args.dataset == "voc" and args.classes:
         extra["classes"] = args.classes
+    if args.points or args.point_max_rank is not None:
+        if args.dataset != "voc":
+            raise ConfigError("--points is for data sets in Pascal VOC layout (voc)")
+        if not args.points:
+            raise ConfigError("--point-max-rank N goes with --points FILE")
+        if args.point_max_rank is not None and args.point_max_rank < 1:
+            raise ConfigError(f"--point-max-rank must be >= 1, got {args.point_max_rank}")
+        extra.update(points_file=args.points, point_max_rank=args.point_max_rank)
     all_kinds = tuple(sorted({k for ks, _ in mix for k in ks}))
     ds = build_dataset(args.dataset, args.root, args.split, with_gt=False, kinds=all_kinds,
                        sim_config=cfg, seed=args.seed, **extra)
@@ -251,6 +265,8 @@ def _weak(args) -> int:
     info = {"seed": args.seed, "mix": [[list(k), p] for k, p in mix], "simulation": cfg.to_json(),
             "root": str(args.root), "real_scribbles": args.scribbles,
             "protocol": "fuzzylogic_seg.weak.simulate (docs/DATA.md)"}
+    if args.points:
+        info.update(real_points=str(args.points), point_max_rank=args.point_max_rank)
     path = save_split(args.out, items, dataset=args.dataset, split=args.split,
                       class_names=ds.classes, info=info)
     with open(path) as f:

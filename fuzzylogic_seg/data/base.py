@@ -272,6 +272,8 @@ class SegDataset(Dataset):
             provided.add("tags")
         if "scribble" in real:
             provided.add("scribbles")
+        if "points" in real:
+            provided.add("points")
         if labels is None and any(k not in provided for k in kinds):
             labels = self.read_gt(i, size)
         return simulate_weak(labels, kinds, dataset=self.name, num_classes=self.num_classes,

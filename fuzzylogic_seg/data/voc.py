@@ -255,7 +255,9 @@ class VOCSegmentation(SegDataset):
     difficult as boxes; default True: every instance is an object),
     `classes` (the class list: a list of names, a comma list or a class file;
     default: ``labelmap.txt`` in the VOC2012 folder if there is one, else the
-    21 VOC classes; :mod:`fuzzylogic_seg.data.classes`).
+    21 VOC classes; :mod:`fuzzylogic_seg.data.classes`), `points_file` (real
+    point clicks, "What's the Point" JSON: :mod:`fuzzylogic_seg.data.points`)
+    with `point_max_rank` (keep each annotator's first N clicks).
     """
 
     name = "voc"
@@ -263,11 +265,18 @@ class VOCSegmentation(SegDataset):
 
     def __init__(self, root: PathLike, split: str = "train", *, scribble_dir: Optional[PathLike] = None,
                  include_difficult: bool = True, ids: Optional[Sequence[str]] = None,
-                 classes=None, **kw):
+                 classes=None, points_file: Optional[PathLike] = None,
+                 point_max_rank: Optional[int] = None, **kw):
         voc = resolve_root(root)
         self.class_list = resolve_classes(voc, classes)
         if not self.class_list.is_voc:  # (else the class attribute, as before)
             self.classes = self.class_list.names
+        self.points_file = None if points_file is None else Path(points_file)
+        self.clicks = None
+        if self.points_file is not None:
+            from .points import read_points
+
+            self.clicks = read_points(self.points_file, self.class_list.names, point_max_rank)
         if ids is None:
             ids = read_split_list(split_file(voc, split))
         self.voc_dir = voc
@@ -288,7 +297,8 @@ class VOCSegmentation(SegDataset):
         super().__init__(items, root=root, split=split, **kw)
 
     def default_kinds(self) -> Tuple[str, ...]:
-        return ("boxes", "tags") + (("scribbles",) if self.scribble_dir is not None else ())
+        return ("boxes", "tags") + (("scribbles",) if self.scribble_dir is not None else ()) \
+            + (("points",) if self.clicks is not None else ())
 
     def read_labels(self, item: Item) -> torch.Tensor:
         return labels_from_png(item.mask, self.class_list)
@@ -319,4 +329,12 @@ class VOCSegmentation(SegDataset):
                 raise DatasetError(f"scribble has values outside 0..{self.num_classes - 1} and 255",
                                    item.scribble)
             out["scribble"] = torch.from_numpy(arr.astype(np.int64))
+        if "points" in kinds and self.clicks is not None:
+            from .points import check_clicks
+
+            if item.id not in self.clicks:
+                raise DatasetError(f"no clicks for image {item.id} (every image of the split needs "
+                                   "an entry, [] for none)", self.points_file)
+            check_clicks(self.clicks[item.id], size, item.id, self.points_file)
+            out["points"], out["point_labels"] = (t.clone() for t in self.clicks[item.id])
         return out

@@ -336,12 +336,14 @@ def simulate_weak(labels: Optional[torch.Tensor], kinds: Iterable[str], *, datas
                   num_classes: int, image_id: str, seed: int = 0,
                   config: SimConfig = SimConfig(), size: Optional[Tuple[int, int]] = None,
                   boxes: Optional[torch.Tensor] = None, box_labels: Optional[torch.Tensor] = None,
-                  tags: Optional[torch.Tensor] = None, scribble: Optional[torch.Tensor] = None
+                  tags: Optional[torch.Tensor] = None, scribble: Optional[torch.Tensor] = None,
+                  points: Optional[torch.Tensor] = None, point_labels: Optional[torch.Tensor] = None
                   ) -> WeakLabels:
     """Weak labels of one image from its label map [H, W] (internal classes, 255 void).
 
     Real weak labels given (VOC XML `boxes`/`box_labels`/`tags`, a real
-    `scribble`) are used instead of being derived from the mask; box jitter
+    `scribble`, real `points`/`point_labels`) are used instead of being derived
+    from the mask; box jitter
     applies to real boxes too. `labels` may be None when every requested kind
     is given (then `size` is required).
     """
@@ -380,7 +382,10 @@ def simulate_weak(labels: Optional[torch.Tensor], kinds: Iterable[str], *, datas
         else:
             out_scribble = simulate_scribble(need_labels("scribbles"), num_classes, config,
                                              generator(seed, image_id, "scribbles"))
-    if "points" in kinds:
+    if "points" in kinds and points is not None:
+        out_points = torch.as_tensor(points).float().reshape(-1, 2)
+        out_point_labels = torch.as_tensor(point_labels).long().reshape(-1)
+    elif "points" in kinds:
         out_points, out_point_labels = simulate_points(need_labels("points"), num_classes, config,
                                                        generator(seed, image_id, "points"))
     if "tags" in kinds:
