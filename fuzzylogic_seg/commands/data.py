@@ -68,6 +68,8 @@ def register(subparsers) -> None:
     c.add_argument("--split", action="append", default=None,
                    help="check only this split (repeatable; default: every split found)")
     c.add_argument("--scribbles", default=None, metavar="DIR", help="VOC: also check scribble PNGs")
+    c.add_argument("--points", default=None, metavar="FILE",
+                   help="VOC layout: also check a file of real point clicks (data weak --points)")
     c.add_argument("--classes", default=None, metavar="LIST|FILE", help=CLASSES_HELP)
     c.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
     c.set_defaults(func=_check)
@@ -165,6 +167,10 @@ def _check(args) -> int:
 
     _no_classes_for_refuge(args.kind, args.classes)
     kw = {"scribble_dir": args.scribbles, "classes": args.classes} if args.kind == "voc" else {}
+    if args.points:
+        if args.kind != "voc":
+            raise ConfigError("--points is for data sets in Pascal VOC layout (voc)")
+        kw["points_file"] = args.points
     report = check_dataset(args.kind, args.root, args.split, progress=sys.stderr.isatty(), **kw)
     print(report.format())
     if args.json:

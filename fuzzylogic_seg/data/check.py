@@ -145,9 +145,10 @@ def _voc_item(item: Item, scribbles: bool, classes=None):
 
 
 def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
-              progress: bool = False, classes=None) -> CheckReport:
+              progress: bool = False, classes=None, points_file=None) -> CheckReport:
     """`classes`: the class list (names, a comma list or a file; default the VOC2012
-    folder's labelmap.txt, else the VOC classes); a broken labelmap.txt is reported."""
+    folder's labelmap.txt, else the VOC classes); a broken labelmap.txt is reported.
+    `points_file`: real point clicks (data/points.py), checked against the images."""
     from .classes import resolve_classes
     from .voc import image_path, main_splits, mask_dirs, read_split_list, resolve_root, split_file
 
@@ -253,7 +254,42 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
     }
     if scribble_dir is not None:
         report.counts["scribbles"] = counts["scribbles"]
+    if points_file is not None:
+        report.counts["clicks"] = _check_points(report, Path(points_file), items, class_list, explicit)
     return report
+
+
+def _check_points(report: CheckReport, path: Path, items: Dict[str, Item], class_list,
+                  explicit: bool) -> int:
+    """Every problem of a click file (read_points stops at its first format error):
+    images of the splits without an entry (errors for a split named with --split, as
+    scribbles), clicks outside their image. Returns the number of clicks checked."""
+    from .base import image_size
+    from .points import check_clicks, read_points
+
+    try:
+        clicks = read_points(path, class_list.names)
+    except DatasetError as exc:
+        report.add(path, _msg(exc, path))
+        return 0
+    missing = [i for i in items if i not in clicks]
+    if missing:
+        report.add(path, f"{len(missing)} of {len(items)} images have no clicks here (first: "
+                         f"{', '.join(missing[:3])})" + ("" if explicit else
+                                                          "; --split NAME makes it an error for NAME"),
+                   "error" if explicit else "warning")
+    n = 0
+    for image_id, item in items.items():
+        if image_id not in clicks:
+            continue
+        try:
+            check_clicks(clicks[image_id], image_size(item.image), image_id, path)
+        except DatasetError as exc:
+            if exc.path == path:  # (an unreadable image is reported with the image)
+                report.add(path, _msg(exc, path))
+            continue
+        n += len(clicks[image_id][1])
+    return n
 
 
 # ------------------------------------------------------------------- REFUGE

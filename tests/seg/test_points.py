@@ -137,3 +137,20 @@ def test_logic_pseudo_labels_from_real_clicks(data, capsys):
     assert summary["n_images"] == len(ids) and 0 <= summary["miou"] <= 1
     labels = np.array(Image.open(out / f"{ids[0]}.png"))
     assert set(np.unique(labels).tolist()) <= {0, 1, 2, 255}
+
+
+def test_data_check_lists_every_click_problem(data, capsys):
+    root, voc, ids, clicks, path = data
+    bad = {**{k: v for k, v in clicks.items() if k != ids[1]},
+           ids[0]: [{"x": 80, "y": 3, "cls": 1}], ids[2]: [{"x": 1, "y": 70, "cls": 2}]}
+    path.write_text(json.dumps(bad))
+    assert main(["data", "check", "voc", str(root), "--split", "train", "--points", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"image {ids[0]}, a click at x=80, y=3 lies outside" in out
+    assert f"image {ids[2]}, a click at x=1, y=70 lies outside" in out
+    assert f"1 of 4 images have no clicks here (first: {ids[1]})" in out
+    # over every split found, images without clicks (the val split) are a warning
+    path.write_text(json.dumps(clicks))
+    assert main(["data", "check", "voc", str(root), "--points", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 6 images have no clicks here" in out and "clicks" in out
