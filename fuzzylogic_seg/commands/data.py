@@ -1,5 +1,5 @@
-"""`fuzzyseg data synth|check|weak|scribblesup`: write, check, weakly label data sets and
-convert ScribbleSup scribbles."""
+"""`fuzzyseg data synth|check|weak|coco|scribblesup`: write, check, weakly label data sets,
+convert COCO instances and ScribbleSup scribbles."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,19 @@ def register(subparsers) -> None:
     c.add_argument("--classes", default=None, metavar="LIST|FILE", help=CLASSES_HELP)
     c.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
     c.set_defaults(func=_check)
+
+    # ------------------------------------------------------------- coco
+    k = sub.add_parser("coco", help="convert COCO instances (JSON + images) into the Pascal VOC "
+                                    "layout that --dataset voc reads")
+    k.add_argument("instances", metavar="INSTANCES.json")
+    k.add_argument("--images", required=True, metavar="DIR", help="the folder of the split's images")
+    k.add_argument("--out", required=True, metavar="ROOT", help="writes ROOT/VOC2012")
+    k.add_argument("--split", required=True, help="the split's name in ROOT (train, val, ...)")
+    k.add_argument("--no-masks", action="store_true",
+                   help="no SegmentationClass PNGs (weak labels only: boxes and tags)")
+    k.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
+    k.add_argument("--skip-empty", action="store_true", help="leave out images without an object")
+    k.set_defaults(func=_coco)
 
     # ------------------------------------------------------ scribblesup
     x = sub.add_parser("scribblesup", help="convert ScribbleSup XML scribbles to the scribble "
@@ -177,6 +190,15 @@ def _check(args) -> int:
         save_json(report.as_dict(), args.json)
     print(f"{count_noun(len(report.errors), 'error')}, {count_noun(len(report.warnings), 'warning')}")
     return 0 if report.ok else 1
+
+
+def _coco(args) -> int:
+    from ..data.coco import convert_coco
+
+    summary = convert_coco(args.instances, args.images, args.out, args.split, masks=not args.no_masks,
+                           copy=args.copy, skip_empty=args.skip_empty)
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def _scribblesup(args) -> int:

@@ -1,0 +1,237 @@
+"""COCO instances -> the Pascal VOC layout this package reads (`fuzzyseg data coco`).
+
+MS COCO's `instances_*.json` (and the COCO exports of CVAT, Label Studio,
+Roboflow...) hold `images` (id, file_name, width, height), `categories` (id,
+name) and `annotations` (image_id, category_id, bbox [x, y, w, h] in pixels
+from the top-left corner, segmentation as polygons or RLE, iscrowd). One call
+converts one split into ``OUT/VOC2012``:
+
+- ``JPEGImages/``: the images, linked (or copied), named by file stem;
+- ``Annotations/ID.xml``: one object per non-crowd annotation, its COCO box as
+  a VOC box (1-based, inclusive: xmin = x + 1, xmax = x + w), class = category name;
+- ``labelmap.txt``: background, then the categories in id order, with VOC's
+  colours (the classes of every split converted into OUT must agree);
+- ``ImageSets/Segmentation/SPLIT.txt``;
+- with masks: ``SegmentationClass/ID.png``, the annotations' segmentations
+  painted largest first (a smaller object in front of a larger one), crowd
+  regions void (255).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..io import atomic_path, save_index_png, voc_palette
+from .base import PathLike
+
+
+def load_coco(path: PathLike) -> Dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read COCO annotations ({exc})", path) from exc
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", path) from exc
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)] \
+        if isinstance(data, dict) else ["images", "annotations", "categories"]
+    if missing:
+        raise DatasetError(f"not COCO instances: no list {', '.join(missing)}", path)
+    return data
+
+
+# --------------------------------------------------------------------- masks
+def rle_decode(rle: Dict, h: int, w: int) -> np.ndarray:
+    """A COCO RLE (counts as a list, or as COCO's compressed string) -> bool [H, W]."""
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        counts = _rle_string_counts(counts)
+    flat = np.zeros(h * w, dtype=bool)
+    pos, value = 0, False
+    for n in counts:
+        if value:
+            flat[pos:pos + n] = True
+        pos += n
+        value = not value
+    return flat.reshape(w, h).T  # (COCO runs go down the columns)
+
+
+def _rle_string_counts(s: str) -> List[int]:
+    """COCO's compressed counts (pycocotools' rleFrString): 5 bits a character, a
+    continuation bit, differences to the count two back from the third on."""
+    counts: List[int] = []
+    i = 0
+    while i < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(s[i]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            i += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def polygons_mask(polygons: Sequence[Sequence[float]], h: int, w: int) -> np.ndarray:
+    """The union of COCO polygons ([x1, y1, x2, y2, ...] in pixels) as bool [H, W]: a
+    pixel is inside when its centre is (even-odd rule), which is pycocotools'
+    rasterisation up to a pixel or two along the border."""
+    out = np.zeros((h, w), dtype=bool)
+    for poly in polygons:
+        pts = np.asarray(poly, dtype=np.float64)[: len(poly) // 2 * 2].reshape(-1, 2)
+        if len(pts) < 3:
+            continue
+        # only the polygon's bounding box is tested
+        x0, y0 = (max(int(np.floor(v)), 0) for v in pts.min(0))
+        x1, y1 = min(int(np.ceil(pts[:, 0].max())) + 1, w), min(int(np.ceil(pts[:, 1].max())) + 1, h)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        py, px = np.mgrid[y0:y1, x0:x1].astype(np.float64) + 0.5
+        inside = np.zeros(py.shape, dtype=bool)
+        for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, axis=0)):
+            if ay == by:
+                continue  # (a horizontal edge crosses no scan line)
+            crosses = (ay > py) != (by > py)
+            inside ^= crosses & (px < (bx - ax) * (py - ay) / (by - ay) + ax)
+        out[y0:y1, x0:x1] |= inside
+    return out
+
+
+def annotation_mask(ann: Dict, h: int, w: int) -> Optional[np.ndarray]:
+    seg = ann.get("segmentation")
+    if isinstance(seg, list):
+        return polygons_mask(seg, h, w) if seg else None
+    if isinstance(seg, dict) and "counts" in seg:
+        return rle_decode(seg, h, w)
+    return None
+
+
+# ----------------------------------------------------------------- converting
+def _xml(image_id: str, file_name: str, h: int, w: int, objects: List[Dict]) -> bytes:
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "VOC2012"
+    ET.SubElement(root, "filename").text = file_name
+    size = ET.SubElement(root, "size")
+    for tag, v in (("width", w), ("height", h), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(v)
+    for o in objects:
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = o["name"]
+        ET.SubElement(obj, "difficult").text = "0"
+        box = ET.SubElement(obj, "bndbox")
+        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), o["box"]):
+            ET.SubElement(box, tag).text = f"{v:g}"
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _labelmap(names: Sequence[str]) -> str:
+    pal = voc_palette()
+    lines = ["# label:color_rgb:parts:actions"]
+    for i, n in enumerate(names):
+        lines.append(f"{n}:{pal[3 * i]},{pal[3 * i + 1]},{pal[3 * i + 2]}::")
+    return "\n".join(lines) + "\n"
+
+
+def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: str, *,
+                 masks: bool = True, copy: bool = False, skip_empty: bool = False) -> Dict:
+    """Convert one COCO split into OUT/VOC2012 (module doc); returns a summary."""
+    from .classes import build_class_list, read_class_file
+
+    instances, images = Path(instances), Path(images)
+    data = load_coco(instances)
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    names = ["background"] + [str(c["name"]) for c in cats]
+    if "background" in names[1:]:
+        raise DatasetError("a category is named 'background' (class 0 here): rename it", instances)
+    # (names a labelmap cannot hold: an error naming the category, before anything is written)
+    build_class_list([(n, None, f"category {c['id']}") for n, c in zip(names[1:], cats)],
+                     str(instances), DatasetError)
+    cat_index = {c["id"]: i + 1 for i, c in enumerate(cats)}
+    voc = Path(out) / "VOC2012"
+    labelmap = voc / "labelmap.txt"
+    text = _labelmap(names)
+    if labelmap.is_file():
+        before = read_class_file(labelmap, DatasetError).names
+        if list(before) != names:
+            raise DatasetError(f"{voc} holds another class list ({', '.join(before[1:])}) than "
+                               f"these categories ({', '.join(names[1:])}): convert into another --out",
+                               labelmap)
+    else:
+        with atomic_path(labelmap) as tmp:
+            tmp.write_text(text)
+    by_image = defaultdict(list)
+    for ann in data["annotations"]:
+        by_image[ann.get("image_id")].append(ann)
+    ids, seen = [], {}
+    counts = {"images": 0, "objects": 0, "crowd": 0, "skipped_empty": 0, "masks": 0}
+    for d in ("JPEGImages", "Annotations", "ImageSets/Segmentation") + (("SegmentationClass",) if masks else ()):
+        (voc / d).mkdir(parents=True, exist_ok=True)
+    for img in sorted(data["images"], key=lambda im: im["id"]):
+        file_name = str(img["file_name"])
+        image_id = Path(file_name).stem
+        if image_id in seen:
+            raise DatasetError(f"images {seen[image_id]} and {file_name} have one name {image_id!r} "
+                               "(VOC names an image by its file stem)", instances)
+        seen[image_id] = file_name
+        anns = by_image.get(img["id"], [])
+        objs = [a for a in anns if not a.get("iscrowd")]
+        if skip_empty and not objs:
+            counts["skipped_empty"] += 1
+            continue
+        src = images / file_name
+        if not src.is_file():
+            raise DatasetError(f"image {file_name} of {instances.name} is not in {images}", src)
+        h, w = int(img["height"]), int(img["width"])
+        objects = []
+        for a in objs:
+            if a.get("category_id") not in cat_index:
+                raise DatasetError(f"annotation {a.get('id')} of image {file_name}: unknown "
+                                   f"category_id {a.get('category_id')}", instances)
+            x, y, bw, bh = (float(v) for v in a["bbox"])
+            x0, y0 = min(max(x, 0.0), w - 1.0), min(max(y, 0.0), h - 1.0)
+            x1, y1 = min(max(x + bw, x0 + 1.0), float(w)), min(max(y + bh, y0 + 1.0), float(h))
+            objects.append({"name": names[cat_index[a["category_id"]]], "box": (x0 + 1, y0 + 1, x1, y1)})
+        dst = voc / "JPEGImages" / (image_id + src.suffix.lower())
+        if not dst.exists():
+            if copy:
+                shutil.copyfile(src, dst)
+            else:
+                os.symlink(src.resolve(), dst)
+        with atomic_path(voc / "Annotations" / f"{image_id}.xml") as tmp:
+            tmp.write_bytes(_xml(image_id, dst.name, h, w, objects))
+        if masks:
+            label = np.zeros((h, w), np.uint8)
+            # largest first: a smaller object painted over a larger one stays visible
+            for a in sorted(objs, key=lambda a: -float(a.get("area") or 0.0)):
+                m = annotation_mask(a, h, w)
+                if m is not None:
+                    label[m] = cat_index[a["category_id"]]
+            for a in anns:
+                if a.get("iscrowd"):
+                    m = annotation_mask(a, h, w)
+                    if m is not None:
+                        label[m] = 255
+            save_index_png(label, voc / "SegmentationClass" / f"{image_id}.png",
+                           palette=voc_palette())
+            counts["masks"] += 1
+        ids.append(image_id)
+        counts["images"] += 1
+        counts["objects"] += len(objects)
+        counts["crowd"] += len(anns) - len(objs)
+    with atomic_path(voc / "ImageSets" / "Segmentation" / f"{split}.txt") as tmp:
+        tmp.write_text("".join(f"{i}\n" for i in ids))
+    return {"out": str(voc), "split": split, "classes": names, **counts}

@@ -1,0 +1,163 @@
+"""COCO instances -> VOC layout (fuzzylogic_seg/data/coco.py), read back by the VOC loader."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fuzzylogic_seg.cli import main
+from fuzzylogic_seg.data import VOCSegmentation
+from fuzzylogic_seg.data.coco import _rle_string_counts, convert_coco, rle_decode
+from fuzzylogic_seg.errors import DatasetError
+
+
+def rle_encode(mask: np.ndarray) -> dict:
+    """Column-major run lengths, starting with a run of zeros (COCO's RLE)."""
+    flat = mask.T.reshape(-1).astype(np.uint8)
+    counts, value, n = [], 0, 0
+    for v in flat:
+        if v != value:
+            counts.append(n)
+            value, n = v, 0
+        n += 1
+    counts.append(n)
+    return {"size": list(mask.shape), "counts": counts}
+
+
+def rle_to_string(counts) -> str:
+    """pycocotools' rleToString (maskApi.c), written from its C source: each count
+    (from the fourth on, as a difference to the count two back) in 5-bit groups,
+    0x20 marking more to come, offset by 48."""
+    out = []
+    for i, x in enumerate(counts):
+        x = int(x) - (int(counts[i - 2]) if i > 2 else 0)
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5  # (arithmetic, as C's on a long)
+            more = x != -1 if c & 0x10 else x != 0
+            out.append(chr((c | 0x20 if more else c) + 48))
+    return "".join(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rle_decodes_lists_and_compressed_strings(seed):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((23, 31), bool)
+    for _ in range(4):
+        y, x = rng.integers(0, 20), rng.integers(0, 28)
+        mask[y:y + rng.integers(1, 9), x:x + rng.integers(1, 12)] = True
+    rle = rle_encode(mask)
+    assert np.array_equal(rle_decode(rle, 23, 31), mask)
+    s = rle_to_string(rle["counts"])
+    assert _rle_string_counts(s) == rle["counts"]
+    assert np.array_equal(rle_decode({"size": [23, 31], "counts": s}, 23, 31), mask)
+
+
+@pytest.fixture()
+def coco(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    h, w = 40, 60
+    Image.new("RGB", (w, h), (120, 120, 120)).save(images / "000000000001.jpg")
+    Image.new("RGB", (w, h), (100, 130, 90)).save(images / "000000000002.jpg")
+    crowd = np.zeros((h, w), bool)
+    crowd[30:38, 2:10] = True
+    data = {
+        "images": [{"id": 1, "file_name": "000000000001.jpg", "height": h, "width": w},
+                   {"id": 2, "file_name": "000000000002.jpg", "height": h, "width": w}],
+        "categories": [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}],
+        "annotations": [
+            # a large car box and polygon, a small dog in front of it (painted last)
+            {"id": 10, "image_id": 1, "category_id": 3, "bbox": [5, 4, 40, 20], "area": 800,
+             "iscrowd": 0, "segmentation": [[5, 4, 44, 4, 44, 23, 5, 23]]},
+            {"id": 11, "image_id": 1, "category_id": 18, "bbox": [20, 10, 8, 6], "area": 48,
+             "iscrowd": 0, "segmentation": rle_encode(_rect(h, w, 10, 20, 6, 8))},
+            {"id": 12, "image_id": 1, "category_id": 18, "bbox": [2, 30, 8, 8], "area": 64,
+             "iscrowd": 1, "segmentation": {"size": [h, w], "counts": rle_to_string(rle_encode(crowd)["counts"])}},
+        ],
+    }
+    path = tmp_path / "instances_train.json"
+    path.write_text(json.dumps(data))
+    return path, images, data
+
+
+def _rect(h, w, y, x, rh, rw):
+    m = np.zeros((h, w), bool)
+    m[y:y + rh, x:x + rw] = True
+    return m
+
+
+def test_a_converted_split_is_read_by_the_voc_loader(coco, tmp_path):
+    path, images, _ = coco
+    summary = convert_coco(path, images, tmp_path / "out", "train")
+    assert summary["classes"] == ["background", "car", "dog"]  # categories in id order
+    assert summary["images"] == 2 and summary["objects"] == 2 and summary["crowd"] == 1
+    ds = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes", "tags"), with_gt=True)
+    assert ds.classes == ("background", "car", "dog")
+    s = ds[0]
+    # the COCO boxes, exactly (x, y, x + w, y + h)
+    assert s["weak"].boxes.tolist() == [[5, 4, 45, 24], [20, 10, 28, 16]]
+    assert s["weak"].box_labels.tolist() == [1, 2] and s["weak"].tags.tolist() == [False, True, True]
+    gt = s["gt"]
+    assert int(gt[12, 22]) == 2 and int(gt[6, 8]) == 1 and int(gt[0, 0]) == 0  # dog over car
+    assert int(gt[33, 5]) == 255  # crowd: void
+    assert ds[1]["weak"].boxes.shape == (0, 4)  # an image without objects stays, with none
+    assert (tmp_path / "out" / "VOC2012" / "JPEGImages" / "000000000001.jpg").is_symlink()
+
+
+def test_cli_conversion_then_data_check_is_clean(coco, tmp_path, capsys):
+    path, images, data = coco
+    out = tmp_path / "out"
+    assert main(["data", "coco", str(path), "--images", str(images), "--out", str(out), "--split", "val",
+                 "--copy", "--skip-empty"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped_empty"] == 1
+    assert main(["data", "check", "voc", str(out)]) == 0
+    assert "0 errors" in capsys.readouterr().out
+    # another split with other categories is refused: one class list per folder
+    data["categories"].append({"id": 40, "name": "cat"})
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="another class list"):
+        convert_coco(path, images, out, "train")
+
+
+@pytest.mark.parametrize("change, msg", [
+    (lambda d: d["categories"].append({"id": 9, "name": "a,b"}), "category 9: class name 'a,b' contains a comma"),
+    (lambda d: d["categories"].append({"id": 9, "name": "background"}), "named 'background'"),
+    (lambda d: d["annotations"][0].update(category_id=77), "unknown category_id 77"),
+    (lambda d: d["images"][1].update(file_name="missing.jpg"), "image missing.jpg of instances_train.json"),
+    (lambda d: d.pop("annotations"), "not COCO instances: no list annotations"),
+])
+def test_broken_coco_files_are_named(coco, tmp_path, change, msg):
+    path, images, data = coco
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=msg):
+        convert_coco(path, images, tmp_path / "out", "train")
+
+
+def test_masks_can_be_left_out(coco, tmp_path):
+    path, images, _ = coco
+    convert_coco(path, images, tmp_path / "out", "train", masks=False)
+    voc = tmp_path / "out" / "VOC2012"
+    assert not (voc / "SegmentationClass").exists()
+    ds = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes",))
+    assert torch.equal(ds[0]["weak"].box_labels, torch.tensor([1, 2]))
+
+
+def test_against_pycocotools_outputs():
+    # strings made by pycocotools 2.x (mask.encode, mask.frPyObjects + merge), pasted here
+    # so that the test needs no pycocotools: its compressed RLE, and its polygon rasterisation
+    from fuzzylogic_seg.data.coco import polygons_mask
+
+    rect = np.zeros((12, 9), bool)
+    rect[2:7, 1:4] = True
+    rect[5:11, 5:8] = True
+    assert np.array_equal(rle_decode({"size": [12, 9], "counts": ">57000?1@0007"}, 12, 9), rect)
+    poly = [[3.5, 2.0, 30.2, 5.0, 20.0, 25.7, 4.0, 20.0]]
+    ref = rle_decode({"counts": "f4b0c01O00010O00001O00001O00010O001OO1N2N2N2N2M4M2N2N2N`j0"}, 37, 53)
+    mine = polygons_mask(poly, 37, 53)
+    assert ref.sum() == 430 and (mine != ref).sum() <= 2  # (pixel centres inside; theirs: 5x supersampled edges)
