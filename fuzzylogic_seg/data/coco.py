@@ -148,11 +148,18 @@ def _labelmap(names: Sequence[str]) -> str:
 
 def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: str, *,
                  masks: bool = True, copy: bool = False, skip_empty: bool = False) -> Dict:
-    """Convert one COCO split into OUT/VOC2012 (module doc); returns a summary."""
+    """Convert one COCO split into OUT/VOC2012 (module doc); returns a summary.
+
+    Everything is checked before anything is written (the images all found, every
+    category known). Into a folder converted before, the categories are matched by
+    name to its labelmap.txt: a split may hold fewer categories, or number them
+    otherwise, than the first; a category the folder has not is an error."""
     from .classes import build_class_list, read_class_file
 
     instances, images = Path(instances), Path(images)
     data = load_coco(instances)
+    if not images.is_dir():
+        raise DatasetError(f"--images: no such folder (the images of {instances.name})", images)
     cats = sorted(data["categories"], key=lambda c: c["id"])
     names = ["background"] + [str(c["name"]) for c in cats]
     if "background" in names[1:]:
@@ -160,26 +167,24 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
     # (names a labelmap cannot hold: an error naming the category, before anything is written)
     build_class_list([(n, None, f"category {c['id']}") for n, c in zip(names[1:], cats)],
                      str(instances), DatasetError)
-    cat_index = {c["id"]: i + 1 for i, c in enumerate(cats)}
     voc = Path(out) / "VOC2012"
     labelmap = voc / "labelmap.txt"
-    text = _labelmap(names)
-    if labelmap.is_file():
-        before = read_class_file(labelmap, DatasetError).names
-        if list(before) != names:
-            raise DatasetError(f"{voc} holds another class list ({', '.join(before[1:])}) than "
-                               f"these categories ({', '.join(names[1:])}): convert into another --out",
-                               labelmap)
-    else:
-        with atomic_path(labelmap) as tmp:
-            tmp.write_text(text)
+    if labelmap.is_file():  # an earlier split's classes: match these categories by name
+        before = list(read_class_file(labelmap, DatasetError).names)
+        new = [n for n in names[1:] if n not in before]
+        if new:
+            raise DatasetError(f"{voc} holds the classes {', '.join(before[1:])} (an earlier split's); "
+                               f"these categories add {', '.join(new)}: convert the split with all "
+                               "the categories first, or into another --out", labelmap)
+        names = before
+    index = {n: i for i, n in enumerate(names)}
+    cat_index = {c["id"]: index[str(c["name"])] for c in cats}
     by_image = defaultdict(list)
     for ann in data["annotations"]:
         by_image[ann.get("image_id")].append(ann)
-    ids, seen = [], {}
-    counts = {"images": 0, "objects": 0, "crowd": 0, "skipped_empty": 0, "masks": 0}
-    for d in ("JPEGImages", "Annotations", "ImageSets/Segmentation") + (("SegmentationClass",) if masks else ()):
-        (voc / d).mkdir(parents=True, exist_ok=True)
+    # ---- check: names, images, categories (nothing written yet)
+    todo, seen, missing = [], {}, []
+    skipped = 0
     for img in sorted(data["images"], key=lambda im: im["id"]):
         file_name = str(img["file_name"])
         image_id = Path(file_name).stem
@@ -190,22 +195,47 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
         anns = by_image.get(img["id"], [])
         objs = [a for a in anns if not a.get("iscrowd")]
         if skip_empty and not objs:
-            counts["skipped_empty"] += 1
+            skipped += 1
             continue
-        src = images / file_name
-        if not src.is_file():
-            raise DatasetError(f"image {file_name} of {instances.name} is not in {images}", src)
-        h, w = int(img["height"]), int(img["width"])
-        objects = []
         for a in objs:
             if a.get("category_id") not in cat_index:
                 raise DatasetError(f"annotation {a.get('id')} of image {file_name}: unknown "
                                    f"category_id {a.get('category_id')}", instances)
+        src = images / file_name
+        if not src.is_file():
+            missing.append(file_name)
+        todo.append((img, image_id, src, anns, objs))
+    if missing:
+        raise DatasetError(f"{len(missing)} of {len(todo)} images of {instances.name} are not in "
+                           f"{images} (first: image {', '.join(missing[:3])}); --images is the folder "
+                           "that the images' file_name are relative to", images / missing[0])
+    for image_id, src in ((t[1], t[2]) for t in todo):
+        dst = voc / "JPEGImages" / (image_id + src.suffix.lower())
+        if dst.exists() and not _same_file(dst, src):
+            raise DatasetError(f"{dst.name} in {voc / 'JPEGImages'} is another image than {src} "
+                               "(two images of one name, e.g. in two splits): convert into another "
+                               "--out, or rename one", dst)
+    # ---- write
+    if not labelmap.is_file():
+        voc.mkdir(parents=True, exist_ok=True)
+        with atomic_path(labelmap) as tmp:
+            tmp.write_text(_labelmap(names))
+    counts = {"images": 0, "objects": 0, "crowd": 0, "skipped_empty": skipped, "masks": 0}
+    for d in ("JPEGImages", "Annotations", "ImageSets/Segmentation") + (("SegmentationClass",) if masks else ()):
+        (voc / d).mkdir(parents=True, exist_ok=True)
+    ids = []
+    for img, image_id, src, anns, objs in todo:
+        file_name = str(img["file_name"])
+        h, w = int(img["height"]), int(img["width"])
+        objects = []
+        for a in objs:
             x, y, bw, bh = (float(v) for v in a["bbox"])
             x0, y0 = min(max(x, 0.0), w - 1.0), min(max(y, 0.0), h - 1.0)
             x1, y1 = min(max(x + bw, x0 + 1.0), float(w)), min(max(y + bh, y0 + 1.0), float(h))
             objects.append({"name": names[cat_index[a["category_id"]]], "box": (x0 + 1, y0 + 1, x1, y1)})
         dst = voc / "JPEGImages" / (image_id + src.suffix.lower())
+        if dst.is_symlink() and not dst.exists():
+            dst.unlink()  # (a link to an image moved since)
         if not dst.exists():
             if copy:
                 shutil.copyfile(src, dst)
@@ -234,4 +264,17 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
         counts["crowd"] += len(anns) - len(objs)
     with atomic_path(voc / "ImageSets" / "Segmentation" / f"{split}.txt") as tmp:
         tmp.write_text("".join(f"{i}\n" for i in ids))
-    return {"out": str(voc), "split": split, "classes": names, **counts}
+    # (point clicks, `cls`, and label PNGs use the class index, not COCO's category id)
+    class_index = {str(c["id"]): cat_index[c["id"]] for c in cats}
+    return {"out": str(voc), "split": split, "classes": names,
+            "category_id_to_class_index": class_index, **counts}
+
+
+def _same_file(dst: Path, src: Path) -> bool:
+    """`dst` (in JPEGImages) is `src`: a link to it, or a copy of it."""
+    import filecmp
+
+    try:
+        return os.path.samefile(dst, src) or filecmp.cmp(dst, src, shallow=False)
+    except OSError:
+        return False

@@ -120,7 +120,7 @@ def test_cli_conversion_then_data_check_is_clean(coco, tmp_path, capsys):
     # another split with other categories is refused: one class list per folder
     data["categories"].append({"id": 40, "name": "cat"})
     path.write_text(json.dumps(data))
-    with pytest.raises(DatasetError, match="another class list"):
+    with pytest.raises(DatasetError, match="holds the classes car, dog .*these categories add cat"):
         convert_coco(path, images, out, "train")
 
 
@@ -128,7 +128,7 @@ def test_cli_conversion_then_data_check_is_clean(coco, tmp_path, capsys):
     (lambda d: d["categories"].append({"id": 9, "name": "a,b"}), "category 9: class name 'a,b' contains a comma"),
     (lambda d: d["categories"].append({"id": 9, "name": "background"}), "named 'background'"),
     (lambda d: d["annotations"][0].update(category_id=77), "unknown category_id 77"),
-    (lambda d: d["images"][1].update(file_name="missing.jpg"), "image missing.jpg of instances_train.json"),
+    (lambda d: d["images"][1].update(file_name="missing.jpg"), "1 of 2 images of instances_train.json are not in .*image missing.jpg"),
     (lambda d: d.pop("annotations"), "not COCO instances: no list annotations"),
 ])
 def test_broken_coco_files_are_named(coco, tmp_path, change, msg):
@@ -137,6 +137,58 @@ def test_broken_coco_files_are_named(coco, tmp_path, change, msg):
     path.write_text(json.dumps(data))
     with pytest.raises(DatasetError, match=msg):
         convert_coco(path, images, tmp_path / "out", "train")
+
+
+def test_a_second_split_matches_its_categories_by_name(coco, tmp_path):
+    """A val file with fewer categories, numbered otherwise (a separate export), goes
+    into the folder of the train split: the labelmap's indices, by name."""
+    path, images, data = coco
+    out = tmp_path / "out"
+    summary = convert_coco(path, images, out, "train")
+    assert summary["category_id_to_class_index"] == {"3": 1, "18": 2}
+    val = tmp_path / "val"
+    val.mkdir()
+    Image.new("RGB", (60, 40), (90, 90, 90)).save(val / "v1.jpg")
+    other = {"images": [{"id": 5, "file_name": "v1.jpg", "height": 40, "width": 60}],
+             "categories": [{"id": 1, "name": "dog"}],
+             "annotations": [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [1, 1, 10, 10],
+                              "area": 100, "iscrowd": 0, "segmentation": [[1, 1, 11, 1, 11, 11, 1, 11]]}]}
+    (val / "instances_val.json").write_text(json.dumps(other))
+    summary = convert_coco(val / "instances_val.json", val, out, "val")
+    assert summary["classes"] == ["background", "car", "dog"]
+    assert summary["category_id_to_class_index"] == {"1": 2}
+    ds = VOCSegmentation(out, "val", kinds=("boxes",), with_gt=True)
+    s = ds[0]
+    assert s["weak"].box_labels.tolist() == [2] and int(s["gt"][5, 5]) == 2
+
+
+def test_nothing_is_written_when_images_are_missing(coco, tmp_path):
+    path, images, data = coco
+    with pytest.raises(DatasetError, match=r"nowhere: --images: no such folder"):
+        convert_coco(path, tmp_path / "images" / "nowhere", tmp_path / "out", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"2 of 2 images .* are not in .*empty"):
+        convert_coco(path, tmp_path / "empty", tmp_path / "out", "train")
+    (tmp_path / "images" / "000000000002.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"1 of 2 images .*first: image 000000000002.jpg"):
+        convert_coco(path, images, tmp_path / "out", "train")
+    assert not (tmp_path / "out").exists()  # (no labelmap.txt left to refuse a corrected file)
+
+
+def test_an_image_of_the_same_name_in_another_split_is_refused(coco, tmp_path):
+    """Two splits each with a 0001.jpg (CVAT tasks, separate exports) would share one
+    JPEGImages/0001.jpg: the second split's masks over the first's image."""
+    path, images, data = coco
+    out = tmp_path / "out"
+    convert_coco(path, images, out, "train")
+    convert_coco(path, images, out, "train")  # (again: the same images, fine)
+    val = tmp_path / "val"
+    val.mkdir()
+    Image.new("RGB", (60, 40), (10, 200, 10)).save(val / "000000000001.jpg")
+    data["images"] = data["images"][:1]
+    (val / "instances_val.json").write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="000000000001.jpg in .* is another image than"):
+        convert_coco(val / "instances_val.json", val, out, "val")
 
 
 def test_masks_can_be_left_out(coco, tmp_path):
