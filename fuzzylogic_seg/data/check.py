@@ -159,10 +159,16 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
         report.add(root, _msg(exc, root))
         return report
     try:
-        class_list = resolve_classes(voc, classes)
+        class_list = resolve_classes(voc, classes, warn=False)
     except DatasetError as exc:  # (a broken labelmap.txt; a bad --classes is the caller's)
         report.add(exc.path or voc / "labelmap.txt", _msg(exc, exc.path))
         return report
+    if classes is not None:
+        from .classes import labelmap_disagreement
+
+        note = labelmap_disagreement(voc, class_list)
+        if note:
+            report.add(voc / "labelmap.txt", note, "warning")
     VOC_CLASSES = class_list.names
     explicit = splits is not None
     if splits is None:

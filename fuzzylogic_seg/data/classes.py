@@ -219,10 +219,37 @@ def parse_classes(spec: Union[None, str, Path, Sequence[str]],
     return build_class_list(entries, "--classes", error)
 
 
-def resolve_classes(voc_dir: Union[str, Path], classes=None) -> ClassList:
-    """The class list of the VOC2012 folder `voc_dir` (module doc: explicit, labelmap, VOC)."""
+def labelmap_disagreement(voc_dir: Union[str, Path], explicit: ClassList) -> Optional[str]:
+    """What is wrong when an explicit class list is not the folder's labelmap.txt: the
+    masks' values (and colours) are that file's indices, so a list in another order
+    or with other names reads them as other classes; None when they agree (or there
+    is no readable labelmap)."""
+    labelmap = Path(voc_dir) / LABELMAP
+    if not labelmap.is_file():
+        return None
+    try:
+        own = read_class_file(labelmap, DatasetError)
+    except DatasetError:
+        return None
+    if tuple(own.names) == tuple(explicit.names):
+        return None
+    return (f"{explicit.source} gives the classes {', '.join(explicit.names)}, but {labelmap} "
+            f"lists {', '.join(own.names)}: mask values are read in the order of {explicit.source} "
+            "(value i = its i-th name); leave --classes out to use the labelmap")
+
+
+def resolve_classes(voc_dir: Union[str, Path], classes=None, warn: bool = True) -> ClassList:
+    """The class list of the VOC2012 folder `voc_dir` (module doc: explicit, labelmap, VOC).
+    An explicit list that is not the folder's labelmap.txt is taken, with a warning
+    (`warn`; labelmap_disagreement)."""
     explicit = parse_classes(classes)
     if explicit is not None:
+        if warn:
+            note = labelmap_disagreement(voc_dir, explicit)
+            if note:
+                import warnings
+
+                warnings.warn(note)  # (one place: said once a run)
         return explicit
     labelmap = Path(voc_dir) / LABELMAP
     if labelmap.is_file():

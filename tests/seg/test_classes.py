@@ -95,7 +95,8 @@ def test_bad_comma_lists_and_shared_colours_are_refused(tmp_path):
 def test_where_the_class_list_comes_from(src, tmp_path):
     # explicit > labelmap.txt > VOC
     assert resolve_classes(vocdir(src / "labelmap")).source.endswith("labelmap.txt")
-    assert resolve_classes(vocdir(src / "labelmap"), "spoon,mug").names == ("background", "spoon", "mug")
+    with pytest.warns(UserWarning, match="labelmap.txt lists background, mug, spoon"):
+        assert resolve_classes(vocdir(src / "labelmap"), "spoon,mug").names == ("background", "spoon", "mug")
     assert resolve_classes(vocdir(src / "plain")) is VOC
     # a broken labelmap.txt in a data set is a DatasetError naming it and the line
     bad = tmp_path / "VOC2012"
@@ -322,3 +323,23 @@ def test_data_check_sums_up_unknown_class_names_with_what_to_do(src, data, capsy
     out = capsys.readouterr().out
     assert "1 object of classes not among the 3 classes of" in out
     assert "'Mug' is 'mug' in another case; correct the XML <name>s, or add the classes to" in out
+
+
+def test_classes_other_than_the_labelmap_are_taken_with_a_warning(src, capsys):
+    """--classes in another order than the folder's labelmap.txt reads the masks' values
+    as other classes: taken (as documented, it wins), but said, in data check too."""
+    voc = vocdir(src / "labelmap")
+    with pytest.warns(UserWarning, match=r"--classes gives the classes background, spoon, mug, but "
+                                         r".*labelmap.txt lists background, mug, spoon: mask values"):
+        assert resolve_classes(voc, "spoon,mug").names == ("background", "spoon", "mug")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_classes(voc, "mug,spoon").names == CLASSES  # the same list: no warning
+        assert resolve_classes(vocdir(src / "plain"), "spoon,mug").names[1] == "spoon"  # no labelmap
+    assert main(["data", "check", "voc", str(src / "labelmap"), "--classes", "spoon,mug"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: --classes gives the classes background, spoon, mug" in out
+    assert main(["data", "check", "voc", str(src / "labelmap"), "--classes", "mug,spoon"]) == 0
+    assert "0 warnings" in capsys.readouterr().out

@@ -128,7 +128,8 @@ def test_cli_conversion_then_data_check_is_clean(coco, tmp_path, capsys):
     (lambda d: d["categories"].append({"id": 9, "name": "a,b"}), "category 9: class name 'a,b' contains a comma"),
     (lambda d: d["categories"].append({"id": 9, "name": "background"}), "named 'background'"),
     (lambda d: d["annotations"][0].update(category_id=77), "unknown category_id 77"),
-    (lambda d: d["images"][1].update(file_name="missing.jpg"), "1 of 2 images of instances_train.json are not in .*image missing.jpg"),
+    (lambda d: d["images"][1].update(file_name="missing.jpg"),
+     "1 of 2 images of instances_train.json are not in .*image missing.jpg"),
     (lambda d: d.pop("annotations"), "not COCO instances: no list annotations"),
 ])
 def test_broken_coco_files_are_named(coco, tmp_path, change, msg):
