@@ -285,16 +285,42 @@ def _check_points(report: CheckReport, path: Path, items: Dict[str, Item], class
                                                           "; --split NAME makes it an error for NAME"),
                    "error" if explicit else "warning")
     n = 0
+    outside = []  # (image id, click k, its class, the classes of the boxes it lies in)
+    boxed = 0  # foreground clicks of images with XML boxes
     for image_id, item in items.items():
         if image_id not in clicks:
             continue
         try:
-            check_clicks(clicks[image_id], image_size(item.image), image_id, path)
+            size = image_size(item.image)
+            check_clicks(clicks[image_id], size, image_id, path)
         except DatasetError as exc:
             if exc.path == path:  # (an unreadable image is reported with the image)
                 report.add(path, _msg(exc, path))
             continue
         n += len(clicks[image_id][1])
+        # a click on an object lies in one of its class's boxes: one that does not may
+        # hold a class index of another list (VOC's, COCO's category ids)
+        if item.annotation is not None and item.annotation.is_file():
+            from .voc import parse_annotation
+
+            _, objs = parse_annotation(item.annotation, size, [], classes=class_list)
+            if objs:
+                for k, ((x, y), c) in enumerate(zip(clicks[image_id][0].tolist(), clicks[image_id][1].tolist())):
+                    if c == 0:
+                        continue
+                    boxed += 1
+                    within = {o.label for o in objs if o.box[0] <= x < o.box[2] and o.box[1] <= y < o.box[3]}
+                    if c not in within:
+                        outside.append((image_id, k, c, within))
+    if outside:
+        names = class_list.names
+        image_id, k, c, within = outside[0]
+        where = (f"in a box of {', '.join(names[w] for w in sorted(within))}" if within else "in no box")
+        report.add(path, f"{len(outside)} of {boxed} object clicks lie in no XML box of their class "
+                         f"(first: image {image_id}, click {k}, cls {c} = {names[c]!r}, {where}); "
+                         f"cls is the index in this data set's classes ({', '.join(names)}), not "
+                         "another list's (VOC's, COCO's category ids), or name the class: "
+                         '"class": NAME', "warning")
     return n
 
 

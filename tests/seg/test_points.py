@@ -154,3 +154,19 @@ def test_data_check_lists_every_click_problem(data, capsys):
     assert main(["data", "check", "voc", str(root), "--points", str(path)]) == 0
     out = capsys.readouterr().out
     assert "2 of 6 images have no clicks here" in out and "clicks" in out
+
+
+def test_data_check_warns_of_clicks_outside_their_class_boxes(data, capsys):
+    """Class indices of another list (VOC's, COCO's category ids) read as this data set's
+    classes give clicks that lie in boxes of other classes: a warning that says so."""
+    root, voc, ids, clicks, path = data
+    assert main(["data", "check", "voc", str(root), "--split", "train", "--points", str(path)]) == 0
+    assert "0 warnings" in capsys.readouterr().out  # (right clicks: all in their boxes)
+    swapped = {i: [{**c, "cls": 3 - c["cls"]} for c in v] for i, v in clicks.items()}
+    path.write_text(json.dumps(swapped))
+    n = sum(len(v) for v in clicks.values())
+    assert main(["data", "check", "voc", str(root), "--split", "train", "--points", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {n} of {n} object clicks lie in no XML box of their class (first: image {ids[0]}, " \
+           "click 0, cls 2 = 'spoon', in a box of mug)" in out
+    assert "not another list's (VOC's, COCO's category ids)" in out
