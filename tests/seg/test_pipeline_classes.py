@@ -97,7 +97,8 @@ def test_a_rerun_reuses_everything_and_another_class_list_is_refused(first, data
     assert again["students"] == metrics["students"]
     cfg = tiny_config(data / "labelmap", out, classes="spoon,mug")
     with pytest.raises(ConfigError, match=r"holds a run on the classes background, mug, spoon, but this "
-                                          r"run's are background, spoon, mug \(--classes\)"):
+                                          r"run's are background, spoon, mug \(--classes\)"), \
+            pytest.warns(UserWarning, match="labelmap.txt lists background, mug, spoon"):
         run(cfg, progress=False)
     # the folder is untouched: its config still repeats the run
     assert C.build(str(out / "config.yaml"))["classes"] is None
