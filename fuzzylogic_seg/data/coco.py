@@ -146,6 +146,15 @@ def _labelmap(names: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _find_image(images: Path, file_name: str) -> Optional[Path]:
+    """`file_name` under `images`, else its base name there (exports that write an
+    absolute or upload path, e.g. Label Studio's), else None."""
+    for p in (images / file_name, images / Path(file_name).name):
+        if p.is_file():
+            return p
+    return None
+
+
 def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: str, *,
                  masks: bool = True, copy: bool = False, skip_empty: bool = False) -> Dict:
     """Convert one COCO split into OUT/VOC2012 (module doc); returns a summary.
@@ -161,6 +170,13 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
     if not images.is_dir():
         raise DatasetError(f"--images: no such folder (the images of {instances.name})", images)
     cats = sorted(data["categories"], key=lambda c: c["id"])
+    # A category that only groups others (Roboflow's id-0 "dataset name" category,
+    # the supercategory of all the rest) and holds no annotation is not a class.
+    used = {a.get("category_id") for a in data["annotations"]}
+    parents = {str(c.get("supercategory")) for c in cats}
+    dropped = [c for c in cats if c["id"] not in used and str(c["name"]) in parents
+               and any(str(o.get("supercategory")) == str(c["name"]) and o is not c for o in cats)]
+    cats = [c for c in cats if c not in dropped]
     names = ["background"] + [str(c["name"]) for c in cats]
     if "background" in names[1:]:
         raise DatasetError("a category is named 'background' (class 0 here): rename it", instances)
@@ -201,9 +217,10 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
             if a.get("category_id") not in cat_index:
                 raise DatasetError(f"annotation {a.get('id')} of image {file_name}: unknown "
                                    f"category_id {a.get('category_id')}", instances)
-        src = images / file_name
-        if not src.is_file():
+        src = _find_image(images, file_name)
+        if src is None:
             missing.append(file_name)
+            src = images / file_name
         todo.append((img, image_id, src, anns, objs))
     if missing:
         raise DatasetError(f"{len(missing)} of {len(todo)} images of {instances.name} are not in "
@@ -267,7 +284,8 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
     # (point clicks, `cls`, and label PNGs use the class index, not COCO's category id)
     class_index = {str(c["id"]): cat_index[c["id"]] for c in cats}
     return {"out": str(voc), "split": split, "classes": names,
-            "category_id_to_class_index": class_index, **counts}
+            "category_id_to_class_index": class_index, **counts,
+            **({"dropped_categories": [str(c["name"]) for c in dropped]} if dropped else {})}
 
 
 def _same_file(dst: Path, src: Path) -> bool:

@@ -214,3 +214,16 @@ def test_against_pycocotools_outputs():
     ref = rle_decode({"counts": "f4b0c01O00010O00001O00001O00010O001OO1N2N2N2N2M4M2N2N2N`j0"}, 37, 53)
     mine = polygons_mask(poly, 37, 53)
     assert ref.sum() == 430 and (mine != ref).sum() <= 2  # (pixel centres inside; theirs: 5x supersampled edges)
+
+
+def test_roboflow_group_category_is_dropped_and_upload_paths_are_found(coco, tmp_path):
+    # Roboflow: an id-0 category named after the data set, supercategory of the rest,
+    # with no annotation; Label Studio: file_name an upload path, the image in --images
+    path, images, data = coco
+    data["categories"] = [{"id": 0, "name": "kitchen", "supercategory": "none"}] + [
+        {**c, "supercategory": "kitchen"} for c in data["categories"]]
+    data["images"][0]["file_name"] = "/data/upload/1/000000000001.jpg"
+    path.write_text(json.dumps(data))
+    summary = convert_coco(path, images, tmp_path / "out", "train")
+    assert summary["classes"] == ["background", "car", "dog"]
+    assert summary["dropped_categories"] == ["kitchen"] and summary["images"] == 2
