@@ -452,6 +452,22 @@ class Pipeline:
         return {"folder": str(out), "quality": quality and headline(quality),
                 "seconds": summary.get("seconds"), "images": summary.get("n_images")}
 
+    def score_late(self, method: str, result: Dict[str, Any]) -> Dict[str, Any]:
+        """Pseudo-labels made when the training split had no mask, and masks there now:
+        score them now (the labels do not depend on the masks) and keep the score in
+        the stage's marker, rather than make them again."""
+        if result.get("quality") is not None or not self.ctx.is_main \
+                or len(self.unmasked("train")) == len(self.ids("train")):
+            return result
+        folder = self.pseudo_dir(method)
+        quality = self.score("train", folder, f"{method} pseudo-labels (masks added since they were made)")
+        save_json(quality, folder.parent / f"{method}.quality.json")
+        result = {**result, "quality": headline(quality)}
+        marker = self._marker(f"pseudo-{method}")
+        done = load_json(marker)
+        save_json({**done, "result": result}, marker)
+        return result
+
     def score(self, split: str, folder: Path, desc: str) -> Dict[str, Any]:
         """The metrics (metrics.py) of the label images in `folder` (masks read here only).
 
@@ -565,6 +581,7 @@ class Pipeline:
             pseudo[method] = self.stage(f"pseudo-{method}", self.fp_pseudo(method),
                                         lambda m=method: self.run_pseudo(m),
                                         [folder / f"{i}.png" for i in self.ids("train")])
+            pseudo[method] = self.score_late(method, pseudo[method])
         students = {}
         for variant in cfg["students"]:
             preds = self.predictions_dir(variant)

@@ -198,6 +198,25 @@ def test_a_training_split_without_masks_runs_on_its_boxes(export, tmp_path, monk
     assert "share of the full-supervision ceiling" not in report
 
 
+def test_masks_added_after_a_run_score_its_pseudo_labels_without_making_them_again(export, tmp_path):
+    root, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(export, root)
+    assert run(tiny_config(root, out, students=["logic"]), progress=False)["pseudo_labels"] == {}
+    full = write_custom_voc(tmp_path / "full", labelmap=True, rgb_masks=True)  # (the same drawing)
+    voc = root / "VOCdevkit" / "VOC2012"
+    train = (voc / "ImageSets" / "Main" / "train.txt").read_text().split()
+    for i in train:
+        shutil.copy(full / "SegmentationClass" / f"{i}.png", voc / "SegmentationClass" / f"{i}.png")
+    label = out / "pseudo_labels" / "logic" / f"{train[0]}.png"
+    made = label.stat().st_mtime_ns
+    metrics = run(tiny_config(root, out, students=["logic"]), progress=False)
+    assert 0 <= metrics["pseudo_labels"]["logic"]["miou"] <= 1
+    assert label.stat().st_mtime_ns == made  # scored, not made again
+    again = run(tiny_config(root, out, students=["logic"]), progress=False)
+    assert again["pseudo_labels"] == metrics["pseudo_labels"]
+    assert (out / "run.log").read_text().count("masks added since they were made") == 3  # once a method
+
+
 def test_pseudo_labels_are_scored_on_the_training_images_that_have_a_mask(tmp_path):
     voc = write_custom_voc(tmp_path / "data", labelmap=True)
     train = (voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
