@@ -1,5 +1,5 @@
-"""`fuzzyseg data synth|check|weak|coco|scribblesup`: write, check, weakly label data sets,
-convert COCO instances and ScribbleSup scribbles."""
+"""`fuzzyseg data synth|check|weak|split|coco|scribblesup`: write, check, weakly label and
+split data sets, convert COCO instances and ScribbleSup scribbles."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,17 @@ def register(subparsers) -> None:
     c.add_argument("--classes", default=None, metavar="LIST|FILE", help=CLASSES_HELP)
     c.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
     c.set_defaults(func=_check)
+
+    # ------------------------------------------------------------- split
+    t = sub.add_parser("split", help="write train/val lists for a VOC-layout folder that has none "
+                                     "(default: the images with masks are val)")
+    t.add_argument("root", metavar="ROOT")
+    t.add_argument("--val", type=float, default=None, metavar="N",
+                   help="validation size drawn from the images with masks: a count, or a share "
+                        "below 1 (default: every image with a mask, or 0.2 when all have one)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--force", action="store_true", help="write over existing train/val lists")
+    t.set_defaults(func=_split)
 
     # ------------------------------------------------------------- coco
     k = sub.add_parser("coco", help="convert COCO instances (JSON + images) into the Pascal VOC "
@@ -190,6 +201,13 @@ def _check(args) -> int:
         save_json(report.as_dict(), args.json)
     print(f"{count_noun(len(report.errors), 'error')}, {count_noun(len(report.warnings), 'warning')}")
     return 0 if report.ok else 1
+
+
+def _split(args) -> int:
+    from ..data.split import split_voc
+
+    print(json.dumps(split_voc(args.root, args.val, seed=args.seed, force=args.force), indent=2))
+    return 0
 
 
 def _coco(args) -> int:

@@ -184,7 +184,7 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
                        "no split lists (*.txt here or in ImageSets/Main/): write one list per "
                        "split, one image id (file name without extension) a line, e.g. "
                        "ImageSets/Segmentation/train.txt for the images with boxes and val.txt "
-                       "for those with masks")
+                       "for those with masks (`fuzzyseg data split ROOT` writes these two)")
             return report
     items: Dict[str, Item] = {}
     split_counts = {}

@@ -68,7 +68,8 @@ def split_file(voc: Path, split: str) -> Path:
             return c
     raise DatasetError(f"no list for split {split!r} (looked for "
                        f"{', '.join(str(c.relative_to(voc)) for c in cands)}); a split list is one "
-                       f"image id (file name without extension) a line", cands[0])
+                       f"image id (file name without extension) a line (`fuzzyseg data split ROOT` "
+                       f"writes train and val)", cands[0])
 
 
 def main_splits(voc: Path, class_names: Sequence[str] = ()) -> List[str]:
