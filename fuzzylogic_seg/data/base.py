@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -149,6 +149,20 @@ def find_file(folder: Path, stem: str, suffixes: Sequence[str]) -> Optional[Path
             if p.is_file():
                 return p
     return None
+
+
+def read_json(path: PathLike, what: str) -> Any:
+    """A data set's JSON file (COCO instances, point clicks); a DatasetError naming the
+    file, and the line and column of a syntax error."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read {what} ({exc})", path) from exc
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", path) from exc
 
 
 # ------------------------------------------------------------------ dataset

@@ -18,7 +18,6 @@ converts one split into ``OUT/VOC2012``:
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -30,17 +29,12 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..io import atomic_path, save_index_png, voc_palette
-from .base import PathLike
+from .base import PathLike, read_json
 
 
 def load_coco(path: PathLike) -> Dict:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read COCO annotations ({exc})", path) from exc
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", path) from exc
+    data = read_json(path, "COCO annotations")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)] \
         if isinstance(data, dict) else ["images", "annotations", "categories"]
     if missing:

@@ -15,7 +15,6 @@ centre, ``(x + 0.5, y + 0.5)``, as the simulated points are.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -23,6 +22,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from ..errors import DatasetError
+from .base import read_json
 
 Clicks = Tuple[torch.Tensor, torch.Tensor]  # (points [K, 2] float (x, y), labels [K] long)
 
@@ -33,12 +33,7 @@ def read_points(path: Union[str, Path], class_names, max_rank: Optional[int] = N
     `max_rank`: keep only each annotator's first `max_rank` clicks (clicks without a
     rank are kept)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read point clicks ({exc})", path) from exc
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", path) from exc
+    data = read_json(path, "point clicks")
     if not isinstance(data, dict):
         raise DatasetError("point clicks must be a JSON object: image id -> list of clicks "
                            '({"x": ..., "y": ..., "cls": ...})', path)
