@@ -144,6 +144,8 @@ def available_facts(weak: str) -> Tuple[str, ...]:
 # ------------------------------------------------------------ binding a file
 # Data sets whose regions are fixed slots that a rule file may name by index.
 FIXED_REGION_DATASETS = ("refuge",)
+# Their slots, in index order (finetune.REFUGE_SLOTS counts REFUGE's).
+FIXED_REGION_SLOTS = {"refuge": ("disc", "cup")}
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,12 @@ def bind(program, available: Optional[Iterable[str]] = None,
     """
     vocab = VOCABULARY if vocabulary is None else vocabulary
     avail = set(vocab if available is None else available)
+    # the file's own sort for each role, from its well-formed declarations (for hints)
+    file_sorts: Dict[str, str] = {}
+    for decl in program.predicates:
+        if decl.name in vocab and len(decl.args) == len(vocab[decl.name][0]):
+            for role, sort in zip(vocab[decl.name][0], decl.args):
+                file_sorts.setdefault(role, sort)
     roles: Dict[str, str] = {}
     role_pos: Dict[str, object] = {}
     names = []
@@ -204,8 +212,11 @@ def bind(program, available: Optional[Iterable[str]] = None,
                  hint=f"available here: {', '.join(sorted(avail))}")
         want_roles, want_input = vocab[decl.name]
         if len(decl.args) != len(want_roles):
+            kind = {"logits": " logits", "softmax": " softmax(class)"}.get(want_input, "")
+            args = ", ".join(file_sorts.get(role, role) for role in want_roles)
             fail(f"predicate {decl.name!r} takes {len(want_roles)} arguments "
-                 f"({', '.join(want_roles)}), the file declares {len(decl.args)}")
+                 f"({', '.join(want_roles)}), the file declares {len(decl.args)}",
+                 hint=f"declare it `predicate {decl.name}({args}){kind}`")
         if decl.input != want_input or (
                 want_input == "softmax" and (decl.softmax_arg is None
                                              or want_roles[decl.softmax_arg] != "class")):
@@ -228,6 +239,17 @@ def bind(program, available: Optional[Iterable[str]] = None,
             raise ConfigError(located(
                 program, role_pos[role], f"sort {sort!r} is used both as {by_sort[sort]} and as {role}"))
         by_sort[sort] = role
+    slots = FIXED_REGION_SLOTS.get(dataset or "")
+    if slots is not None and "region" in roles:
+        for c in program.constants:
+            if c.sort == roles["region"] and c.index is not None and c.index >= len(slots):
+                named = ", ".join(f"{s} {i}" for i, s in enumerate(slots))
+                raise ConfigError(located(
+                    program, c.pos, f"constant {c.name!r} fixes region {c.index}, but {dataset} "
+                    f"has {len(slots)} region slots ({named})",
+                    hint="a region is one box prompt; other parts are formulas over them, "
+                         "e.g. the rim: mask(disc, r, c) and not mask(cup, r, c)"
+                    if dataset == "refuge" else None))
     if dataset is not None and dataset not in FIXED_REGION_DATASETS and "region" in roles:
         for c in program.constants:
             if c.sort == roles["region"] and c.index is not None:

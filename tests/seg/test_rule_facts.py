@@ -205,3 +205,30 @@ def test_a_fixed_region_is_refused_where_regions_are_not_fixed_slots(tmp_path, c
     assert "hint: a fixed region is a REFUGE slot" in capsys.readouterr().err
     assert main(["rules", "check", "--for", "boxes", "--dataset", "refuge",
                  str(RULES_DIR / "refuge.rules")]) == 0
+
+
+def test_a_declaration_of_the_wrong_arity_is_told_the_declaration_to_write():
+    # a researcher declares a fact with one argument short: the message says how many,
+    # the hint gives the line to write, in the file's own sort names
+    with pytest.raises(ConfigError, match=r"(?s)takes 3 arguments.*hint: declare it "
+                                          r"`predicate bglike\(obj, y, x\)`"):
+        rf.bind(_program("sort obj\nsort y\nsort x\npredicate mask(obj, y, x) logits\n"
+                         "predicate bglike(obj, y)\n"
+                         "rule q: forall a, i, j: mask(a, i, j) and bglike(a, i)\n"))
+
+
+def test_a_refuge_region_constant_past_the_two_slots_is_refused_at_check_time(tmp_path, capsys):
+    # REFUGE has two region slots (disc 0, cup 1); `constant rim: region = 2` used to pass
+    # `rules check --dataset refuge` and fail only in the run, after the embeddings
+    from fuzzylogic_seg.cli import main
+
+    f = tmp_path / "rim.rules"
+    f.write_text('include "refuge.rules"\nconstant rim: region = 2\n'
+                 "rule t: forall r, c: mask(rim, r, c) -> mask(disc, r, c)\n")
+    assert main(["rules", "check", "--for", "boxes", "--dataset", "refuge", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "rim.rules:2:10: constant 'rim' fixes region 2, but refuge has 2 region slots" in err
+    assert "mask(disc, r, c) and not mask(cup, r, c)" in err  # how to say "rim"
+    rf.bind(check(parse(f"sort region\nsort row\nsort col\npredicate mask(region, row, col) logits\n"
+                        "constant cup: region = 1\nrule r: forall i, j: mask(cup, i, j)\n",
+                        source="ok.rules")), dataset="refuge")
