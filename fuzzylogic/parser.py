@@ -495,6 +495,24 @@ def _spelling_hint(text: str, offset: int, expected) -> Optional[str]:
     return None
 
 
+def _number_hint(text: str, tok: Token) -> Optional[str]:
+    """A number split where it should not be: `0,5` (a decimal comma) or `r + 2.5` (an
+    offset is a whole number of cells; the lexer reads `2` then `.5`)."""
+    start = tok.start_pos
+    value = str(tok.value)
+    if not value[:1].isdigit() and not value.startswith("."):
+        return None
+    before = text[:start]
+    if before.endswith(",") and before[:-1][-1:].isdigit():
+        whole = re.search(r"(\d+),$", before).group(1)
+        return f"a decimal is written with a point: {whole}.{value}"
+    if value.startswith(".") and before[-1:].isdigit():
+        whole = re.search(r"(\d+)$", before).group(1)
+        return (f"a whole number is needed here ({whole}, not {whole}{value}): an offset counts "
+                "cells, a constant names an index")
+    return None
+
+
 def _acceptable(exc: UnexpectedInput, fallback) -> set:
     """The tokens that really fit here: LALR's table merges lookaheads of similar
     states (it would list ')' at the top level), so ask the parser itself."""
@@ -592,6 +610,8 @@ def _from_lark(exc: UnexpectedInput, source: str, text: str) -> ParseError:
         last = history[-1]
         if hint is None and _is_tok(last, "NAME") and last.value in KEYWORDS:
             hint = f"'{last.value}' is a keyword and cannot be used as a name"
+        if hint is None and tok.type != "$END" and tok.start_pos:
+            hint = _number_hint(text, tok)
         if hint is None and tok.type == "NAME" and {"COLON", "IN"} <= expected:
             hint = ("a quantifier is written 'forall p: body' or 'forall p in guard: body'; "
                     "sorts are inferred (or declared with 'variable p: sort')")

@@ -342,6 +342,18 @@ def test_other_spellings_get_a_hint(text, col, hint):
     assert hint in err.hint
 
 
+@pytest.mark.parametrize("text, hint", [
+    ("rule r [weight = 0,5]: a(x)", "a decimal is written with a point: 0.5"),
+    ("rule r: m(r + 2.5, c)", "a whole number is needed here (2, not 2.5)"),
+    ("constant k: class = 1.5", "a whole number is needed here (1, not 1.5)"),
+])
+def test_numbers_split_where_they_should_not_be_get_a_hint(text, hint):
+    err = raises(ParseError, text)
+    assert hint in (err.hint or "")
+    # and a comma or point that belongs there gets none
+    assert "decimal" not in (raises(ParseError, "rule r: m(a, 5 b)").hint or "")
+
+
 def test_unexpected_character_with_tab_keeps_the_caret_under_it():
     err = raises(ParseError, "sort a\n\tsort $b")
     assert (err.line, err.column) == (2, 7)

@@ -229,6 +229,6 @@ def test_a_refuge_region_constant_past_the_two_slots_is_refused_at_check_time(tm
     err = capsys.readouterr().err
     assert "rim.rules:2:10: constant 'rim' fixes region 2, but refuge has 2 region slots" in err
     assert "mask(disc, r, c) and not mask(cup, r, c)" in err  # how to say "rim"
-    rf.bind(check(parse(f"sort region\nsort row\nsort col\npredicate mask(region, row, col) logits\n"
+    rf.bind(check(parse("sort region\nsort row\nsort col\npredicate mask(region, row, col) logits\n"
                         "constant cup: region = 1\nrule r: forall i, j: mask(cup, i, j)\n",
                         source="ok.rules")), dataset="refuge")
