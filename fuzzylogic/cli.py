@@ -87,12 +87,14 @@ def _compiled(path: str, semantics: Optional[str]):
 def check_files(paths: Sequence[str], *, as_json: bool = False, semantics: Optional[str] = None,
                 resolve: Optional[Callable[[str], str]] = None,
                 then: Optional[Callable[[object, str], None]] = None,
-                errors: Tuple[type, ...] = (), note: str = "", extra: Optional[dict] = None) -> int:
+                errors: Tuple[type, ...] = (), note: str = "", extra: Optional[dict] = None,
+                explain: Optional[Callable[[Exception], Exception]] = None) -> int:
     """What ``check`` prints and returns, for these ``paths``: each file parsed,
     checked and compiled (``resolve`` maps a given path to the file to read), then
     ``then(program, path)`` (a caller's further check, which raises one of
     ``errors``); ``note`` ends each OK line and ``extra`` joins each OK JSON entry
-    (``fuzzyseg rules check --for`` binds files to its facts this way)."""
+    (``fuzzyseg rules check --for`` binds files to its facts this way); ``explain``
+    may return an error with a better hint (one the caller knows more about)."""
     from .errors import FuzzyLogicError, SourceError
 
     results: List[dict] = []
@@ -102,7 +104,8 @@ def check_files(paths: Sequence[str], *, as_json: bool = False, semantics: Optio
             program, _ = _compiled(resolve(path) if resolve else path, semantics)
             if then is not None:
                 then(program, path)
-        except (FuzzyLogicError,) + tuple(errors) as exc:
+        except (FuzzyLogicError,) + tuple(errors) as caught:
+            exc = explain(caught) if explain is not None else caught
             entry["error"] = str(exc)
             entry["kind"] = type(exc).__name__
             if isinstance(exc, SourceError):

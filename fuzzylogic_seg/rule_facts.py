@@ -278,15 +278,44 @@ def bind_for(program, path: str, use: str, dataset: Optional[str] = None) -> Non
         bind(program, available_facts(use), dataset=dataset)
 
 
+def explain_unknown_fact(exc: Exception, use: Optional[str] = None) -> Exception:
+    """An undeclared predicate that is one of the facts fuzzyseg builds: the same error
+    with its declaration as the hint (the checker alone can only say "declare it")."""
+    from fuzzylogic.errors import CheckError
+
+    if not (isinstance(exc, CheckError) and exc.message.startswith("unknown predicate '")
+            and (exc.hint or "").startswith("declare it")) or (use or "").startswith("student"):
+        return exc
+    name = exc.message.split("'")[1]
+    vocab = TAG_VOCABULARY if use == "tags" else VOCABULARY
+    if name not in vocab:
+        return exc
+    roles, kind = vocab[name]
+    decl = f"predicate {name}({', '.join(roles)})" + {"logits": " logits",
+                                                      "softmax": f" softmax({roles[-1]})"}.get(kind, "")
+    fed = "" if not use or use == "tags" or name in available_facts(use) else \
+        f" (note: weak labels of kind {use} do not feed it)"
+    hint = f"declare it: {decl}   # {MEANINGS.get(name, 'a fact fuzzyseg builds')}{fed}"
+    return CheckError(exc.message, exc.source, exc.line, exc.column, exc.text, hint)
+
+
 def check_file_for(path, use: str, dataset: Optional[str] = None) -> None:
     """Parse, check and bind one rule file for ``use`` (errors name the file and line)."""
     from fuzzylogic.checker import check
+    from fuzzylogic.errors import CheckError
     from fuzzylogic.parser import parse_file
 
     from .rulefiles import resolve_rule_file
 
     p = resolve_rule_file(path)
-    bind_for(check(parse_file(p)), str(p), use, dataset)
+    try:
+        program = check(parse_file(p))
+    except CheckError as exc:
+        better = explain_unknown_fact(exc, use)
+        if better is exc:
+            raise
+        raise better from None
+    bind_for(program, str(p), use, dataset)
 
 
 # ------------------------------------------------------------------ geometry

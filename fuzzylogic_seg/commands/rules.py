@@ -68,7 +68,7 @@ def run_check(args: argparse.Namespace) -> int:
     from fuzzylogic.cli import check_files
 
     from ..errors import ConfigError
-    from ..rule_facts import bind_for
+    from ..rule_facts import bind_for, explain_unknown_fact
 
     use = getattr(args, "use", None)
     dataset = getattr(args, "dataset", None)
@@ -79,7 +79,7 @@ def run_check(args: argparse.Namespace) -> int:
     return check_files(args.files, as_json=args.json, resolve=_resolved,
                        then=bind if use else None, errors=(ConfigError,),
                        note=f"; binds to the {use} facts" if use else "",
-                       extra={"for": use} if use else None)
+                       extra={"for": use} if use else None, explain=lambda e: explain_unknown_fact(e, use))
 
 
 def _resolved(path: str) -> str:

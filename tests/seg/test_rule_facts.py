@@ -232,3 +232,26 @@ def test_a_refuge_region_constant_past_the_two_slots_is_refused_at_check_time(tm
     rf.bind(check(parse("sort region\nsort row\nsort col\npredicate mask(region, row, col) logits\n"
                         "constant cup: region = 1\nrule r: forall i, j: mask(cup, i, j)\n",
                         source="ok.rules")), dataset="refuge")
+
+
+def test_an_undeclared_fact_gets_its_declaration_as_the_hint(tmp_path, capsys):
+    from fuzzylogic.errors import CheckError
+    from fuzzylogic_seg.cli import main
+
+    mine = tmp_path / "mine.rules"
+    mine.write_text('include "refuge.rules"\nrule x [weight = 0.5]:\n'
+                    "    forall r, c in bglike(cup, r, c): not mask(cup, r, c)\n")
+    assert main(["rules", "check", "--for", "boxes", str(mine)]) == 1
+    err = capsys.readouterr().err
+    assert "mine.rules:3:20: unknown predicate 'bglike'" in err
+    assert "hint: declare it: predicate bglike(region, row, col)   # in the box" in err
+    with pytest.raises(CheckError, match="predicate bglike\\(region, row, col\\)"):
+        rf.check_file_for(str(mine), "boxes")  # (what `fuzzyseg run` checks before its first stage)
+    # a fact the kind does not feed says so; the core alone keeps its general hint
+    mine.write_text(mine.read_text().replace("bglike", "scrib"))
+    assert main(["rules", "check", "--for", "boxes", str(mine)]) == 1
+    assert "weak labels of kind boxes do not feed it" in capsys.readouterr().err
+    from fuzzylogic.cli import main as core
+
+    assert core(["check", str(mine)]) == 1
+    assert "hint: declare it: predicate scrib(...)" in capsys.readouterr().err
