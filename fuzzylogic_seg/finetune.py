@@ -558,7 +558,11 @@ class LogicFineTuner:
                 t[it.slots] = v.float()
                 f[k] = t
         if it.image_grid is not None:  # already on the grid: pass the view's cells only
-            f.update(rf.similarity_facts(it.image_grid[:, :it.grid.rows, :it.grid.cols], it.grid))
+            view = it.image_grid[:, :it.grid.rows, :it.grid.cols]
+            if self.need & {"similar_right", "similar_down"}:
+                f.update(rf.similarity_facts(view, it.grid))
+            if "bright" in self.need:
+                f.update(rf.brightness_facts(view, it.grid))
         if "bglike" in it.extra:
             f["bglike"] = it.extra["bglike"]
         if "mask_inward" in self.need:

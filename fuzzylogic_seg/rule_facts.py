@@ -81,6 +81,7 @@ VOCABULARY: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "bglike": (("region", "row", "col"), "prob"),
     "similar_right": (("row", "col"), "prob"),
     "similar_down": (("row", "col"), "prob"),
+    "bright": (("row", "col"), "prob"),
 }
 # Tags: SAM's automatic proposals, classed by a small head (fuzzylogic_seg/tags.py).
 TAG_VOCABULARY: Dict[str, Tuple[Tuple[str, ...], str]] = {
@@ -112,6 +113,7 @@ MEANINGS: Dict[str, str] = {
     "bglike": "in the box, a colour seen in a band just outside it",
     "similar_right": "colour affinity of (row, col) and (row, col + 1)",
     "similar_down": "colour affinity of (row, col) and (row + 1, col)",
+    "bright": "the cell's brightness, 0 to 1 between the view's 2nd and 98th percentiles",
     "cls": "the class head's class of each proposal",
     "tagged": "the class is tagged (it occurs)",
     "absent": "a foreground class without a tag (it does not occur)",
@@ -123,7 +125,7 @@ BOX_FACTS = ("inbox", "rowin", "colin", "outside", "overlap", "ellipse")
 ZS_FACTS = ("zs", "zs_fg", "zs_bg")
 SCRIBBLE_FACTS = ("scrib", "scrib_other")
 POINT_FACTS = ("point", "point_other")
-IMAGE_FACTS = ("similar_right", "similar_down")
+IMAGE_FACTS = ("similar_right", "similar_down", "bright")
 BOX_IMAGE_FACTS = ("bglike",)
 
 
@@ -449,6 +451,21 @@ def similarity_facts(image: torch.Tensor, grid: Grid, k: float = 3.0) -> Dict[st
     right[:r, :c - 1] = torch.exp(-(dr[:, :r, :c - 1] ** 2).mean(0) / den)
     down[:r - 1, :c] = torch.exp(-(dd[:, :r - 1, :c] ** 2).mean(0) / den)
     return {"similar_right": right, "similar_down": down}
+
+
+def brightness_facts(image: torch.Tensor, grid: Grid, lo: float = 0.02, hi: float = 0.98
+                     ) -> Dict[str, torch.Tensor]:
+    """``bright`` [n, n] from a view image uint8 [3, vh, vw]: each cell's luminance
+    (ITU-R 601 weights) scaled to 0..1 between the view's `lo` and `hi` quantiles, so
+    that the same prior ("the cup is the brightest part of the disc") reads alike on
+    dark and bright photographs; 0 outside the view."""
+    img = to_grid(image.float() / 255.0, grid)  # [3, n, n]
+    r, c = grid.rows, grid.cols
+    lum = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[:r, :c]
+    q = torch.quantile(lum.reshape(-1), torch.tensor([lo, hi]))
+    out = torch.zeros(grid.size, grid.size)
+    out[:r, :c] = ((lum - q[0]) / (q[1] - q[0]).clamp_min(1e-6)).clamp(0, 1)
+    return {"bright": out}
 
 
 def noise_level(img: torch.Tensor, grid: Grid) -> torch.Tensor:

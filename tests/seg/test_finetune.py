@@ -410,3 +410,20 @@ def test_refuge_rules_are_refused_for_voc_before_training():
                        weak="boxes", progress=False)
     LogicFineTuner(tiny_sam(), rules=["examples/rules/refuge.rules"], dataset_kind="refuge",
                    weak="boxes", progress=False)
+
+
+def test_a_brightness_prior_needs_no_code(tmp_path):
+    # "the object is the bright part of its box", as a rule over the `bright` fact
+    rules = tmp_path / "bright.rules"
+    rules.write_text('include "voc_boxes.rules"\npredicate bright(row, col)\n'
+                     "rule bright_is_object [weight = 0.1]:\n"
+                     "    forall a, r, c in inbox(a, r, c) and bright(r, c): mask(a, r, c)\n")
+    t = LogicFineTuner(tiny_sam(), rules=[str(rules)], dataset_kind="voc", weak="boxes", epochs=2,
+                       lr=3e-3, batch_size=2, progress=False)
+    items = t.prepare(Shapes())
+    f = t.facts(items, t.decode(items)[0])[0]
+    b, it = f["bright"][0], items[0]
+    assert float(b.max()) == 1.0 and float(b.min()) == 0.0
+    assert float(b[it.grid.rows:].abs().sum()) == 0  # nothing outside the view
+    hist = t.fit(Shapes(), items)
+    assert hist["epochs"][-1]["rules"]["bright_is_object"] > hist["initial"]["rules"]["bright_is_object"]

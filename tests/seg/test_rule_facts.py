@@ -68,6 +68,20 @@ def test_similarity_follows_edges_not_noise():
     assert right[:, 15].sum() == 0           # no right neighbour
 
 
+def test_brightness_is_luminance_between_the_views_percentiles():
+    img = torch.zeros(3, 8, 16, dtype=torch.uint8)
+    img[:, :, 8:] = 200
+    img[1, :, 12:] = 255  # greener: brighter by ITU-R 601's weights
+    grid = rf.Grid(16, 8, 16, 1.0)  # a wide view, padded below
+    b = rf.brightness_facts(img, grid)["bright"]
+    assert torch.all(b[:8, :8] == 0) and torch.all(b[:8, 12:] == 1)
+    mid = (0.299 * 200 + 0.587 * 200 + 0.114 * 200) / (0.299 * 200 + 0.587 * 255 + 0.114 * 200)
+    assert torch.allclose(b[:8, 8:12], torch.full((8, 4), mid), atol=1e-5)
+    assert b[8:].abs().sum() == 0  # nothing in the padding
+    flat = torch.full((3, 8, 16), 90, dtype=torch.uint8)  # no contrast: no NaN
+    assert torch.isfinite(rf.brightness_facts(flat, grid)["bright"]).all()
+
+
 def test_scribble_facts_split_own_and_other_classes():
     scr = torch.full((8, 8), 255)
     scr[1, 1:4] = 3
