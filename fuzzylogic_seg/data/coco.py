@@ -66,8 +66,6 @@ def _rle_string_counts(s: str) -> List[int]:
     while i < len(s):
         x, k, more = 0, 0, True
         while more:
-            if i >= len(s):
-                raise ValueError("compressed RLE counts end inside a count")
             c = ord(s[i]) - 48
             x |= (c & 0x1F) << (5 * k)
             more = bool(c & 0x20)
@@ -189,8 +187,8 @@ def _check_annotation(a: Dict, h: int, w: int, file_name: str, path: Path) -> No
         counts = seg["counts"]
         try:
             counts = _rle_string_counts(counts) if isinstance(counts, str) else counts
-        except (ValueError, TypeError) as exc:
-            fail(f"RLE counts are not COCO's compressed string ({exc})")
+        except IndexError:  # (the string ends inside a count)
+            fail("RLE counts are not COCO's compressed string (it ends inside a count)")
         if not isinstance(counts, list) or not all(_is_int(n) and n >= 0 for n in counts):
             fail("RLE counts must be run lengths >= 0 (a list of integers, or COCO's string)")
         if sum(counts) != h * w:
