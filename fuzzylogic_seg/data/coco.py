@@ -113,6 +113,88 @@ def annotation_mask(ann: Dict, h: int, w: int) -> Optional[np.ndarray]:
     return None
 
 
+# ----------------------------------------------------------------- checking
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _check_structure(data: Dict, path: Path) -> None:
+    """Every image, category and annotation a record with the keys the conversion reads
+    (image: id, file_name, width, height; category: id, name; annotation: image_id,
+    category_id), image and category ids unique: a DatasetError naming the record."""
+    ids = set()
+    for k, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not (_is_int(c.get("id")) or isinstance(c.get("id"), str)) \
+                or "name" not in c:
+            raise DatasetError(f"categories[{k}]: a category is an object with an id (a number) and "
+                               f"a name, got {c!r}", path)
+        if c["id"] in ids:
+            raise DatasetError(f"categories[{k}]: category id {c['id']} twice", path)
+        ids.add(c["id"])
+    ids = set()
+    for k, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
+            raise DatasetError(f"images[{k}]: an image is an object with an id and a file_name, "
+                               f"got {img!r}", path)
+        for key in ("width", "height"):
+            v = img.get(key)
+            if not _is_number(v) or v != int(v) or v < 1:
+                raise DatasetError(f"image {img['file_name']} (id {img['id']}): {key} must be a whole "
+                                   f"number of pixels >= 1, got {v!r}", path)
+        try:
+            hash(img["id"])
+        except TypeError:
+            raise DatasetError(f"images[{k}]: id {img['id']!r} is not a number or string", path) from None
+        if img["id"] in ids:
+            raise DatasetError(f"image id {img['id']!r} twice (images[{k}], {img['file_name']}): "
+                               "its annotations would go to both images", path)
+        ids.add(img["id"])
+    for k, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict):
+            raise DatasetError(f"annotations[{k}]: an annotation is an object, got {a!r}", path)
+        for key in ("image_id", "category_id"):
+            try:
+                hash(a.get(key))
+            except TypeError:
+                raise DatasetError(f"annotation {a.get('id', k)}: {key} {a.get(key)!r} is not a number "
+                                   "or string", path) from None
+
+
+def _check_annotation(a: Dict, h: int, w: int, file_name: str, path: Path) -> None:
+    """A non-crowd annotation's bbox, and any annotation's segmentation, readable for an
+    (h, w) image: a DatasetError naming the annotation and image."""
+    def fail(msg):
+        raise DatasetError(f"annotation {a.get('id')} of image {file_name}: {msg}", path)
+
+    if not a.get("iscrowd"):
+        box = a.get("bbox")
+        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+            fail(f"bbox must be [x, y, width, height] in pixels, got {box!r}")
+    seg = a.get("segmentation")
+    if isinstance(seg, list):
+        for poly in seg:
+            if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
+                fail("a polygon must be a list of finite x, y numbers, got "
+                     f"{str(poly)[:60]}")
+    elif isinstance(seg, dict) and "counts" in seg:
+        size = seg.get("size")
+        if size is not None and list(size) != [h, w]:
+            fail(f"RLE size {size} is not the image's [height, width] [{h}, {w}]")
+        counts = seg["counts"]
+        try:
+            counts = _rle_string_counts(counts) if isinstance(counts, str) else counts
+        except IndexError:  # (the string ends inside a count)
+            fail("RLE counts are not COCO's compressed string (it ends inside a count)")
+        if not isinstance(counts, list) or not all(_is_int(n) and n >= 0 for n in counts):
+            fail("RLE counts must be run lengths >= 0 (a list of integers, or COCO's string)")
+        if sum(counts) != h * w:
+            fail(f"RLE runs cover {sum(counts)} pixels, but the image has {h}x{w} = {h * w}")
+
+
 # ----------------------------------------------------------------- converting
 def _xml(image_id: str, file_name: str, h: int, w: int, objects: List[Dict]) -> bytes:
     root = ET.Element("annotation")
@@ -163,7 +245,8 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
     data = load_coco(instances)
     if not images.is_dir():
         raise DatasetError(f"--images: no such folder (the images of {instances.name})", images)
-    cats = sorted(data["categories"], key=lambda c: c["id"])
+    _check_structure(data, instances)
+    cats = sorted(data["categories"], key=lambda c: (isinstance(c["id"], str), c["id"]))
     # A category that only groups others (Roboflow's id-0 "dataset name" category,
     # the supercategory of all the rest) and holds no annotation is not a class.
     used = {a.get("category_id") for a in data["annotations"]}
@@ -211,6 +294,8 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
             if a.get("category_id") not in cat_index:
                 raise DatasetError(f"annotation {a.get('id')} of image {file_name}: unknown "
                                    f"category_id {a.get('category_id')}", instances)
+        for a in anns:
+            _check_annotation(a, int(img["height"]), int(img["width"]), file_name, instances)
         src = _find_image(images, file_name)
         if src is None:
             missing.append(file_name)
@@ -230,7 +315,7 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
     if not labelmap.is_file():
         voc.mkdir(parents=True, exist_ok=True)
         with atomic_path(labelmap) as tmp:
-            tmp.write_text(_labelmap(names))
+            tmp.write_text(_labelmap(names), encoding="utf-8")
     counts = {"images": 0, "objects": 0, "crowd": 0, "skipped_empty": skipped, "masks": 0}
     for d in ("JPEGImages", "Annotations", "ImageSets/Segmentation") + (("SegmentationClass",) if masks else ()):
         (voc / d).mkdir(parents=True, exist_ok=True)
@@ -274,7 +359,7 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
         counts["objects"] += len(objects)
         counts["crowd"] += len(anns) - len(objs)
     with atomic_path(voc / "ImageSets" / "Segmentation" / f"{split}.txt") as tmp:
-        tmp.write_text("".join(f"{i}\n" for i in ids))
+        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
     # (point clicks, `cls`, and label PNGs use the class index, not COCO's category id)
     class_index = {str(c["id"]): cat_index[c["id"]] for c in cats}
     return {"out": str(voc), "split": split, "classes": names,

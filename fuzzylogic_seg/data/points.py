@@ -68,7 +68,7 @@ def read_points(path: Union[str, Path], class_names, max_rank: Optional[int] = N
 def _label(click: dict, names, index, fail) -> int:
     if "class" in click:
         name = click["class"]
-        if name not in index:
+        if not isinstance(name, str) or name not in index:
             fail(f"unknown class {name!r}; the classes are {', '.join(names)}")
         return index[name]
     cls = click.get("cls")

@@ -46,8 +46,11 @@ def split_voc(root: PathLike, val: Optional[float] = None, seed: int = 0, force:
         if share <= 0:
             raise ConfigError(f"--val must be > 0, got {share:g}")
         n = round(share * len(masked)) if share < 1 else int(share)
+        if val is None and len(masked) > 1:  # (the default share: one image at least)
+            n = max(n, 1)
         if n < 1 or n > len(masked) or (n == len(ids)):
-            raise ConfigError(f"--val {share:g}: {n} validation images, but {len(masked)} of the "
+            raise ConfigError(("" if val is None else f"--val {share:g}: ")
+                              + f"{n} validation images, but {len(masked)} of the "
                               f"{len(ids)} images have a mask and training needs at least one image")
         chosen = rng.sample(masked, n)
     val_ids = sorted(chosen)

@@ -140,6 +140,52 @@ def test_broken_coco_files_are_named(coco, tmp_path, change, msg):
         convert_coco(path, images, tmp_path / "out", "train")
 
 
+@pytest.mark.parametrize("change, msg", [
+    # one image id twice: its annotations went to both images
+    (lambda d: d["images"][1].update(id=1), "image id 1 twice"),
+    (lambda d: d["images"][0].pop("height"), "000000000001.jpg .*height must be"),
+    (lambda d: d["images"][0].pop("file_name"), r"images\[0\]: an image is an object"),
+    (lambda d: d["categories"][0].pop("id"), r"categories\[0\]: a category"),
+    (lambda d: d["categories"].append({"id": 3, "name": "cat"}), "category id 3 twice"),
+    (lambda d: d["annotations"][0].pop("bbox"), "annotation 10 .*bbox must be"),
+    (lambda d: d["annotations"][0].update(bbox=[5, 4, 40]), "annotation 10 .*bbox must be"),
+    (lambda d: d["annotations"][0].update(segmentation=[[5, 4, "x", 4, 44, 23]]), "annotation 10 .*polygon"),
+    (lambda d: d["annotations"][1]["segmentation"].update(size=[60, 40]), "annotation 11 .*RLE size"),
+    (lambda d: d["annotations"][1]["segmentation"]["counts"].append(5), "annotation 11 .*RLE runs cover"),
+    (lambda d: d["annotations"][2]["segmentation"].update(counts="a"), "annotation 12 .*compressed"),
+    (lambda d: d["images"].append("x.jpg"), r"images\[2\]"),
+])
+def test_malformed_records_are_dataset_errors_before_anything_is_written(coco, tmp_path, change, msg):
+    """Missing keys, one image id twice, unreadable boxes or segmentations: a DatasetError
+    naming the record (not a KeyError, TypeError... halfway through the writing)."""
+    path, images, data = coco
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=msg):
+        convert_coco(path, images, tmp_path / "out", "train")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_ascii_category_is_written_as_utf8(coco, tmp_path):
+    """labelmap.txt is read as UTF-8: it is written so whatever the locale's encoding
+    (here an ASCII one: the C locale without Python's UTF-8 mode)."""
+    import os
+    import subprocess
+    import sys
+
+    path, images, data = coco
+    data["categories"][0]["name"] = "chien à poil"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}
+    code = ("import sys; from fuzzylogic_seg.data.coco import convert_coco; "
+            "convert_coco(sys.argv[1], sys.argv[2], sys.argv[3], 'train')")
+    r = subprocess.run([sys.executable, "-c", code, str(path), str(images), str(tmp_path / "out")],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = (tmp_path / "out" / "VOC2012" / "labelmap.txt").read_text(encoding="utf-8")
+    assert "chien à poil" in text
+
+
 def test_a_second_split_matches_its_categories_by_name(coco, tmp_path):
     """A val file with fewer categories, numbered otherwise (a separate export), goes
     into the folder of the train split: the labelmap's indices, by name."""

@@ -70,6 +70,9 @@ def tmp_path_json(near, obj):
     ({"a": [{"x": 1, "y": 2, "cls": 3}]}, r"image a, click 0: cls must be a class index 0..2"),
     ({"a": [{"x": 1, "y": 2, "cls": 1}, {"x": 1, "y": 2, "class": "fork"}]},
      r"image a, click 1: unknown class 'fork'; the classes are background, mug, spoon"),
+    # (a class that is no name: a list or an object is unhashable, a DatasetError all the same)
+    ({"a": [{"x": 1, "y": 2, "class": ["mug"]}]}, r"image a, click 0: unknown class \['mug'\]"),
+    ({"a": [{"x": 1, "y": 2, "class": {"name": "mug"}}]}, r"image a, click 0: unknown class"),
 ])
 def test_bad_click_files_name_the_file_image_and_click(tmp_path, obj, msg):
     path = tmp_path / "bad.json"

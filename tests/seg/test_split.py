@@ -62,3 +62,20 @@ def test_no_masks_at_all_is_an_error_saying_why(tmp_path):
     unlisted(tmp_path, keep_masks=[])
     with pytest.raises(DatasetError, match="the validation split needs masks"):
         split_voc(tmp_path / "data")
+
+
+def test_the_default_share_of_a_few_masked_images_is_one_image(tmp_path):
+    """Two images, both with a mask, no --val: 0.2 of 2 rounds to none, but the default
+    gives one validation image (not an error about a --val that was not given)."""
+    voc, ids = unlisted(tmp_path)
+    for i in ids[2:]:
+        for d, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".xml"), ("SegmentationClass", ".png")):
+            (voc / d / f"{i}{suffix}").unlink()
+    summary = split_voc(tmp_path / "data")
+    assert summary["val"] == 1 and summary["train"] == 1
+    for i in ids[1:2]:
+        for d, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".xml"), ("SegmentationClass", ".png")):
+            (voc / d / f"{i}{suffix}").unlink()
+    with pytest.raises(ConfigError, match="training needs at least one image") as err:
+        split_voc(tmp_path / "data", force=True)  # (one image: it cannot be both)
+    assert "--val" not in str(err.value).split(":")[0]
