@@ -280,9 +280,10 @@ class Pipeline:
         return self.kind == "voc" and not self.class_list.is_voc
 
     def _classes_fp(self) -> List[Any]:
-        """The class list's part of a fingerprint: nothing for the VOC classes (the
-        fingerprints of runs on them are what they were)."""
-        if not self.custom_classes:
+        """The class list's part of a fingerprint: nothing for the VOC classes without
+        colours (the fingerprints of runs on them are what they were); a labelmap's
+        colours count even with VOC's names (colour masks are read by them)."""
+        if self.kind != "voc" or (self.class_list.is_voc and not self.class_list.has_colors):
             return []
         cl = self.class_list
         return [["classes", list(cl.names), [list(c) if c else None for c in cl.colors]]]

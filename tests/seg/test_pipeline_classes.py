@@ -147,6 +147,22 @@ def test_classes_are_refused_for_refuge_and_checked_before_any_stage(tmp_path):
                        "classes": ["a", "a"]})
 
 
+def test_a_labelmaps_colours_count_in_the_fingerprint_even_with_voc_names(tmp_path):
+    from fuzzylogic_seg.data.synth_voc import generate_voc
+    from fuzzylogic_seg.io import VOC_CLASSES, voc_palette
+
+    voc = generate_voc(tmp_path / "voc", seed=1, n_train=2, n_val=1, size=(48, 64), progress=False)
+    pal = voc_palette()
+    lines = [f"{n}:{pal[3 * i]},{pal[3 * i + 1]},{pal[3 * i + 2]}::" for i, n in enumerate(VOC_CLASSES)]
+    (voc / "labelmap.txt").write_text("\n".join(lines) + "\n")
+    p = Pipeline(tiny_config(tmp_path / "voc", tmp_path / "out"), progress=False)
+    assert p._classes_fp() and not p.custom_classes  # (VOC's names: outputs as before)
+    before = p.fp_weak()
+    lines[1] = "aeroplane:1,2,3::"  # colour masks would now read other pixels as aeroplane
+    (voc / "labelmap.txt").write_text("\n".join(lines) + "\n")
+    assert Pipeline(tiny_config(tmp_path / "voc", tmp_path / "out"), progress=False).fp_weak() != before
+
+
 def test_default_voc_fingerprints_and_student_files_are_unchanged(tmp_path):
     """The VOC classes add nothing to a fingerprint or a student file (runs made before
     the class option resume as they were)."""
