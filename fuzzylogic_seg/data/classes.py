@@ -146,6 +146,8 @@ def build_class_list(entries: Sequence[Tuple[str, Optional[RGB], str]], source: 
         colors.append(color)
     if not names:
         raise _error(error, source, None, "no class names")
+    if names == [BACKGROUND]:
+        raise _error(error, source, None, "only 'background': name the object classes too")
     prepended = names[0] != BACKGROUND
     if prepended:
         names.insert(0, BACKGROUND)

@@ -343,3 +343,10 @@ def test_classes_other_than_the_labelmap_are_taken_with_a_warning(src, capsys):
     assert "warning: --classes gives the classes background, spoon, mug" in out
     assert main(["data", "check", "voc", str(src / "labelmap"), "--classes", "mug,spoon"]) == 0
     assert "0 warnings" in capsys.readouterr().out
+
+
+def test_a_list_of_background_alone_is_refused():
+    from fuzzylogic_seg.data.classes import parse_classes
+
+    with pytest.raises(ConfigError, match="only 'background': name the object classes too"):
+        parse_classes("background")
