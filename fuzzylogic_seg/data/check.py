@@ -86,7 +86,7 @@ def _msg(exc: DatasetError, path) -> str:
 def _voc_item(item: Item, scribbles: bool, classes=None):
     """(problems, counts, pixel histogram) of one VOC image; merged by the caller."""
     from .classes import VOC
-    from .voc import parse_annotation, read_class_png
+    from .voc import bad_values, parse_annotation, read_class_png
 
     classes = classes or VOC
     NUM_CLASSES = len(classes)
@@ -106,10 +106,9 @@ def _voc_item(item: Item, scribbles: bool, classes=None):
         try:
             arr = read_class_png(item.mask, classes)
             counts["masks"] += 1
-            bad = (arr >= NUM_CLASSES) & (arr != 255)
-            if bad.any():
-                report.add(item.mask, f"mask has values {sorted(np.unique(arr[bad]).tolist())[:5]} "
-                                      f"outside 0..{NUM_CLASSES - 1} and 255")
+            bad = bad_values(arr, NUM_CLASSES)
+            if bad:
+                report.add(item.mask, f"mask has values {bad} outside 0..{NUM_CLASSES - 1} and 255")
             else:
                 pixel_counts += np.bincount(arr.ravel(), minlength=256)
             if size is not None and arr.shape != size:
@@ -135,10 +134,9 @@ def _voc_item(item: Item, scribbles: bool, classes=None):
             if size is not None and arr.shape != size:
                 report.add(item.scribble, f"scribble is {arr.shape[1]}x{arr.shape[0]} but the image "
                                           f"is {size[1]}x{size[0]}")
-            bad = (arr >= NUM_CLASSES) & (arr != 255)
-            if bad.any():  # (as the loader refuses them)
-                report.add(item.scribble, f"scribble has values {sorted(np.unique(arr[bad]).tolist())[:5]} "
-                                          f"outside 0..{NUM_CLASSES - 1} and 255")
+            bad = bad_values(arr, NUM_CLASSES)
+            if bad:  # (as the loader refuses them)
+                report.add(item.scribble, f"scribble has values {bad} outside 0..{NUM_CLASSES - 1} and 255")
         except DatasetError as exc:
             report.add(item.scribble, _msg(exc, item.scribble))
     return report.problems, counts, pixel_counts
@@ -272,6 +270,7 @@ def _check_points(report: CheckReport, path: Path, items: Dict[str, Item], class
     scribbles), clicks outside their image. Returns the number of clicks checked."""
     from .base import image_size
     from .points import check_clicks, read_points
+    from .voc import parse_annotation
 
     try:
         clicks = read_points(path, class_list.names)
@@ -301,8 +300,6 @@ def _check_points(report: CheckReport, path: Path, items: Dict[str, Item], class
         # a click on an object lies in one of its class's boxes: one that does not may
         # hold a class index of another list (VOC's, COCO's category ids)
         if item.annotation is not None and item.annotation.is_file():
-            from .voc import parse_annotation
-
             _, objs = parse_annotation(item.annotation, size, [], classes=class_list)
             if objs:
                 for k, ((x, y), c) in enumerate(zip(clicks[image_id][0].tolist(), clicks[image_id][1].tolist())):
