@@ -92,6 +92,11 @@ def resolve_class_list(cfg: Dict[str, Any]):
     return resolve_classes(resolve_root(cfg["root"]), cfg.get("classes"))
 
 
+def has_mask(item) -> bool:
+    """The item's mask file is there (weak labels alone need none)."""
+    return item.mask is not None and Path(item.mask).is_file()
+
+
 HEADLINE_KEYS = ("miou", "dice_disc", "dice_cup", "vcdr_mae", "coverage", "pixel_accuracy",
                  "scored_images")  # (the last: only when some masks are missing)
 
@@ -220,7 +225,7 @@ class Pipeline:
         if split not in self._unmasked:
             ds = self.dataset(split, kinds=())
             self._unmasked[split] = [Path(it.mask) if it.mask is not None else it.image
-                                     for it in ds.items if it.mask is None or not Path(it.mask).is_file()]
+                                     for it in ds.items if not has_mask(it)]
         return self._unmasked[split]
 
     def check_masks(self) -> None:
@@ -480,7 +485,7 @@ class Pipeline:
         ds = self.dataset(split, kinds=())
         missing = set(self.unmasked(split))
         if missing:  # scored on the images that have a mask, and saying so
-            ids = [it.id for it in ds.items if Path(it.mask if it.mask is not None else it.image) not in missing]
+            ids = [it.id for it in ds.items if has_mask(it)]
             ds = make_dataset(self.kind, self.cfg["root"], self.cfg["splits"][split], ids=ids,
                               classes=self._classes_arg(), kinds=())
             log.info(f"scoring {desc} on the {len(ids)} of {len(ids) + len(missing)} images with a mask")
@@ -670,9 +675,7 @@ class Pipeline:
                 p = self.pseudo_dir(method) / f"{s['id']}.png"
                 row[panel] = read_label(p, self.kind).numpy() if p.is_file() else None
             row["student"] = student.predict(s["image"]).numpy() if student else None
-            it = train.items[i]
-            has_mask = it.mask is not None and Path(it.mask).is_file()
-            row["ground truth"] = train.read_gt(i).numpy() if has_mask else None
+            row["ground truth"] = train.read_gt(i).numpy() if has_mask(train.items[i]) else None
             rows.append(row)
         return rows
 
