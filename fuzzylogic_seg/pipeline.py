@@ -451,24 +451,29 @@ class Pipeline:
             copy.deepcopy(self.sam()) if method == "logic" else self.sam())
         out = self.pseudo_dir(method)
         summary = make_pseudo_labels(method, self.train_dataset(), sam=sam, out_dir=out, **kw, **opts)
-        quality = None
-        if len(self.unmasked("train")) < len(self.ids("train")):  # (some masks: scored on those)
-            quality = self.score("train", out, f"{method} pseudo-labels")
-            save_json(quality, out.parent / f"{method}.quality.json")
-        return {"folder": str(out), "quality": quality and headline(quality),
+        return {"folder": str(out), "quality": self._score_pseudo(method),
                 "seconds": summary.get("seconds"), "images": summary.get("n_images")}
+
+    def _score_pseudo(self, method: str, note: str = "") -> Optional[Dict[str, Any]]:
+        """The headline scores of a method's pseudo-labels on the training images that
+        have a mask (None when none has); the full metrics go to METHOD.quality.json."""
+        if len(self.unmasked("train")) == len(self.ids("train")):
+            return None
+        folder = self.pseudo_dir(method)
+        quality = self.score("train", folder, f"{method} pseudo-labels{note}")
+        save_json(quality, folder.parent / f"{method}.quality.json")
+        return headline(quality)
 
     def score_late(self, method: str, result: Dict[str, Any]) -> Dict[str, Any]:
         """Pseudo-labels made when the training split had no mask, and masks there now:
         score them now (the labels do not depend on the masks) and keep the score in
         the stage's marker, rather than make them again."""
-        if result.get("quality") is not None or not self.ctx.is_main \
-                or len(self.unmasked("train")) == len(self.ids("train")):
+        if result.get("quality") is not None or not self.ctx.is_main:
             return result
-        folder = self.pseudo_dir(method)
-        quality = self.score("train", folder, f"{method} pseudo-labels (masks added since they were made)")
-        save_json(quality, folder.parent / f"{method}.quality.json")
-        result = {**result, "quality": headline(quality)}
+        quality = self._score_pseudo(method, " (masks added since they were made)")
+        if quality is None:
+            return result
+        result = {**result, "quality": quality}
         marker = self._marker(f"pseudo-{method}")
         done = load_json(marker)
         save_json({**done, "result": result}, marker)
