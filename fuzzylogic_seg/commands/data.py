@@ -8,7 +8,7 @@ import sys
 from typing import Tuple
 
 from ..errors import ConfigError
-from . import CLASSES_HELP
+from . import CLASSES_HELP, FIXED_CLASSES, voc_only
 
 
 def _range(text: str, cast=int) -> Tuple:
@@ -150,11 +150,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
-def _no_classes_for_refuge(kind: str, classes) -> None:
-    if classes and kind != "voc":
-        raise ConfigError("--classes is for data sets in Pascal VOC layout (voc); REFUGE's are fixed")
-
-
 def _out(args) -> str:
     """The folder to write: OUT, or --out as `data weak` and `pseudo-label` take it."""
     if args.out and args.out_flag and args.out != args.out_flag:
@@ -189,11 +184,10 @@ def _check(args) -> int:
     from ..data.check import check_dataset, count_noun
     from ..io import save_json
 
-    _no_classes_for_refuge(args.kind, args.classes)
+    voc_only(args.kind, "--classes", args.classes, FIXED_CLASSES)
     kw = {"scribble_dir": args.scribbles, "classes": args.classes} if args.kind == "voc" else {}
     if args.points:
-        if args.kind != "voc":
-            raise ConfigError("--points is for data sets in Pascal VOC layout (voc)")
+        voc_only(args.kind, "--points", args.points)
         kw["points_file"] = args.points
     report = check_dataset(args.kind, args.root, args.split, progress=sys.stderr.isatty(), **kw)
     print(report.format())
@@ -284,13 +278,12 @@ def _weak(args) -> int:
                     scribble_margin=args.scribble_margin, scribble_keep=args.scribble_keep,
                     scribble_background=not args.no_background_scribbles,
                     points_per_region=args.points_per_region, point_background=args.point_background)
-    _no_classes_for_refuge(args.dataset, args.classes)
+    voc_only(args.dataset, "--classes", args.classes, FIXED_CLASSES)
     extra = {"scribble_dir": args.scribbles} if args.dataset == "voc" and args.scribbles else {}
     if args.dataset == "voc" and args.classes:
         extra["classes"] = args.classes
     if args.points or args.point_max_rank is not None:
-        if args.dataset != "voc":
-            raise ConfigError("--points is for data sets in Pascal VOC layout (voc)")
+        voc_only(args.dataset, "--points", True)
         if not args.points:
             raise ConfigError("--point-max-rank N goes with --points FILE")
         if args.point_max_rank is not None and args.point_max_rank < 1:

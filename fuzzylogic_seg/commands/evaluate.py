@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError, PredictionError
-from . import CLASSES_HELP
+from . import CLASSES_HELP, FIXED_CLASSES, voc_only
 
 PRED_SUFFIXES = (".png", ".bmp")
 
@@ -108,12 +108,10 @@ def _run(args) -> int:
     from ..data import build_dataset
     from ..io import save_json
 
-    from ..errors import ConfigError
 
     kw = {}
     if args.classes:
-        if args.dataset != "voc":
-            raise ConfigError("--classes is for data sets in Pascal VOC layout (voc); REFUGE's are fixed")
+        voc_only(args.dataset, "--classes", args.classes, FIXED_CLASSES)
         kw["classes"] = args.classes
     ds = build_dataset(args.dataset, args.root, args.split, with_gt=True, kinds=(), **kw)
     if args.dataset == "voc":

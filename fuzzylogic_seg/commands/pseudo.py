@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import CLASSES_HELP
+from . import CLASSES_HELP, FIXED_CLASSES, voc_only
 
 DATASETS = ("voc", "refuge")
 WEAK = ("boxes", "scribbles", "points", "tags")
@@ -131,8 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--epochs must be >= 0, got {args.epochs}")
     kw = {}
     if args.classes:
-        if args.dataset != "voc":
-            raise ConfigError("--classes is for data sets in Pascal VOC layout (voc); REFUGE's are fixed")
+        voc_only(args.dataset, "--classes", args.classes, FIXED_CLASSES)
         from ..data.classes import parse_classes
 
         kw["classes"] = parse_classes(args.classes)
