@@ -33,6 +33,7 @@ def read_prediction(path: Path, dataset: str, num_classes: int) -> torch.Tensor:
     """A predicted label image -> internal labels LongTensor [H, W]."""
     from ..data.base import read_grey, read_index_png
     from ..data.refuge import coding_problem, refuge_from_disk
+    from ..data.voc import bad_values
 
     try:
         if dataset == "refuge":
@@ -44,10 +45,9 @@ def read_prediction(path: Path, dataset: str, num_classes: int) -> torch.Tensor:
         arr = read_index_png(path, "prediction")
     except DatasetError as exc:
         raise PredictionError(str(exc)) from exc
-    bad = (arr >= num_classes) & (arr != 255)
-    if bad.any():
-        raise PredictionError(f"{path}: prediction has values {sorted(np.unique(arr[bad]).tolist())[:5]} "
-                              f"outside 0..{num_classes - 1} and 255")
+    bad = bad_values(arr, num_classes)
+    if bad:
+        raise PredictionError(f"{path}: prediction has values {bad} outside 0..{num_classes - 1} and 255")
     return torch.from_numpy(arr.astype(np.int64))
 
 
