@@ -122,8 +122,13 @@ def _error(error: Type[Exception], source: str, where: Optional[str], msg: str) 
     ConfigError reads "FILE:N: ..." ("--classes, name K: ..." for a given list)."""
     if error is DatasetError:
         return DatasetError(f"{where}: {msg}" if where else msg, source)
-    return error(f"{source}{where and (':' + where.split()[-1] if where.startswith('line') else ', ' + where)}"
-                 f": {msg}" if where else f"{source}: {msg}")
+    if not where:
+        place = source
+    elif where.startswith("line "):
+        place = f"{source}:{where.split()[-1]}"
+    else:
+        place = f"{source}, {where}"
+    return error(f"{place}: {msg}")
 
 
 def build_class_list(entries: Sequence[Tuple[str, Optional[RGB], str]], source: str,
