@@ -4,7 +4,9 @@
 
 Each benchmark runs in its own process with this interpreter. With ``--out
 DIR`` each writes ``DIR/<name>.json`` (passed on as ``--out``); without it
-results go to stdout only. Exit status: the number of benchmarks that failed.
+results go to stdout only. Without extra arguments ``bench_finetune`` times
+the compiled loss beside the eager rules and hand-written torch. Exit status:
+the number of benchmarks that failed.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Arguments a benchmark gets unless the command line passes its own: the speed
+# goal's forms side by side (compiled loss, eager rules, hand-written torch).
+DEFAULTS = {"bench_finetune": ["--compile-loss", "auto", "--eager", "--hand"]}
 
 
 def main(argv=None) -> int:
@@ -28,7 +33,7 @@ def main(argv=None) -> int:
         benches = [b for b in benches if args.only in b.stem]
     failed = 0
     for b in benches:
-        cmd = [sys.executable, str(b), *args.extra]
+        cmd = [sys.executable, str(b), *(args.extra or DEFAULTS.get(b.stem, []))]
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             cmd += ["--out", str(Path(args.out) / f"{b.stem}.json")]

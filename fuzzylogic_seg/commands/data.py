@@ -1,5 +1,5 @@
-"""`fuzzyseg data synth|check|weak|split|coco|scribblesup`: write, check, weakly label and
-split data sets, convert COCO instances and ScribbleSup scribbles."""
+"""`fuzzyseg data synth|check|weak|split|coco|yolo|scribblesup`: write, check, weakly label and
+split data sets, convert COCO instances, YOLO labels and ScribbleSup scribbles."""
 from __future__ import annotations
 
 import argparse
@@ -97,6 +97,26 @@ def register(subparsers) -> None:
     k.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
     k.add_argument("--skip-empty", action="store_true", help="leave out images without an object")
     k.set_defaults(func=_coco)
+
+    # ------------------------------------------------------------- yolo
+    y = sub.add_parser("yolo", help="convert a YOLO data set (Ultralytics, Roboflow, CVAT... text "
+                                    "labels) into the Pascal VOC layout that --dataset voc reads")
+    y.add_argument("source", metavar="DATA.yaml|IMAGES",
+                   help="the data set's YAML (names, train/val/test), or a folder of images")
+    y.add_argument("--split", required=True,
+                   help="the YAML's split to convert (train, val, test), and its name in ROOT")
+    y.add_argument("--out", required=True, metavar="ROOT", help="writes ROOT/VOC2012")
+    y.add_argument("--names", default=None, metavar="FILE",
+                   help="class names, one a line (classes.txt, obj.names): for a folder of images, "
+                        "or instead of the YAML's names")
+    y.add_argument("--root", default=None, metavar="DIR",
+                   help="the folder the YAML's split paths are relative to (default: its path:, "
+                        "else the YAML's folder)")
+    y.add_argument("--no-masks", action="store_true",
+                   help="no SegmentationClass PNGs from polygon labels (weak labels only)")
+    y.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
+    y.add_argument("--skip-empty", action="store_true", help="leave out images without an object")
+    y.set_defaults(func=_yolo)
 
     # ------------------------------------------------------ scribblesup
     x = sub.add_parser("scribblesup", help="convert ScribbleSup XML scribbles to the scribble "
@@ -209,6 +229,15 @@ def _coco(args) -> int:
 
     summary = convert_coco(args.instances, args.images, args.out, args.split, masks=not args.no_masks,
                            copy=args.copy, skip_empty=args.skip_empty)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _yolo(args) -> int:
+    from ..data.yolo import convert_yolo
+
+    summary = convert_yolo(args.source, args.out, args.split, names=args.names, root=args.root,
+                           masks=not args.no_masks, copy=args.copy, skip_empty=args.skip_empty)
     print(json.dumps(summary, indent=2))
     return 0
 

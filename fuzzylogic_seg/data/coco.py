@@ -18,9 +18,6 @@ converts one split into ``OUT/VOC2012``:
 """
 from __future__ import annotations
 
-import os
-import shutil
-import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -28,8 +25,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import DatasetError
-from ..io import atomic_path, save_index_png, voc_palette
 from .base import PathLike, read_json
+from .vocwrite import (Entry, check_class_names, check_entries, match_labelmap, unique_ids, voc_box,
+                       write_split)
 
 
 def load_coco(path: PathLike) -> Dict:
@@ -196,32 +194,6 @@ def _check_annotation(a: Dict, h: int, w: int, file_name: str, path: Path) -> No
 
 
 # ----------------------------------------------------------------- converting
-def _xml(image_id: str, file_name: str, h: int, w: int, objects: List[Dict]) -> bytes:
-    root = ET.Element("annotation")
-    ET.SubElement(root, "folder").text = "VOC2012"
-    ET.SubElement(root, "filename").text = file_name
-    size = ET.SubElement(root, "size")
-    for tag, v in (("width", w), ("height", h), ("depth", 3)):
-        ET.SubElement(size, tag).text = str(v)
-    for o in objects:
-        obj = ET.SubElement(root, "object")
-        ET.SubElement(obj, "name").text = o["name"]
-        ET.SubElement(obj, "difficult").text = "0"
-        box = ET.SubElement(obj, "bndbox")
-        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), o["box"]):
-            ET.SubElement(box, tag).text = f"{v:g}"
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8") + b"\n"
-
-
-def _labelmap(names: Sequence[str]) -> str:
-    pal = voc_palette()
-    lines = ["# label:color_rgb:parts:actions"]
-    for i, n in enumerate(names):
-        lines.append(f"{n}:{pal[3 * i]},{pal[3 * i + 1]},{pal[3 * i + 2]}::")
-    return "\n".join(lines) + "\n"
-
-
 def _find_image(images: Path, file_name: str) -> Optional[Path]:
     """`file_name` under `images`, else its base name there (exports that write an
     absolute or upload path, e.g. Label Studio's), else None."""
@@ -239,8 +211,6 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
     category known). Into a folder converted before, the categories are matched by
     name to its labelmap.txt: a split may hold fewer categories, or number them
     otherwise, than the first; a category the folder has not is an error."""
-    from .classes import build_class_list, read_class_file
-
     instances, images = Path(instances), Path(images)
     data = load_coco(instances)
     if not images.is_dir():
@@ -254,37 +224,24 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
     dropped = [c for c in cats if c["id"] not in used and str(c["name"]) in parents
                and any(str(o.get("supercategory")) == str(c["name"]) and o is not c for o in cats)]
     cats = [c for c in cats if c not in dropped]
-    names = ["background"] + [str(c["name"]) for c in cats]
-    if "background" in names[1:]:
-        raise DatasetError("a category is named 'background' (class 0 here): rename it", instances)
+    names = [str(c["name"]) for c in cats]
     # (names a labelmap cannot hold: an error naming the category, before anything is written)
-    build_class_list([(n, None, f"category {c['id']}") for n, c in zip(names[1:], cats)],
-                     str(instances), DatasetError)
+    check_class_names(names, [f"category {c['id']}" for c in cats], instances)
     voc = Path(out) / "VOC2012"
-    labelmap = voc / "labelmap.txt"
-    if labelmap.is_file():  # an earlier split's classes: match these categories by name
-        before = list(read_class_file(labelmap, DatasetError).names)
-        new = [n for n in names[1:] if n not in before]
-        if new:
-            raise DatasetError(f"{voc} holds the classes {', '.join(before[1:])} (an earlier split's); "
-                               f"these categories add {', '.join(new)}: convert the split with all "
-                               "the categories first, or into another --out", labelmap)
-        names = before
+    names = match_labelmap(voc, names)  # into an earlier split's folder: its classes, by name
     index = {n: i for i, n in enumerate(names)}
     cat_index = {c["id"]: index[str(c["name"])] for c in cats}
     by_image = defaultdict(list)
     for ann in data["annotations"]:
         by_image[ann.get("image_id")].append(ann)
     # ---- check: names, images, categories (nothing written yet)
-    todo, seen, missing = [], {}, []
-    skipped = 0
-    for img in sorted(data["images"], key=lambda im: im["id"]):
+    images_sorted = sorted(data["images"], key=lambda im: im["id"])
+    unique_ids([(Path(str(im["file_name"])).stem, str(im["file_name"])) for im in images_sorted],
+               instances)
+    entries, missing = [], []
+    skipped = crowd = 0
+    for img in images_sorted:
         file_name = str(img["file_name"])
-        image_id = Path(file_name).stem
-        if image_id in seen:
-            raise DatasetError(f"images {seen[image_id]} and {file_name} have one name {image_id!r} "
-                               "(VOC names an image by its file stem)", instances)
-        seen[image_id] = file_name
         anns = by_image.get(img["id"], [])
         objs = [a for a in anns if not a.get("iscrowd")]
         if skip_empty and not objs:
@@ -294,84 +251,47 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
             if a.get("category_id") not in cat_index:
                 raise DatasetError(f"annotation {a.get('id')} of image {file_name}: unknown "
                                    f"category_id {a.get('category_id')}", instances)
+        h, w = int(img["height"]), int(img["width"])
         for a in anns:
-            _check_annotation(a, int(img["height"]), int(img["width"]), file_name, instances)
+            _check_annotation(a, h, w, file_name, instances)
         src = _find_image(images, file_name)
         if src is None:
             missing.append(file_name)
             src = images / file_name
-        todo.append((img, image_id, src, anns, objs))
+        objects = [(names[cat_index[a["category_id"]]], voc_box(*(float(v) for v in a["bbox"]), h, w))
+                   for a in objs]
+        entries.append(Entry(Path(file_name).stem, src, h, w, objects,
+                             _painter(anns, objs, cat_index, h, w) if masks else None))
+        crowd += len(anns) - len(objs)
     if missing:
-        raise DatasetError(f"{len(missing)} of {len(todo)} images of {instances.name} are not in "
+        raise DatasetError(f"{len(missing)} of {len(entries)} images of {instances.name} are not in "
                            f"{images} (first: image {', '.join(missing[:3])}); --images is the folder "
                            "that the images' file_name are relative to", images / missing[0])
-    for image_id, src in ((t[1], t[2]) for t in todo):
-        dst = voc / "JPEGImages" / (image_id + src.suffix.lower())
-        if dst.exists() and not _same_file(dst, src):
-            raise DatasetError(f"{dst.name} in {voc / 'JPEGImages'} is another image than {src} "
-                               "(two images of one name, e.g. in two splits): convert into another "
-                               "--out, or rename one", dst)
+    check_entries(voc, entries)
     # ---- write
-    if not labelmap.is_file():
-        voc.mkdir(parents=True, exist_ok=True)
-        with atomic_path(labelmap) as tmp:
-            tmp.write_text(_labelmap(names), encoding="utf-8")
-    counts = {"images": 0, "objects": 0, "crowd": 0, "skipped_empty": skipped, "masks": 0}
-    for d in ("JPEGImages", "Annotations", "ImageSets/Segmentation") + (("SegmentationClass",) if masks else ()):
-        (voc / d).mkdir(parents=True, exist_ok=True)
-    ids = []
-    for img, image_id, src, anns, objs in todo:
-        file_name = str(img["file_name"])
-        h, w = int(img["height"]), int(img["width"])
-        objects = []
-        for a in objs:
-            x, y, bw, bh = (float(v) for v in a["bbox"])
-            x0, y0 = min(max(x, 0.0), w - 1.0), min(max(y, 0.0), h - 1.0)
-            x1, y1 = min(max(x + bw, x0 + 1.0), float(w)), min(max(y + bh, y0 + 1.0), float(h))
-            objects.append({"name": names[cat_index[a["category_id"]]], "box": (x0 + 1, y0 + 1, x1, y1)})
-        dst = voc / "JPEGImages" / (image_id + src.suffix.lower())
-        if dst.is_symlink() and not dst.exists():
-            dst.unlink()  # (a link to an image moved since)
-        if not dst.exists():
-            if copy:
-                shutil.copyfile(src, dst)
-            else:
-                os.symlink(src.resolve(), dst)
-        with atomic_path(voc / "Annotations" / f"{image_id}.xml") as tmp:
-            tmp.write_bytes(_xml(image_id, dst.name, h, w, objects))
-        if masks:
-            label = np.zeros((h, w), np.uint8)
-            # largest first: a smaller object painted over a larger one stays visible
-            for a in sorted(objs, key=lambda a: -float(a.get("area") or 0.0)):
-                m = annotation_mask(a, h, w)
-                if m is not None:
-                    label[m] = cat_index[a["category_id"]]
-            for a in anns:
-                if a.get("iscrowd"):
-                    m = annotation_mask(a, h, w)
-                    if m is not None:
-                        label[m] = 255
-            save_index_png(label, voc / "SegmentationClass" / f"{image_id}.png",
-                           palette=voc_palette())
-            counts["masks"] += 1
-        ids.append(image_id)
-        counts["images"] += 1
-        counts["objects"] += len(objects)
-        counts["crowd"] += len(anns) - len(objs)
-    with atomic_path(voc / "ImageSets" / "Segmentation" / f"{split}.txt") as tmp:
-        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    counts = write_split(voc, split, entries, names, copy=copy, masks=masks)
     # (point clicks, `cls`, and label PNGs use the class index, not COCO's category id)
     class_index = {str(c["id"]): cat_index[c["id"]] for c in cats}
     return {"out": str(voc), "split": split, "classes": names,
-            "category_id_to_class_index": class_index, **counts,
+            "category_id_to_class_index": class_index, "images": counts["images"],
+            "objects": counts["objects"], "crowd": crowd, "skipped_empty": skipped,
+            "masks": counts["masks"],
             **({"dropped_categories": [str(c["name"]) for c in dropped]} if dropped else {})}
 
 
-def _same_file(dst: Path, src: Path) -> bool:
-    """`dst` (in JPEGImages) is `src`: a link to it, or a copy of it."""
-    import filecmp
-
-    try:
-        return os.path.samefile(dst, src) or filecmp.cmp(dst, src, shallow=False)
-    except OSError:
-        return False
+def _painter(anns: List[Dict], objs: List[Dict], cat_index: Dict, h: int, w: int):
+    """The label image of one COCO image, painted when written."""
+    def paint() -> np.ndarray:
+        label = np.zeros((h, w), np.uint8)
+        # largest first: a smaller object painted over a larger one stays visible
+        for a in sorted(objs, key=lambda a: -float(a.get("area") or 0.0)):
+            m = annotation_mask(a, h, w)
+            if m is not None:
+                label[m] = cat_index[a["category_id"]]
+        for a in anns:
+            if a.get("iscrowd"):
+                m = annotation_mask(a, h, w)
+                if m is not None:
+                    label[m] = 255
+        return label
+    return paint
