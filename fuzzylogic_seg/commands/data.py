@@ -1,5 +1,6 @@
-"""`fuzzyseg data synth|check|weak|split|coco|yolo|scribblesup`: write, check, weakly label and
-split data sets, convert COCO instances, YOLO labels and ScribbleSup scribbles."""
+"""`fuzzyseg data synth|check|weak|split|coco|yolo|voc-xml|scribblesup`: write, check, weakly
+label and split data sets, convert COCO instances, YOLO labels, folders of VOC XML files and
+ScribbleSup scribbles."""
 from __future__ import annotations
 
 import argparse
@@ -117,6 +118,21 @@ def register(subparsers) -> None:
     y.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
     y.add_argument("--skip-empty", action="store_true", help="leave out images without an object")
     y.set_defaults(func=_yolo)
+
+    # ---------------------------------------------------------- voc-xml
+    v = sub.add_parser("voc-xml", help="convert a folder of images and Pascal VOC XML files "
+                                       "(LabelImg, Roboflow, makesense.ai) into the VOC layout")
+    v.add_argument("folder", metavar="FOLDER", help="the images (and, by default, their XML files)")
+    v.add_argument("--split", required=True, help="the split's name in ROOT (train, val, ...)")
+    v.add_argument("--out", required=True, metavar="ROOT", help="writes ROOT/VOC2012")
+    v.add_argument("--annotations", default=None, metavar="DIR",
+                   help="where the XML files are, when not beside the images")
+    v.add_argument("--classes", default=None, metavar="LIST|FILE",
+                   help="the class list (default: predefined_classes.txt or classes.txt in the "
+                        "folder, else the object names found, sorted)")
+    v.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
+    v.add_argument("--skip-empty", action="store_true", help="leave out images without an object")
+    v.set_defaults(func=_voc_xml)
 
     # ------------------------------------------------------ scribblesup
     x = sub.add_parser("scribblesup", help="convert ScribbleSup XML scribbles to the scribble "
@@ -238,6 +254,15 @@ def _yolo(args) -> int:
 
     summary = convert_yolo(args.source, args.out, args.split, names=args.names, root=args.root,
                            masks=not args.no_masks, copy=args.copy, skip_empty=args.skip_empty)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _voc_xml(args) -> int:
+    from ..data.vocxml import convert_voc_xml
+
+    summary = convert_voc_xml(args.folder, args.out, args.split, annotations=args.annotations,
+                              classes=args.classes, copy=args.copy, skip_empty=args.skip_empty)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -45,9 +45,8 @@ def resolve_root(root: PathLike) -> Path:
         n_img = sum(p.suffix.lower() in IMAGE_SUFFIXES for p in files)
         if n_xml and n_img:  # LabelImg's layout: photos and their XML files side by side
             hint = (f" (it holds {n_img} images and {n_xml} XML files side by side, as LabelImg "
-                    "saves them: move the images into JPEGImages/ and the XML files into "
-                    "Annotations/, and write ImageSets/Main/train.txt with one image id, the "
-                    "file name without extension, a line; docs/DATA.md 'Your own classes')")
+                    f"and Roboflow save them: `fuzzyseg data voc-xml {root} --split train --out "
+                    "NEW_ROOT` writes the VOC layout from them)")
         elif (root / "SegmentationClass").is_dir():
             hint = (" (it holds SegmentationClass/ but no images, as a masks-only export does: "
                     "copy SegmentationClass/ and ImageSets/Segmentation/ into the folder that "

@@ -294,12 +294,12 @@ def test_a_missing_split_list_says_where_it_looked(data):
         VOCSegmentation(root, "test")
 
 
-def test_a_labelimg_folder_is_refused_saying_how_to_arrange_it(tmp_path, capsys):
+def test_a_labelimg_folder_is_refused_naming_the_converter(tmp_path, capsys):
     """LabelImg saves photos and their XML files side by side, with no split list."""
     (tmp_path / "IMG_1.jpg").write_bytes(b"")
     write_xml(tmp_path / "IMG_1.xml", 80, 64, [("mug", (2, 2, 20, 20))])
-    with pytest.raises(DatasetError, match="side by side, as LabelImg saves them: move the images "
-                                           "into JPEGImages/ and the XML files into Annotations/"):
+    with pytest.raises(DatasetError, match="side by side, as LabelImg and Roboflow save them: "
+                                           "`fuzzyseg data voc-xml .* --split train --out NEW_ROOT`"):
         VOCSegmentation(tmp_path, "train")
     masks_only = tmp_path / "masks"
     (masks_only / "SegmentationClass").mkdir(parents=True)

@@ -1,0 +1,107 @@
+"""A folder of images and VOC XML files -> VOC layout (fuzzylogic_seg/data/vocxml.py),
+read back by the VOC loader. The XML files are written here as LabelImg writes them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from fuzzylogic_seg.cli import main
+from fuzzylogic_seg.data import VOCSegmentation
+from fuzzylogic_seg.data.vocxml import convert_voc_xml
+from fuzzylogic_seg.errors import DatasetError
+
+H, W = 40, 60
+
+
+def labelimg_xml(name, w, h, objects):
+    """LabelImg's pascal_voc_io output (1-based integer boxes)."""
+    objs = "".join(
+        f"<object><name>{n}</name><pose>Unspecified</pose><truncated>0</truncated>"
+        f"<difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
+    return (f"<annotation><folder>photos</folder><filename>{name}</filename><path>/home/u/photos/{name}"
+            f"</path><source><database>Unknown</database></source><size><width>{w}</width>"
+            f"<height>{h}</height><depth>3</depth></size><segmented>0</segmented>{objs}</annotation>")
+
+
+def _image(path, size=(W, H), exif_orientation=None):
+    img = Image.new("RGB", size, (120, 120, 120))
+    if exif_orientation is None:
+        img.save(path)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        img.save(path, exif=exif)
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    _image(d / "a.jpg")
+    (d / "a.xml").write_text(labelimg_xml("a.jpg", W, H, [("mug", (16, 11, 45, 30)), ("spoon", (0, 1, 61, 5))]))
+    _image(d / "b.png")  # no XML: LabelImg saved nothing (no boxes)
+    return d
+
+
+def test_labelimg_folder_is_read_back_by_the_voc_loader(photos, tmp_path):
+    s = convert_voc_xml(photos, tmp_path / "out", "train")
+    assert s["classes"] == ["background", "mug", "spoon"]  # the names found, sorted
+    assert (s["images"], s["objects"], s["without_xml"]) == (2, 2, 1)
+    ds = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes",), with_gt=False)
+    a = ds[0]
+    # VOC's 1-based inclusive (16, 11, 45, 30) is the half-open (15, 10, 45, 30); the
+    # 0-based / one-past-the-border box is clamped to the image
+    assert a["weak"].boxes.tolist() == [[15, 10, 45, 30], [0, 0, 60, 5]]
+    assert a["weak"].box_labels.tolist() == [1, 2]
+    assert ds[1]["weak"].boxes.shape == (0, 4)
+
+
+def test_class_order_from_labelimg_predefined_classes_and_cli_check(photos, tmp_path, capsys):
+    (photos / "predefined_classes.txt").write_text("spoon\nmug\nfork\n")
+    out = tmp_path / "out"
+    assert main(["data", "voc-xml", str(photos), "--split", "train", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == ["background", "spoon", "mug", "fork"]
+    assert main(["data", "check", "voc", str(out), "--split", "train"]) == 0
+    assert "0 errors" in capsys.readouterr().out
+
+
+def test_xml_in_a_folder_of_their_own_and_explicit_classes(tmp_path):
+    imgs, xmls = tmp_path / "JPEG", tmp_path / "xml"
+    imgs.mkdir()
+    xmls.mkdir()
+    _image(imgs / "x.jpg")
+    (xmls / "x.xml").write_text(labelimg_xml("x.jpg", W, H, [("mug", (1, 1, 10, 10))]))
+    s = convert_voc_xml(imgs, tmp_path / "out", "val", annotations=xmls, classes="cup,mug")
+    assert s["classes"] == ["background", "cup", "mug"] and s["objects"] == 1
+
+
+def test_a_photo_annotated_as_displayed_is_written_upright(tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    _image(d / "r.jpg", exif_orientation=6)  # stored 60 x 40, displayed 40 x 60
+    (d / "r.xml").write_text(labelimg_xml("r.jpg", 40, 60, [("mug", (11, 1, 30, 30))]))
+    s = convert_voc_xml(d, tmp_path / "out", "train")
+    assert s["upright"] == 1
+    r = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes",), with_gt=False)[0]
+    assert tuple(r["image"].shape) == (3, 60, 40) and r["weak"].boxes.tolist() == [[10, 0, 30, 30]]
+
+
+@pytest.mark.parametrize("change, msg", [
+    (lambda d: (d / "c.xml").write_text(labelimg_xml("c.jpg", W, H, [])), "1 XML files have no image .*c.xml"),
+    (lambda d: (d / "a.xml").write_text("<annotation><object>"), "a.xml.*cannot read the XML"),
+    (lambda d: (d / "a.xml").write_text(labelimg_xml("a.jpg", W, H, [("mug", (30, 1, 20, 5))])),
+     "object 0 \\(mug\\): empty box"),
+    (lambda d: (d / "a.xml").write_text(labelimg_xml("a.jpg", 100, 80, [("mug", (1, 1, 5, 5))])),
+     "<size> says 100x80 but the image a.jpg is 60x40"),
+    (lambda d: (d / "classes.txt").write_text("cup\n"), "unknown class name 'mug' \\(all unknown: mug, spoon\\)"),
+    (lambda d: (d / "a.xml").write_text(labelimg_xml("a.jpg", W, H, [("background", (1, 1, 5, 5))])),
+     "named 'background'"),
+])
+def test_broken_folders_are_named_before_anything_is_written(photos, tmp_path, change, msg):
+    change(photos)
+    with pytest.raises(DatasetError, match=msg):
+        convert_voc_xml(photos, tmp_path / "out", "train")
+    assert not (tmp_path / "out").exists()
