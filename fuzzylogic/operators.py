@@ -667,6 +667,11 @@ def _check_p(p):
         raise SemanticsError(f"pmean needs a finite p >= 1, got {p!r}")
 
 
+def _check_share(q):
+    if not (isinstance(q, (int, float)) and math.isfinite(q) and 0 < q <= 1):
+        raise SemanticsError(f"at_least needs a share 0 < q <= 1, got {q!r}")
+
+
 def _check_tau(tau):
     if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
         raise SemanticsError(f"log_sum_exp needs a finite tau > 0, got {tau!r}")
@@ -887,6 +892,28 @@ def _weighted_sum(x: torch.Tensor, weight: Optional[torch.Tensor], dims) -> torc
     if kept != sorted(kept):
         out = out.permute(sorted(range(len(kept)), key=lambda i: kept[i]))
     return out
+
+
+def _at_least(a, dims, weight, q, empty):
+    # min(1, m / q): exactly satisfied (no loss, no gradient) from the share q on,
+    # and q = 1 is the mean itself
+    return torch.clamp(_weighted_mean(a, dims, weight, empty) / q, max=1.0)
+
+
+@register_operator("forall", "at_least", params=("q",), handles_empty=True, check=_check_share,
+                   ignores_zero_weight=True)
+def forall_at_least(a, dims, weight, q):
+    """min(1, m / q), m the (guard-weighted) mean of a: "for at least a share q of
+    the domain" (Zadeh's relative quantifier); at_least(1) is the mean; 1 if empty."""
+    return _at_least(a, dims, weight, q, FORALL_IDENTITY)
+
+
+@register_operator("exists", "at_least", params=("q",), handles_empty=True, check=_check_share,
+                   ignores_zero_weight=True)
+def exists_at_least(a, dims, weight, q):
+    """min(1, m / q), m the (guard-weighted) mean of a: "there is at least a share q
+    of the domain where it holds"; 0 if empty."""
+    return _at_least(a, dims, weight, q, EXISTS_IDENTITY)
 
 
 def _forall_product_log(x, dims, weight):

@@ -110,6 +110,8 @@ def _forall(name, params, pairs, eps):
         return math.prod(max(a, TINY) ** w for a, w in pairs)
     if name == "log_sum_exp":
         return 1.0 - _lse([(1.0 - a, w) for a, w in pairs], params[0])
+    if name == "at_least":
+        return min(1.0, sum(w * a for a, w in pairs) / sw / params[0]) if sw > EPS else 1.0
     return None
 
 
@@ -128,6 +130,8 @@ def _exists(name, params, pairs, eps):
         return 1.0 - math.prod(max(1.0 - a, TINY) ** w for a, w in pairs)
     if name == "log_sum_exp":
         return _lse(pairs, params[0])
+    if name == "at_least":
+        return min(1.0, sum(w * a for a, w in pairs) / sw / params[0]) if sw > EPS else 0.0
     return None
 
 
@@ -145,8 +149,8 @@ OPERATORS = {
     "disjunction": ("godel", "product", "lukasiewicz"),
     "implication": ("kleene_dienes", "reichenbach", "lukasiewicz", "godel", "goguen"),
     "equivalence": ("biimplication", "lukasiewicz", "agreement"),
-    "forall": ("min", "mean", "pmean_error", "product", "log_sum_exp"),
-    "exists": ("max", "mean", "pmean", "probsum", "log_sum_exp"),
+    "forall": ("min", "mean", "pmean_error", "product", "log_sum_exp", "at_least"),
+    "exists": ("max", "mean", "pmean", "probsum", "log_sum_exp", "at_least"),
 }
 
 

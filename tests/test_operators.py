@@ -74,6 +74,8 @@ def test_quantifier_formulas():
         ("forall", "product", ()): lambda r: math.prod(r),
         ("exists", "probsum", ()): lambda r: 1 - math.prod(1 - x for x in r),
         ("exists", "log_sum_exp", (5.0,)): lambda r: math.log(sum(math.exp(5 * x) for x in r) / len(r)) / 5,
+        ("forall", "at_least", (0.7,)): lambda r: min(1.0, sum(r) / len(r) / 0.7),
+        ("exists", "at_least", (0.3,)): lambda r: min(1.0, sum(r) / len(r) / 0.3),
     }
     for (kind, name, params), f in cases.items():
         got = quant(kind, name, a, (1,), None, params)
@@ -612,3 +614,75 @@ def test_agreement_rule_matches_the_reference_evaluator():
     # (item 0 holds a truth of exactly 0: the log-space product floors it at the tiniest
     # normal float, as documented)
     torch.testing.assert_close(got["r"], (a * b + (1 - a) * (1 - b)).prod(1), rtol=1e-10, atol=1e-300)
+
+
+# ------------------------------------------------------------ at_least(q)
+@pytest.mark.parametrize("kind", ["forall", "exists"])
+def test_at_least_by_hand(kind):
+    """min(1, m / q), m the guard-weighted mean: a share q or more is fully true."""
+    a = torch.tensor([[0.2, 0.6, 1.0]], dtype=torch.float64)
+    w = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)  # m = 0.4
+    assert quant(kind, "at_least", a, (1,), w, (0.5,)).item() == pytest.approx(0.8)
+    assert quant(kind, "at_least", a, (1,), w, (0.4,)).item() == pytest.approx(1.0)
+    assert quant(kind, "at_least", a, (1,), w, (0.25,)).item() == 1.0
+    # at_least(1) is the mean
+    mean = get_operator(kind, "mean").fn(a, (1,), w)
+    assert torch.equal(quant(kind, "at_least", a, (1,), w, (1.0,)), mean)
+    # empty domain: the quantifier's identity, with zero gradient
+    a.requires_grad_()
+    out = quant(kind, "at_least", a, (1,), torch.zeros_like(w), (0.5,))
+    out.sum().backward()
+    assert out.item() == (1.0 if kind == "forall" else 0.0) and torch.all(a.grad == 0)
+
+
+@pytest.mark.parametrize("kind", ["forall", "exists"])
+def test_at_least_gradients_finite_at_zero_and_one_and_gradcheck(kind):
+    for fill in (0.0, 1.0):
+        a = torch.full((3, 4), fill, dtype=torch.float64, requires_grad=True)
+        for w in (None, torch.tensor([[1.0, 1.0, 0.0, 0.5]] * 3, dtype=torch.float64)):
+            a.grad = None
+            quant(kind, "at_least", a, (1,), w, (0.6,)).sum().backward()
+            assert torch.isfinite(a.grad).all()
+    # below the share (where the value is not clamped): smooth in the values and the weights
+    a = (torch.rand(2, 6, generator=G, dtype=torch.float64) * 0.4).requires_grad_()
+    w = torch.rand(2, 6, generator=G, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, w: quant(kind, "at_least", a, (1,), w, (0.9,)), (a, w))
+
+
+@pytest.mark.parametrize("q", [0, -0.5, 1.5])
+def test_at_least_needs_a_share_in_0_1(q):
+    with pytest.raises(SemanticsError, match="at_least needs a share 0 < q <= 1"):
+        fl.compile(f"sort s\npredicate a(s)\nrule r [forall = at_least({q})]: forall x: a(x)")
+
+
+def test_a_share_prior_matches_the_reference_in_every_semantics():
+    """A ratio prior: at least 60% of the (soft) disc is not cup, i.e. the cup covers
+    at most 40% of the disc's area; and some row holds at least 80% cup."""
+    from fuzzylogic import reference
+
+    text = """
+    sort row
+    sort col
+    predicate disc(row, col) logits
+    predicate cup(row, col) logits
+    rule rim [forall = at_least(0.6)]: forall r, c where disc(r, c): not cup(r, c)
+    rule full_row [exists = at_least(0.8)]: exists r: forall c: cup(r, c)
+    rule rows [exists = at_least(0.9)]: forall r: exists c: cup(r, c)
+    """
+    g = torch.Generator().manual_seed(11)
+    f = dict(disc=torch.randn(3, 5, 6, generator=g, dtype=torch.float64) * 3,
+             cup=torch.randn(3, 5, 6, generator=g, dtype=torch.float64) * 3 + 1.0)
+    f["disc"][0] = 30.0  # saturated
+    f["cup"][0, 0] = -30.0
+    seen = set()
+    for sem in ("product", "log_product", "godel", "lukasiewicz", "ltn"):
+        th = fl.compile(text, sem)
+        got = th.truth(**f)
+        want = reference.evaluate(text, f, semantics=sem)
+        for k in want:
+            assert got[k].tolist() == pytest.approx(want[k], abs=1e-9), (sem, k)
+            seen.update(round(v, 6) for v in want[k])
+        z = {k: v.clone().requires_grad_() for k, v in f.items()}
+        th.loss(**z).backward()
+        assert all(torch.isfinite(v.grad).all() for v in z.values()), sem
+    assert len(seen - {1.0}) >= 3  # the cases are not all trivially satisfied

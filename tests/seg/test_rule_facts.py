@@ -1,4 +1,6 @@
 """The fact vocabulary rule files bind to: geometry against hand computations."""
+import textwrap
+
 import pytest
 import torch
 
@@ -269,3 +271,29 @@ def test_an_undeclared_fact_gets_its_declaration_as_the_hint(tmp_path, capsys):
 
     assert core(["check", str(mine)]) == 1
     assert "hint: declare it: predicate scrib(...)" in capsys.readouterr().err
+
+
+def test_the_readme_prior_files_bind_to_the_refuge_box_facts(tmp_path, capsys):
+    """Every rule file block of the README that adds a prior to refuge.rules checks
+    as printed (`fuzzyseg rules check --for boxes`), the share prior included."""
+    from pathlib import Path
+
+    from fuzzylogic_seg.cli import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks, current = [], None
+    for line in readme.splitlines(keepends=True):
+        if line.strip().startswith("```"):
+            if current is None:
+                current = []
+            else:
+                blocks.append(textwrap.dedent("".join(current)))
+                current = None
+        elif current is not None:
+            current.append(line)
+    blocks = [b for b in blocks if b.startswith('include "refuge.rules"')]
+    assert len(blocks) >= 3 and any("at_least(" in b for b in blocks)
+    for k, b in enumerate(blocks):
+        f = tmp_path / f"prior{k}.rules"
+        f.write_text(b)
+        assert main(["rules", "check", "--for", "boxes", str(f)]) == 0, capsys.readouterr().err
