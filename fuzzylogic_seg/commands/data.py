@@ -102,8 +102,9 @@ def register(subparsers) -> None:
     # ------------------------------------------------------------- yolo
     y = sub.add_parser("yolo", help="convert a YOLO data set (Ultralytics, Roboflow, CVAT... text "
                                     "labels) into the Pascal VOC layout that --dataset voc reads")
-    y.add_argument("source", metavar="DATA.yaml|IMAGES",
-                   help="the data set's YAML (names, train/val/test), or a folder of images")
+    y.add_argument("source", metavar="DATA.yaml|OBJ.data|IMAGES",
+                   help="the data set's YAML (names, train/val/test), darknet's obj.data (CVAT's "
+                        "YOLO 1.1 export), or a folder of images")
     y.add_argument("--split", required=True,
                    help="the YAML's split to convert (train, val, test), and its name in ROOT")
     y.add_argument("--out", required=True, metavar="ROOT", help="writes ROOT/VOC2012")

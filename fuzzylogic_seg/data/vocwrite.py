@@ -18,6 +18,7 @@ output folder before anything is written; :func:`write_split` writes
 from __future__ import annotations
 
 import filecmp
+import glob
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -35,13 +36,13 @@ Box = Tuple[float, float, float, float]
 
 @dataclass
 class Entry:
-    """One image to write: ``objects`` are (class name, VOC box); ``mask`` returns
+    """One image to write: ``objects`` are (class name, VOC box[, difficult]); ``mask`` returns
     its uint8 label image [H, W] (class indices, 255 void), or is None: no mask."""
     image_id: str
     src: Path
     height: int
     width: int
-    objects: List[Tuple[str, Box]] = field(default_factory=list)
+    objects: List[Tuple] = field(default_factory=list)  # (name, box[, difficult])
     mask: Optional[Callable[[], np.ndarray]] = None
     upright: bool = False  # write the image turned by its EXIF orientation
 
@@ -59,17 +60,17 @@ def voc_box(x: float, y: float, bw: float, bh: float, h: int, w: int) -> Box:
     return (x0 + 1, y0 + 1, x1, y1)
 
 
-def annotation_xml(file_name: str, h: int, w: int, objects: Sequence[Tuple[str, Box]]) -> bytes:
+def annotation_xml(file_name: str, h: int, w: int, objects: Sequence[Tuple]) -> bytes:
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = "VOC2012"
     ET.SubElement(root, "filename").text = file_name
     size = ET.SubElement(root, "size")
     for tag, v in (("width", w), ("height", h), ("depth", 3)):
         ET.SubElement(size, tag).text = str(v)
-    for name, box in objects:
+    for name, box, *rest in objects:  # (name, box) or (name, box, difficult)
         obj = ET.SubElement(root, "object")
         ET.SubElement(obj, "name").text = name
-        ET.SubElement(obj, "difficult").text = "0"
+        ET.SubElement(obj, "difficult").text = "1" if rest and rest[0] else "0"
         bnd = ET.SubElement(obj, "bndbox")
         for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), box):
             ET.SubElement(bnd, tag).text = f"{v:g}"
@@ -129,7 +130,13 @@ def check_entries(voc: Path, entries: Sequence[Entry]) -> None:
     must be that entry's image."""
     for e in entries:
         dst = voc / "JPEGImages" / e.target_name
-        if dst.exists() and not e.upright and not _same_file(dst, e.src):
+        other = next((p for p in (voc / "JPEGImages").glob(glob.escape(e.image_id) + ".*")
+                      if p.stem == e.image_id and p.name != dst.name), None)
+        if other is not None:
+            raise DatasetError(f"{other.name} in {voc / 'JPEGImages'} has the id {e.image_id!r} of {e.src} "
+                               "(two images of one name, e.g. in two splits): convert into another "
+                               "--out, or rename one", other)
+        if dst.exists() and not (_same_upright(dst, e.src) if e.upright else _same_file(dst, e.src)):
             raise DatasetError(f"{dst.name} in {voc / 'JPEGImages'} is another image than {e.src} "
                                "(two images of one name, e.g. in two splits): convert into another "
                                "--out, or rename one", dst)
@@ -192,6 +199,17 @@ def _write_upright(src: Path, dst: Path) -> None:
         up = ImageOps.exif_transpose(img)
         with atomic_path(dst) as tmp:
             up.save(tmp, format="PNG")
+
+
+def _same_upright(dst: Path, src: Path) -> bool:
+    """`dst` holds the pixels of `src` turned upright (as :func:`_write_upright` writes)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(src) as a, Image.open(dst) as b:
+            return np.array_equal(np.asarray(ImageOps.exif_transpose(a)), np.asarray(b))
+    except OSError:
+        return False
 
 
 def _same_file(dst: Path, src: Path) -> bool:

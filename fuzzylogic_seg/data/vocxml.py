@@ -36,8 +36,9 @@ from .yolo import IMAGE_SUFFIXES
 CLASS_FILES = ("predefined_classes.txt", "classes.txt")
 
 
-def read_xml(path: Path) -> Tuple[Optional[Tuple[int, int]], List[Tuple[str, Tuple[float, ...]]]]:
-    """(<size> as (H, W), or None where missing or 0; [(name, (xmin, ymin, xmax, ymax))])."""
+def read_xml(path: Path) -> Tuple[Optional[Tuple[int, int]], List[Tuple[str, Tuple[float, ...], bool]]]:
+    """(<size> as (H, W), or None where missing or 0; [(name, (xmin, ymin, xmax, ymax),
+    difficult)])."""
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as e:
@@ -65,7 +66,7 @@ def read_xml(path: Path) -> Tuple[Optional[Tuple[int, int]], List[Tuple[str, Tup
         if box[0] > box[2] or box[1] > box[3]:
             raise DatasetError(f"{where}: empty box (xmin {box[0]:g} > xmax {box[2]:g} or ymin "
                                f"{box[1]:g} > ymax {box[3]:g})", path)
-        objects.append((name, box))
+        objects.append((name, box, (obj.findtext("difficult") or "0").strip() == "1"))
     return size, objects
 
 
@@ -82,21 +83,28 @@ def convert_voc_xml(folder: PathLike, out: PathLike, split: str, *,
     for d, what in ((folder, "images"), (xml_dir, "--annotations")):
         if not d.is_dir():
             raise DatasetError(f"no such folder ({what})", d)
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not images:
         raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder", folder)
-    unique_ids([(p.stem, p.name) for p in images], folder)
+    unique_ids([(p.stem, str(p.relative_to(folder))) for p in images], folder)
+
+    def xml_of(img: Path) -> Optional[Path]:
+        # beside the image, else in --annotations (LabelImg's save folder is flat)
+        return next((x for x in (img.with_suffix(".xml"), xml_dir / f"{img.stem}.xml") if x.is_file()), None)
+
     stems = {p.stem for p in images}
-    orphans = sorted(p.name for p in xml_dir.glob("*.xml") if p.stem not in stems)
+    orphans = sorted({str(p.relative_to(d)) for d in {folder, xml_dir} for p in d.rglob("*.xml")
+                      if p.stem not in stems})
     if orphans:
         raise DatasetError(f"{len(orphans)} XML files have no image of their name in {folder} "
                            f"(first: {', '.join(orphans[:3])})", xml_dir / orphans[0])
-    read = []
-    for img in images:
-        xml = xml_dir / f"{img.stem}.xml"
-        read.append((img, xml if xml.is_file() else None,
-                     *(read_xml(xml) if xml.is_file() else (None, []))))
-    found = sorted({n for *_, objs in read for n, _ in objs})
+    xmls = [xml_of(img) for img in images]
+    if not any(xmls):
+        raise DatasetError(f"no XML file for any of the {len(images)} images (looked beside them"
+                           + (f" and in {xml_dir})" if annotations else "): --annotations DIR names "
+                              "the folder of the XML files"), folder)
+    read = [(img, x, *(read_xml(x) if x else (None, []))) for img, x in zip(images, xmls)]
+    found = sorted({o[0] for *_, objs in read for o in objs})
     explicit = parse_classes(classes, DatasetError) if classes is not None else None
     if explicit is None:
         class_file = next((d / n for d in (folder, xml_dir) for n in CLASS_FILES if (d / n).is_file()), None)
@@ -107,7 +115,7 @@ def convert_voc_xml(folder: PathLike, out: PathLike, split: str, *,
         check_class_names(names, [f"object name {n!r}" for n in names], folder)
     unknown = [n for n in found if n not in names]
     if unknown:
-        first = next(x for img, x, _, objs in read if any(n == unknown[0] for n, _ in objs))
+        first = next(x for img, x, _, objs in read if any(o[0] == unknown[0] for o in objs))
         raise DatasetError(f"unknown class name {unknown[0]!r} (all unknown: {', '.join(unknown)}); "
                            f"the classes ({explicit.source}) are {', '.join(names)}", first)
     voc = Path(out) / "VOC2012"
@@ -127,7 +135,8 @@ def convert_voc_xml(folder: PathLike, out: PathLike, split: str, *,
             else:
                 raise DatasetError(f"<size> says {size[1]}x{size[0]} but the image {img.name} is "
                                    f"{w}x{h} (WxH): not this image's annotation?", xml)
-        objects = [(n, voc_box(x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1, h, w)) for n, (x0, y0, x1, y1) in objs]
+        objects = [(n, voc_box(x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1, h, w), hard)
+                   for n, (x0, y0, x1, y1), hard in objs]
         counts["upright"] += upright
         entries.append(Entry(img.stem, img, h, w, objects, None, upright=upright))
     check_entries(voc, entries)

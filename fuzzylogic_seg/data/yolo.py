@@ -19,7 +19,8 @@ own folder (a leading ``../``, as Roboflow writes, is also tried without).
 A split's label files are found by replacing the last ``images`` folder of
 each image's path with ``labels`` (``images/train/a.jpg`` ->
 ``labels/train/a.txt``), else beside the image (darknet, LabelImg). Without a
-YAML, SOURCE is a folder of images and the classes come from ``--names``
+YAML, SOURCE is darknet's ``obj.data`` (CVAT's "YOLO 1.1" export), or a
+folder of images whose classes come from ``--names``
 (one name a line: ``classes.txt``, ``obj.names``), else from such a file in
 the folder or in its labels folder. An image without a label file, or with an
 empty one, has no object.
@@ -33,6 +34,7 @@ numbers are relative to the displayed image.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -84,7 +86,7 @@ def yaml_names(data: Dict, path: Path) -> List[str]:
 
 def read_names_file(path: Path) -> List[str]:
     try:
-        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        names = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"cannot read the class names: {e}", path) from None
     names = [n for n in names if n]
@@ -93,11 +95,13 @@ def read_names_file(path: Path) -> List[str]:
     return names
 
 
-def split_sources(data: Dict, path: Path, split: str, root: Optional[Path]) -> List[Path]:
-    """The folders / image lists of ``split`` in a data set YAML, resolved."""
+def split_sources(data: Dict, path: Path, split: str, root: Optional[Path]) -> Tuple[List[Path], Path]:
+    """The folders / image lists of ``split`` in a data set YAML, resolved; and the
+    folder they are relative to."""
     if split not in data or data[split] in (None, "", []):
         have = [k for k in ("train", "val", "test") if data.get(k)]
         raise DatasetError(f"no split {split!r} in the YAML (it has {', '.join(have) or 'none'})", path)
+    note = ""
     if root is None:
         # `path:` relative to the YAML's folder, else (as Ultralytics) to the working
         # folder; else the YAML's folder (Ultralytics' own YAMLs name a folder under
@@ -106,6 +110,8 @@ def split_sources(data: Dict, path: Path, split: str, root: Optional[Path]) -> L
         tries = ([Path(base)] if Path(base).is_absolute() else [path.parent / base, Path(base)]) \
             if base else []
         root = next((t for t in tries if t.is_dir()), path.parent)
+        if base and root == path.parent and path.parent not in tries:
+            note = f"; path: {base} is not a folder here, so the YAML's folder was used"
     entries = data[split] if isinstance(data[split], list) else [data[split]]
     out = []
     for e in entries:
@@ -115,32 +121,87 @@ def split_sources(data: Dict, path: Path, split: str, root: Optional[Path]) -> L
             tries.append(root / e[3:])  # Roboflow's data.yaml: ../train/images
         found = next((t for t in tries if t.exists()), None)
         if found is None:
-            raise DatasetError(f"{split}: {e} not found (looked for {', '.join(str(t) for t in tries)}); "
-                               "--root sets the folder the YAML's paths are relative to", path)
+            raise DatasetError(f"{split}: {e} not found (looked for {', '.join(str(t) for t in tries)}"
+                               f"{note}); --root sets the folder the YAML's paths are relative to", path)
         out.append(found)
-    return out
+    return out, root
 
 
-def list_images(sources: Sequence[Path]) -> List[Path]:
+def read_darknet(path: Path, split: str) -> Tuple[Path, List[Path]]:
+    """Darknet's ``obj.data`` (CVAT's "YOLO 1.1" export): its names file and the
+    images of ``split`` (``train``, ``valid``; ``val`` reads ``valid``)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot read the darknet data file: {e}", path) from None
+    keys = {}
+    for ln in lines:
+        if "=" in ln:
+            k, v = ln.split("=", 1)
+            keys[k.strip()] = v.strip()
+    key = "valid" if split == "val" and "val" not in keys else split
+    if key not in keys or "names" not in keys:
+        raise DatasetError(f"a darknet data file needs names = and {key} = lines (it has "
+                           f"{', '.join(keys) or 'none'})", path)
+    names = _resolve(keys["names"], [path.parent])
+    if not names.is_file():
+        raise DatasetError(f"names = {keys['names']} not found (looked for {names})", path)
+    listed = _resolve(keys[key], [path.parent])
+    if not listed.exists():
+        raise DatasetError(f"{key} = {keys[key]} not found (looked for {listed})", path)
+    return names, list_images([listed], [path.parent])
+
+
+SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")
+
+
+def _refuse_export_root(folder: Path, split: str) -> None:
+    """A folder that is a whole export (its YAML or darknet file beside, or one
+    subfolder a split) is not one split's images: say what to pass instead."""
+    for pattern in ("*.yaml", "*.yml", "*.data"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            raise DatasetError(f"the folder holds {found[0].name}: pass it to convert one split "
+                               f"(fuzzyseg data yolo {found[0]} --split {split} ...)", folder)
+    splits = sorted(d.name for d in folder.iterdir() if d.is_dir() and (
+        d.name.lower() in SPLIT_FOLDERS or re.fullmatch(r"obj_\w+_data", d.name)))
+    if len(splits) > 1:
+        raise DatasetError(f"the folder holds the splits {', '.join(splits)}: pass one of them "
+                           "a call (or the data set's YAML), or they become one split", folder)
+
+
+def list_images(sources: Sequence[Path], bases: Sequence[Path] = ()) -> List[Path]:
     """Images in folders (recursively) and in image lists (a line each, relative to
-    the list's folder)."""
+    the list's folder, else to one of ``bases``; darknet's leading ``data/`` is
+    the export folder)."""
     images: List[Path] = []
     for src in sources:
         if src.is_dir():
             images += sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             continue
         try:
-            lines = src.read_text(encoding="utf-8").splitlines()
+            lines = src.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise DatasetError(f"cannot read the image list: {e}", src) from None
-        listed = [Path(ln) for ln in (ln.strip() for ln in lines) if ln]
-        listed = [p if p.is_absolute() else src.parent / p for p in listed]
+        listed = [_resolve(ln, [src.parent, *bases]) for ln in (ln.strip() for ln in lines) if ln]
         missing = [p for p in listed if not p.is_file()]
         if missing:
             raise DatasetError(f"{len(missing)} of the {len(listed)} images of the list are not "
-                               f"found (first: {missing[0]})", src)
+                               f"found (first: {missing[0]}; a line is relative to the list's "
+                               "folder or the data set's)", src)
         images += listed
     return images
+
+
+def _resolve(name: str, bases: Sequence[Path]) -> Path:
+    """``name`` if absolute, else the first of base / name (and, for darknet's
+    ``data/...``, base / ...) that exists, else base[0] / name."""
+    p = Path(name)
+    if p.is_absolute():
+        return p
+    rel = [p] + ([Path(*p.parts[1:])] if len(p.parts) > 1 and p.parts[0] == "data" else [])
+    tries = [b / r for r in rel for b in bases]
+    return next((t for t in tries if t.exists()), tries[0])
 
 
 def _labels_folder(folder: Path) -> Path:
@@ -150,6 +211,12 @@ def _labels_folder(folder: Path) -> Path:
         if parts[i] == "images":
             return Path(*parts[:i], "labels", *parts[i + 1:])
     return folder
+
+
+def label_file_places(image: Path) -> str:
+    places = dict.fromkeys(str(p) for p in (_labels_folder(image.parent) / (image.stem + ".txt"),
+                                            image.with_suffix(".txt")))
+    return " and ".join(places)
 
 
 def label_file(image: Path) -> Optional[Path]:
@@ -165,7 +232,7 @@ def parse_labels(path: Path, n_classes: int, keypoints: int = 0) -> List[Tuple[i
     """A label file -> [(class, "box" | "polygon", numbers)], boxes as (cx, cy, w, h),
     polygons as [N, 2]; every number checked, an error naming file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"cannot read the label file: {e}", path) from None
     out, seen = [], set()
@@ -231,6 +298,7 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
     source = Path(source)
     keypoints = 0
     if source.is_dir():
+        _refuse_export_root(source, split)
         where = [source, _labels_folder(source), source.parent]
         name_file = Path(names) if names else next(
             (d / n for d in where for n in NAME_FILES if (d / n).is_file()), None)
@@ -239,6 +307,10 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
                                f"{' / '.join(NAME_FILES[:2])} in the folder", source)
         class_names, names_source = read_names_file(name_file), name_file
         images = list_images([source])
+    elif source.suffix.lower() == ".data":
+        name_file, images = read_darknet(source, split)
+        name_file = Path(names) if names else name_file
+        class_names, names_source = read_names_file(name_file), name_file
     else:
         data = read_yaml(source)
         class_names = read_names_file(Path(names)) if names else yaml_names(data, source)
@@ -248,7 +320,8 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
             if not (isinstance(kpt, list) and len(kpt) == 2 and all(isinstance(k, int) for k in kpt)):
                 raise DatasetError(f"kpt_shape must be [keypoints, 2 or 3], got {kpt!r}", source)
             keypoints = kpt[0] * kpt[1]
-        images = list_images(split_sources(data, source, split, Path(root) if root else None))
+        sources, base = split_sources(data, source, split, Path(root) if root else None)
+        images = list_images(sources, [base])
     if not images:
         raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in split {split!r}", source)
     check_class_names(class_names, [f"class {i}" for i in range(len(class_names))], names_source)
@@ -262,6 +335,9 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
         lf = label_file(img)
         labels = parse_labels(lf, len(class_names), keypoints) if lf else []
         read.append((img, lf, labels))
+    if all(lf is None for _, lf, _ in read):
+        raise DatasetError(f"none of the {len(read)} images has a label file (looked for "
+                           f"{label_file_places(read[0][0])}): the labels are elsewhere?", source)
     segmentation = masks and any(k == "polygon" for _, _, labels in read for _, k, _ in labels)
     entries: List[Entry] = []
     counts = {"without_labels": 0, "skipped_empty": 0, "boxes": 0, "polygons": 0,

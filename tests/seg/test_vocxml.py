@@ -105,3 +105,26 @@ def test_broken_folders_are_named_before_anything_is_written(photos, tmp_path, c
     with pytest.raises(DatasetError, match=msg):
         convert_voc_xml(photos, tmp_path / "out", "train")
     assert not (tmp_path / "out").exists()
+
+
+def test_subfolders_and_difficult_objects(tmp_path):
+    d = tmp_path / "rf"
+    (d / "sub").mkdir(parents=True)
+    _image(d / "sub" / "n.jpg")
+    (d / "sub" / "n.xml").write_text(labelimg_xml("n.jpg", W, H, [("mug", (1, 1, 10, 10))]).replace(
+        "<difficult>0</difficult>", "<difficult>1</difficult>"))
+    convert_voc_xml(d, tmp_path / "out", "train")
+    xml = (tmp_path / "out" / "VOC2012" / "Annotations" / "n.xml").read_text()
+    assert "<difficult>1</difficult>" in xml
+
+
+def test_xml_files_elsewhere_are_pointed_to(tmp_path):
+    d = tmp_path / "JPEGImages"
+    d.mkdir()
+    _image(d / "a.jpg")
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations" / "a.xml").write_text(labelimg_xml("a.jpg", W, H, [("mug", (1, 1, 5, 5))]))
+    with pytest.raises(DatasetError, match="no XML file for any of the 1 images .*--annotations DIR"):
+        convert_voc_xml(d, tmp_path / "out", "train")
+    s = convert_voc_xml(d, tmp_path / "out", "train", annotations=tmp_path / "Annotations")
+    assert s["objects"] == 1

@@ -203,3 +203,67 @@ def test_a_split_with_new_classes_is_refused_in_a_converted_folder(ultralytics, 
     ultralytics.write_text(ultralytics.read_text().replace("  1: dog\n", "  1: dog\n  2: cat\n"))
     with pytest.raises(DatasetError, match="these classes add cat"):
         convert_yolo(ultralytics, out, "val")
+
+
+def test_cvat_yolo_export_through_its_darknet_data_file(tmp_path):
+    """CVAT's "YOLO 1.1": obj.data, obj.names, train.txt of data/obj_train_data/..."""
+    root = tmp_path / "cvat"
+    _image(root / "obj_train_data" / "f1.jpg")
+    _labels(root / "obj_train_data" / "f1.txt", ["1 0.5 0.5 0.5 0.5"])
+    (root / "obj.names").write_bytes("\ufeffcar\r\ndog\r\n".encode())  # (a BOM and CRLF: as saved on Windows)
+    (root / "train.txt").write_text("data/obj_train_data/f1.jpg\n")
+    (root / "obj.data").write_text("classes = 2\ntrain = data/train.txt\nnames = data/obj.names\n"
+                                   "backup = backup/\n")
+    s = convert_yolo(root / "obj.data", tmp_path / "out", "train")
+    assert s["classes"] == ["background", "car", "dog"] and s["objects"] == 1
+    # the export folder itself is not one split's images
+    with pytest.raises(DatasetError, match="holds obj.data: pass it"):
+        convert_yolo(root, tmp_path / "out2", "train")
+
+
+def test_a_whole_export_passed_as_a_folder_is_refused(tmp_path):
+    root = tmp_path / "export"
+    for split in ("train", "valid"):
+        _image(root / split / f"{split}.jpg")
+        _labels(root / split / f"{split}.txt", ["0 0.5 0.5 0.5 0.5"])
+    (root / "classes.txt").write_text("cat\n")
+    with pytest.raises(DatasetError, match="holds the splits train, valid: pass one of them"):
+        convert_yolo(root, tmp_path / "out", "train")
+    (root / "data.yaml").write_text("train: train\nval: valid\nnames: [cat]\n")
+    with pytest.raises(DatasetError, match="holds data.yaml: pass it"):
+        convert_yolo(root, tmp_path / "out", "train")
+    assert convert_yolo(root / "data.yaml", tmp_path / "out", "val")["objects"] == 1
+
+
+def test_no_label_file_anywhere_is_an_error_saying_where_it_looked(tmp_path):
+    _image(tmp_path / "photos" / "a.jpg")
+    (tmp_path / "photos" / "classes.txt").write_text("cat\n")
+    with pytest.raises(DatasetError, match="none of the 1 images has a label file"):
+        convert_yolo(tmp_path / "photos", tmp_path / "out", "train")
+
+
+def test_image_lists_relative_to_the_data_set_and_a_missing_path_said(tmp_path):
+    root = tmp_path / "ds"
+    _image(root / "images" / "train" / "a.jpg")
+    _labels(root / "labels" / "train" / "a.txt", ["0 0.5 0.5 0.5 0.5"])
+    (root / "lists").mkdir()
+    (root / "lists" / "train.txt").write_text("images/train/a.jpg\n")  # relative to path:, not the list
+    (tmp_path / "d.yaml").write_text(f"path: {root}\ntrain: lists/train.txt\nnames: [cat]\n")
+    assert convert_yolo(tmp_path / "d.yaml", tmp_path / "out", "train")["objects"] == 1
+    (tmp_path / "e.yaml").write_text("path: coco8\ntrain: images/train\nnames: [cat]\n")
+    with pytest.raises(DatasetError, match="path: coco8 is not a folder here.*--root"):
+        convert_yolo(tmp_path / "e.yaml", tmp_path / "out2", "train")
+
+
+def test_one_name_in_two_splits_is_refused_whatever_its_extension(tmp_path):
+    root = tmp_path / "ds"
+    _image(root / "images" / "train" / "x.jpg")
+    _image(root / "images" / "val" / "x.png", (10, 200, 10))
+    for split in ("train", "val"):
+        _labels(root / "labels" / split / "x.txt", ["0 0.5 0.5 0.5 0.5"])
+    (root / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [cat]\n")
+    out = tmp_path / "out"
+    convert_yolo(root / "data.yaml", out, "train")
+    with pytest.raises(DatasetError, match="x.jpg in .*JPEGImages has the id 'x'"):
+        convert_yolo(root / "data.yaml", out, "val")
+    assert convert_yolo(root / "data.yaml", out, "train")["images"] == 1  # a rerun is no clash
