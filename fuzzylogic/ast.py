@@ -206,7 +206,7 @@ class Iff:
 
 @dataclass(frozen=True)
 class Quantified:
-    """`forall p, q [in guard | where guard]: body`.
+    """`forall[op] p, q [in guard | where guard]: body` (``[op]`` optional).
 
     `kind` is "forall" or "exists". `variables` lists the bound names in order;
     `guard` (optional) restricts the domain: a masked, or for soft guards
@@ -220,6 +220,10 @@ class Quantified:
     sorts: Tuple[str, ...] = ()  # one per variable; filled in by the checker
     pos: Pos = field(default=NOPOS, compare=False)
     var_pos: Tuple[Pos, ...] = field(default=(), compare=False)  # where each variable is bound
+    # `forall[name(p, ...)]`: this quantifier's operator, (name, *params), else the
+    # rule's; the checker completes the parameters with their defaults
+    operator: Optional[Tuple] = None
+    operator_pos: Pos = field(default=NOPOS, compare=False)
 
 
 Formula = Union[Atom, Truth, Not, And, Or, Implies, Iff, Quantified]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from . import ast
-from .errors import CheckError
+from .errors import CheckError, SemanticsError
 
 __all__ = ["check", "RESERVED_NAMES"]
 
@@ -257,7 +257,16 @@ class _Checker:
                 raise self.error(
                     f"quantified variable '{b.name}' is never used", b.pos,
                     hint=f"remove it from the {q.kind}, or use it in the body")
-        return replace(q, guard=guard, body=body, sorts=tuple(b.sort for b in bound))
+        operator = q.operator
+        if operator is not None:
+            from .semantics import _norm_ref
+
+            try:  # the name known, the parameters complete and valid
+                operator = _norm_ref(q.kind, operator)
+            except SemanticsError as e:
+                raise self.error(str(e), q.operator_pos if q.operator_pos.line else q.pos) from None
+        return replace(q, guard=guard, body=body, sorts=tuple(b.sort for b in bound),
+                       operator=operator)
 
     def shorthand(self, guard, bound: List[_Binding]):
         """`forall p in inside(box)`: insert the single bound variable as the first argument."""

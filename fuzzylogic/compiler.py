@@ -514,7 +514,8 @@ class _Builder:
         inner = self.inner_scope(f, scope)
         body = self.build(f.body, inner)
         guard = self.build(f.guard, inner) if f.guard is not None else None
-        spec, params = self.spec(f.kind)
+        spec, params = self.spec(f.kind) if f.operator is None else \
+            (get_operator(f.kind, f.operator[0]), tuple(f.operator[1:]))  # its own, else the rule's
         return QuantNode(f.kind, spec, params, self.stable, body, guard, inner[len(scope):],
                          _rank(scope), _rank(inner), [v.sort for v in inner])
 

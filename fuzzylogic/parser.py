@@ -84,6 +84,12 @@ class _Guard:
     formula: ast.Formula
 
 
+@dataclass(frozen=True)
+class _QuantOp:
+    ref: tuple  # (operator name, *parameters)
+    pos: ast.Pos
+
+
 def _is_tok(x, *types) -> bool:
     return isinstance(x, Token) and x.type in types
 
@@ -357,6 +363,7 @@ class _Builder:
         kind = children[0].value
         names = _names(children)
         guard = next((c for c in children if isinstance(c, _Guard)), None)
+        op = next((c for c in children if isinstance(c, _QuantOp)), None)
         body = children[-1]
         node = ast.Quantified(
             kind=kind,
@@ -365,11 +372,24 @@ class _Builder:
             guard=guard.formula if guard else None,
             pos=self._mpos(meta),
             var_pos=tuple(self._tpos(n) for n in names),
+            operator=op.ref if op else None,
+            operator_pos=op.pos if op else ast.NOPOS,
         )
         return self._nest(node, body, guard.formula if guard else None)
 
     def guard(self, meta, children):
         return _Guard(children[1])
+
+    def quant_op(self, meta, children):
+        name = children[1]
+        params = []
+        for ptok in (c for c in children[2:] if _is_tok(c, "NUMBER")):
+            param = self._number(ptok)
+            if not math.isfinite(param):
+                raise self._error(CheckError, f"the parameters of '{name.value}' must be finite "
+                                 f"numbers, got {ptok.value}", ptok)
+            params.append(param)
+        return _QuantOp((str(name.value), *params), self._tpos(name))
 
     def true(self, meta, children):
         return ast.Truth(1.0, pos=self._tpos(children[0]))

@@ -49,7 +49,8 @@ def _fmt(f: ast.Formula, slot: int) -> str:
         s = f"{_fmt(f.left, _IFF)} <-> {_fmt(f.right, _IMPLIES)}"
     elif isinstance(f, ast.Quantified):
         guard = "" if f.guard is None else f" in {_fmt(f.guard, _IFF)}"
-        s = f"{f.kind} {', '.join(f.variables)}{guard}: {_fmt(f.body, _QUANT)}"
+        op = "" if f.operator is None else f"[{_option_value(tuple(f.operator))}]"
+        s = f"{f.kind}{op} {', '.join(f.variables)}{guard}: {_fmt(f.body, _QUANT)}"
     else:
         raise FuzzyLogicError(f"not a formula node: {type(f).__name__}")
     return f"({s})" if _level(f) < slot else s
@@ -62,7 +63,7 @@ def format_formula(f: ast.Formula) -> str:
 
 def _option_value(v) -> str:
     if isinstance(v, tuple):  # (operator, parameter, ...)
-        return f"{v[0]}({', '.join(repr(x) for x in v[1:])})"
+        return f"{v[0]}({', '.join(repr(x) for x in v[1:])})" if len(v) > 1 else str(v[0])
     return str(v)
 
 

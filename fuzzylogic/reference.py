@@ -308,7 +308,7 @@ class _Eval:
                 if f.guard is not None:
                     w *= self.ev(f.guard, env2, b, sem)
                 pairs.append((self.ev(f.body, env2, b, sem), w))
-            ref = getattr(sem, f.kind)
+            ref = f.operator or getattr(sem, f.kind)  # the quantifier's own, else the rule's
             fn = _forall if f.kind == "forall" else _exists
             out = fn(ref[0], ref[1:], pairs, eps)
             return out if out is not None else _registered_quant(f.kind, ref, pairs)

@@ -182,8 +182,12 @@ def formulas(draw, sig: Signature, scope=(), depth: int = 3, atomic_implications
     if draw(st.integers(0, 2)) == 0:
         guard = draw(_atom(sig, inner, must_use=new))
     body = draw(formulas(sig, inner, depth - 1, atomic_implications, names))
-    return ast.Quantified(draw(st.sampled_from(["forall", "exists"])), tuple(v for v, _ in new),
-                          body, guard, tuple(s for _, s in new))
+    kind = draw(st.sampled_from(["forall", "exists"]))
+    # now and then an operator of its own (`forall[mean] ...`), else the rule's
+    operator = draw(st.sampled_from(_FORALL if kind == "forall" else _EXISTS)) \
+        if draw(st.integers(0, 3)) == 0 else None
+    return ast.Quantified(kind, tuple(v for v, _ in new), body, guard, tuple(s for _, s in new),
+                          operator=operator)
 
 
 @st.composite

@@ -430,3 +430,21 @@ def test_a_constant_of_a_two_axis_sort_is_refused_by_the_checker_where_it_is_use
                 "feed a predicate that holds there")
     err = check_error("constant p1: pixel = 3\n", 1, 10, "fixed index 3", "spans 2 axes")
     assert "call time" not in str(err)  # no longer suggests what is not supported either
+
+
+# ------------------------------------------------ a quantifier's own operator
+def test_a_quantifier_operator_is_completed_with_its_defaults():
+    rule = checked("rule r: forall[pmean_error] p: exists[at_least(0.5)] b: inside(p, b)\n").rules[0]
+    assert rule.formula.operator == ("pmean_error", 2.0)
+    assert rule.formula.body.operator == ("at_least", 0.5)
+
+
+@pytest.mark.parametrize("op, words", [
+    ("at_leest(0.5)", ("unknown exists operator 'at_leest'", "at_least")),
+    ("at_least(2)", ("at_least needs a share 0 < q <= 1",)),
+    ("at_least", ("needs parameter(s) ['q']",)),
+    ("min", ("unknown exists operator 'min'",)),  # min is a forall operator; exists has max
+    ("max(1)", ("takes 0 parameter(s)",)),
+])
+def test_a_bad_quantifier_operator_is_reported_at_its_name(op, words):
+    check_error(f"rule r: forall p: exists[{op}] b: inside(p, b)\n", 1, 26, *words)

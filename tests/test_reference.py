@@ -132,3 +132,37 @@ def test_a_chain_is_folded_pairwise_left_to_right():
         want.append(v)
     assert reference.evaluate(text, f)["r"] == pytest.approx(want, abs=1e-12)
     assert fl.compile(text).truth(**f)["r"].tolist() == pytest.approx(want, abs=1e-12)
+
+
+def test_a_quantifiers_own_operator_overrides_the_rules_in_both_evaluators():
+    """`forall[at_least(0.5)]` inside a rule whose forall is min: each box holds at
+    least half object pixels; `exists[log_sum_exp(4)]` under a godel rule."""
+    text = """
+    sort region
+    sort row
+    sort col
+    predicate mask(region, row, col) logits
+    predicate inbox(region, row, col)
+    rule fill [forall = min]: forall a: forall[at_least(0.5)] r, c in inbox(a, r, c): mask(a, r, c)
+    rule smooth [semantics = godel]: forall[mean] a: exists[log_sum_exp(4)] r, c: mask(a, r, c)
+    """
+    g = torch.Generator().manual_seed(0)
+    f = dict(mask=torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64) * 3 - 1,
+             inbox=(torch.rand(2, 3, 4, 5, generator=g, dtype=torch.float64) > 0.5).double())
+    # by hand: the min over regions of min(1, (share of the box's cells' truths) / 0.5)
+    p, box = torch.sigmoid(f["mask"]), f["inbox"]
+    share = (p * box).sum((2, 3)) / box.sum((2, 3))
+    want_fill = (share / 0.5).clamp(max=1).amin(1)
+    for sem in ("product", "log_product", "godel", "lukasiewicz", "ltn"):
+        th = fl.compile(text, sem)
+        got = th.truth(**f)
+        want = reference.evaluate(text, f, semantics=sem)
+        for k in want:
+            assert got[k].tolist() == pytest.approx(want[k], abs=1e-9), (sem, k)
+        assert got["fill"].tolist() == pytest.approx(want_fill.tolist(), abs=1e-9)
+        z = {k: v.clone().requires_grad_() for k, v in f.items()}
+        th.loss(**z).backward()
+        assert torch.isfinite(z["mask"].grad).all()
+    # the printed rule reads back the same
+    from fuzzylogic.printer import format_rule
+    assert "forall[at_least(0.5)] r, c in inbox(a, r, c)" in format_rule(fl.parse(text).rules[0])
