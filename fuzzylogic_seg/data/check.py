@@ -198,13 +198,13 @@ def check_voc(root, splits: Optional[Sequence[str]] = None, scribble_dir=None,
         found_masks = {i: next((d / f"{i}.png" for d in dirs if (d / f"{i}.png").is_file()), None)
                        for i in ids}
         # A split none of whose images has a mask is a test split (VOC2012's test.txt,
-        # whose masks are not published): its images and annotations are checked,
-        # missing masks are not errors.
+        # whose masks are not published) or a training split of weak labels: its
+        # images and annotations are checked, missing masks are not errors.
         unlabelled = bool(ids) and not any(found_masks.values())
         if unlabelled:
-            report.add(path, f"split {split!r} has no masks (a test split): its images and "
-                             f"annotations are checked, not masks (training on weak labels "
-                             f"needs none)", "warning")
+            report.add(path, f"split {split!r} has no masks: its images and annotations are "
+                             f"checked, not masks (a test split, or a training split of weak "
+                             f"labels, needs none; a validation split does)", "warning")
         # Scribbles label the training images: over every split found, an image
         # without one (val, trainval's val half) is counted, not an error; a split
         # named with --split must have them all.

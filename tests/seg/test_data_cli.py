@@ -75,7 +75,8 @@ def test_a_test_split_without_masks_is_checked_without_failing(copy, capsys):
     (d / "ImageSets" / "Segmentation" / "val.txt").rename(d / "ImageSets" / "Segmentation" / "test.txt")
     assert main(["data", "check", "voc", str(voc)]) == 0
     out = capsys.readouterr().out
-    assert "has no masks (a test split)" in out and "0 errors" in out
+    assert "split 'test' has no masks: its images and annotations are checked" in out
+    assert "a validation split does" in out and "0 errors" in out
     train = (d / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
     (d / "SegmentationClass" / f"{train[0]}.png").unlink()
     assert main(["data", "check", "voc", str(voc)]) == 1
