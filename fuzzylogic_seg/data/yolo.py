@@ -29,6 +29,9 @@ Masks (SegmentationClass) are written where every object of an image is a
 polygon: the polygons are painted largest first, a pixel inside when its
 centre is. A data set of boxes gets none (weak labels only), and an image
 whose objects are partly boxes none either (its mask would be incomplete).
+A split whose polygons all have four corners is taken for Ultralytics'
+oriented boxes (OBB): their bounding boxes are the objects, and no mask is
+painted (a rotated box is not the object's outline).
 An image whose EXIF orientation turns it is written upright (a PNG), as YOLO's
 numbers are relative to the displayed image.
 """
@@ -338,7 +341,11 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
     if all(lf is None for _, lf, _ in read):
         raise DatasetError(f"none of the {len(read)} images has a label file (looked for "
                            f"{label_file_places(read[0][0])}): the labels are elsewhere?", source)
-    segmentation = masks and any(k == "polygon" for _, _, labels in read for _, k, _ in labels)
+    polygons = [v for _, _, labels in read for _, k, v in labels if k == "polygon"]
+    # Ultralytics' oriented boxes (OBB: four corners a line) look like quadrilateral
+    # polygons: a split of nothing else is read as boxes, its masks not painted
+    oriented = bool(polygons) and all(len(v) == 4 for v in polygons)
+    segmentation = masks and bool(polygons) and not oriented
     entries: List[Entry] = []
     counts = {"without_labels": 0, "skipped_empty": 0, "boxes": 0, "polygons": 0,
               "masks_left_out": 0, "upright": 0}
@@ -374,7 +381,7 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
     written = write_split(voc, split, entries, all_names, copy=copy)
     return {"out": str(voc), "split": split, "classes": all_names,
             "yolo_class_to_class_index": {str(i): k for i, k in enumerate(index)},
-            **written, **counts}
+            **written, **counts, **({"oriented_boxes": True} if oriented else {})}
 
 
 def _painter(polys: List[Tuple[int, np.ndarray]], h: int, w: int):

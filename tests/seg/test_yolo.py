@@ -83,8 +83,9 @@ def test_polygons_give_boxes_and_masks(tmp_path):
     _labels(root / "labels" / "train" / "p.txt", [
         # a small square (class 1) listed before the large rectangle (class 0) it lies on:
         # painted last all the same (largest first)
-        "1 0.5 0.5 0.6 0.5 0.6 0.75 0.5 0.75",     # x 30..36, y 20..30
-        "0 0.25 0.25 0.75 0.25 0.75 0.75 0.25 0.75",  # x 15..45, y 10..30
+        # (a point mid-edge: a polygon of four corners alone would read as an oriented box)
+        "1 0.5 0.5 0.55 0.5 0.6 0.5 0.6 0.75 0.5 0.75",     # x 30..36, y 20..30
+        "0 0.25 0.25 0.5 0.25 0.75 0.25 0.75 0.75 0.25 0.75",  # x 15..45, y 10..30
     ])
     _labels(root / "labels" / "train" / "q.txt", ["0 0.5 0.5 0.2 0.2"])  # a box: no mask here
     yaml = root / "data.yaml"
@@ -267,3 +268,15 @@ def test_one_name_in_two_splits_is_refused_whatever_its_extension(tmp_path):
     with pytest.raises(DatasetError, match="x.jpg in .*JPEGImages has the id 'x'"):
         convert_yolo(root / "data.yaml", out, "val")
     assert convert_yolo(root / "data.yaml", out, "train")["images"] == 1  # a rerun is no clash
+
+
+def test_oriented_boxes_give_bounding_boxes_and_no_masks(tmp_path):
+    """Ultralytics OBB labels: four corners a line, a rotated box, not an outline."""
+    root = tmp_path / "obb"
+    _image(root / "images" / "train" / "o.jpg")
+    _labels(root / "labels" / "train" / "o.txt", ["0 0.5 0.25 0.75 0.5 0.5 0.75 0.25 0.5"])  # a diamond
+    (root / "data.yaml").write_text("train: images/train\nnames: [plane]\n")
+    s = convert_yolo(root / "data.yaml", tmp_path / "out", "train")
+    assert s["oriented_boxes"] and s["masks"] == 0 and s["objects"] == 1
+    box = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes",), with_gt=False)[0]["weak"].boxes
+    assert box.tolist() == [[15, 10, 45, 30]]
