@@ -17,12 +17,14 @@ with the other converters, :mod:`.vocwrite`):
   its labelmap's classes;
 - boxes are read as VOC's (1-based, inclusive) and clamped to the image (a
   tool that writes 0-based or one pixel past the border is not an error);
+  roLabelImg's rotated boxes (``<robndbox>``) give the box of their corners;
 - an XML ``<size>`` that is the image's displayed size but not its stored one
   (a photo turned by its EXIF orientation, annotated as displayed) writes the
   image upright; any other disagreement is an error naming the file.
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -60,14 +62,28 @@ def read_xml(path: Path) -> Tuple[Optional[Tuple[int, int]], List[Tuple[str, Tup
         if not name:
             raise DatasetError(f"{where}: no <name>", path)
         try:
-            box = tuple(float(obj.find("bndbox").findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
+            if obj.find("bndbox") is None and obj.find("robndbox") is not None:
+                box = _rotated_box(obj.find("robndbox"))
+            else:
+                box = tuple(float(obj.find("bndbox").findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
         except (AttributeError, TypeError, ValueError):
-            raise DatasetError(f"{where}: <bndbox> needs numeric xmin ymin xmax ymax", path) from None
+            raise DatasetError(f"{where}: <bndbox> needs numeric xmin ymin xmax ymax (or "
+                               "roLabelImg's <robndbox> cx cy w h angle)", path) from None
         if box[0] > box[2] or box[1] > box[3]:
             raise DatasetError(f"{where}: empty box (xmin {box[0]:g} > xmax {box[2]:g} or ymin "
                                f"{box[1]:g} > ymax {box[3]:g})", path)
         objects.append((name, box, (obj.findtext("difficult") or "0").strip() == "1"))
     return size, objects
+
+
+def _rotated_box(rb) -> Tuple[float, ...]:
+    """roLabelImg's rotated box (centre, size, angle in radians, pixel coordinates)
+    -> the VOC box (1-based, inclusive) of its four corners."""
+    cx, cy, w, h, a = (float(rb.findtext(t)) for t in ("cx", "cy", "w", "h", "angle"))
+    c, s = math.cos(a), math.sin(a)
+    xs = [cx + dx * c - dy * s for dx in (-w / 2, w / 2) for dy in (-h / 2, h / 2)]
+    ys = [cy + dx * s + dy * c for dx in (-w / 2, w / 2) for dy in (-h / 2, h / 2)]
+    return (min(xs) + 1, min(ys) + 1, max(xs), max(ys))
 
 
 def convert_voc_xml(folder: PathLike, out: PathLike, split: str, *,

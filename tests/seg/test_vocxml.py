@@ -128,3 +128,19 @@ def test_xml_files_elsewhere_are_pointed_to(tmp_path):
         convert_voc_xml(d, tmp_path / "out", "train")
     s = convert_voc_xml(d, tmp_path / "out", "train", annotations=tmp_path / "Annotations")
     assert s["objects"] == 1
+
+
+def test_rolabelimg_rotated_boxes_give_the_box_of_their_corners(tmp_path):
+    """roLabelImg writes <robndbox> (cx, cy, w, h, angle in radians) instead of <bndbox>."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    _image(d / "s.jpg")
+    (d / "s.xml").write_text(
+        '<annotation verified="yes"><folder>ro</folder><filename>s.jpg</filename><size><width>60'
+        '</width><height>40</height><depth>3</depth></size><object><type>robndbox</type>'
+        '<name>ship</name><difficult>0</difficult><robndbox><cx>30</cx><cy>20</cy><w>20</w>'
+        '<h>10</h><angle>1.5707963267948966</angle></robndbox></object></annotation>')
+    convert_voc_xml(d, tmp_path / "out", "train")
+    # turned by 90 degrees: 10 wide, 20 tall around (30, 20)
+    boxes = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes",), with_gt=False)[0]["weak"].boxes
+    assert boxes.tolist() == [[25, 10, 35, 30]]
