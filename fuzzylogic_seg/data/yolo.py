@@ -38,7 +38,7 @@ numbers are relative to the displayed image.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -132,27 +132,35 @@ def split_sources(data: Dict, path: Path, split: str, root: Optional[Path]) -> T
 
 def read_darknet(path: Path, split: str) -> Tuple[Path, List[Path]]:
     """Darknet's ``obj.data`` (CVAT's "YOLO 1.1" export): its names file and the
-    images of ``split`` (``train``, ``valid``; ``val`` reads ``valid``)."""
+    images of ``split`` (keys matched without regard to case; ``val`` also reads
+    ``valid`` / ``validation``). A path that does not exist here (another
+    machine's, ``C:/...``) is looked for by its file name beside the file."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"cannot read the darknet data file: {e}", path) from None
     keys = {}
     for ln in lines:
+        ln = ln.split("#", 1)[0]
         if "=" in ln:
             k, v = ln.split("=", 1)
-            keys[k.strip()] = v.strip()
-    key = "valid" if split == "val" and "val" not in keys else split
-    if key not in keys or "names" not in keys:
-        raise DatasetError(f"a darknet data file needs names = and {key} = lines (it has "
+            keys[k.strip().lower()] = v.strip()
+    wanted = (split.lower(),) + (("valid", "validation") if split.lower() == "val" else ())
+    key = next((k for k in wanted if k in keys), None)
+    if key is None or "names" not in keys:
+        raise DatasetError(f"a darknet data file needs names = and {split} = lines (it has "
                            f"{', '.join(keys) or 'none'})", path)
-    names = _resolve(keys["names"], [path.parent])
-    if not names.is_file():
-        raise DatasetError(f"names = {keys['names']} not found (looked for {names})", path)
-    listed = _resolve(keys[key], [path.parent])
-    if not listed.exists():
-        raise DatasetError(f"{key} = {keys[key]} not found (looked for {listed})", path)
-    return names, list_images([listed], [path.parent])
+
+    def find(value: str) -> Path:
+        p = _resolve(value, [path.parent])
+        if not p.exists():  # another machine's path: its file name here
+            p = path.parent / PureWindowsPath(value).name
+        if not p.exists():
+            raise DatasetError(f"{value} not found (looked for {_resolve(value, [path.parent])} "
+                               f"and {p})", path)
+        return p
+
+    return find(keys["names"]), list_images([find(keys[key])], [path.parent])
 
 
 SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")

@@ -280,3 +280,17 @@ def test_oriented_boxes_give_bounding_boxes_and_no_masks(tmp_path):
     assert s["oriented_boxes"] and s["masks"] == 0 and s["objects"] == 1
     box = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes",), with_gt=False)[0]["weak"].boxes
     assert box.tolist() == [[15, 10, 45, 30]]
+
+
+def test_darknet_data_files_as_people_write_them(tmp_path):
+    """Keys in any case, comments, a names path from another machine."""
+    root = tmp_path / "dk"
+    _image(root / "obj_Validation_data" / "v.jpg")
+    _labels(root / "obj_Validation_data" / "v.txt", ["0 0.5 0.5 0.5 0.5"])
+    (root / "obj.names").write_text("ant\n")
+    (root / "Validation.txt").write_text("data/obj_Validation_data/v.jpg\n")
+    (root / "obj.data").write_text("classes = 1 # one class\nValidation = data/Validation.txt\n"
+                                   "names = C:/Users/someone/Downloads/ants/obj.names\n")
+    assert convert_yolo(root / "obj.data", tmp_path / "out", "val")["objects"] == 1
+    with pytest.raises(DatasetError, match="needs names = and train = lines"):
+        convert_yolo(root / "obj.data", tmp_path / "out2", "train")
