@@ -672,6 +672,11 @@ def _check_share(q):
         raise SemanticsError(f"at_least needs a share 0 < q <= 1, got {q!r}")
 
 
+def _check_share_below_1(q):
+    if not (isinstance(q, (int, float)) and math.isfinite(q) and 0 <= q < 1):
+        raise SemanticsError(f"at_most needs a share 0 <= q < 1, got {q!r}")
+
+
 def _check_tau(tau):
     if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
         raise SemanticsError(f"log_sum_exp needs a finite tau > 0, got {tau!r}")
@@ -914,6 +919,15 @@ def exists_at_least(a, dims, weight, q):
     """min(1, m / q), m the (guard-weighted) mean of a: "there is at least a share q
     of the domain where it holds"; 0 if empty."""
     return _at_least(a, dims, weight, q, EXISTS_IDENTITY)
+
+
+@register_operator("forall", "at_most", params=("q",), handles_empty=True,
+                   check=_check_share_below_1, ignores_zero_weight=True)
+def forall_at_most(a, dims, weight, q):
+    """min(1, (1 - m) / (1 - q)), m the (guard-weighted) mean of a: "for at most a
+    share q of the domain", at_least(1 - q) of the negation; 1 if empty."""
+    m = _weighted_mean(a, dims, weight, 0.0)  # (an empty domain: m = 0, truth 1)
+    return torch.clamp((1.0 - m) / (1.0 - q), max=1.0)
 
 
 def _forall_product_log(x, dims, weight):

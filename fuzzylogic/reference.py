@@ -112,6 +112,8 @@ def _forall(name, params, pairs, eps):
         return 1.0 - _lse([(1.0 - a, w) for a, w in pairs], params[0])
     if name == "at_least":
         return min(1.0, sum(w * a for a, w in pairs) / sw / params[0]) if sw > EPS else 1.0
+    if name == "at_most":
+        return min(1.0, (1.0 - sum(w * a for a, w in pairs) / sw) / (1.0 - params[0])) if sw > EPS else 1.0
     return None
 
 
@@ -149,7 +151,7 @@ OPERATORS = {
     "disjunction": ("godel", "product", "lukasiewicz"),
     "implication": ("kleene_dienes", "reichenbach", "lukasiewicz", "godel", "goguen"),
     "equivalence": ("biimplication", "lukasiewicz", "agreement"),
-    "forall": ("min", "mean", "pmean_error", "product", "log_sum_exp", "at_least"),
+    "forall": ("min", "mean", "pmean_error", "product", "log_sum_exp", "at_least", "at_most"),
     "exists": ("max", "mean", "pmean", "probsum", "log_sum_exp", "at_least"),
 }
 

@@ -260,7 +260,7 @@ def problems(draw, atomic_implications: bool = False, depth: int = 3, batch: int
 
 
 _FORALL = [("min",), ("mean",), ("pmean_error", 1.0), ("pmean_error", 2.0), ("pmean_error", 3.0),
-           ("product",), ("log_sum_exp", 4.0), ("at_least", 0.7)]
+           ("product",), ("log_sum_exp", 4.0), ("at_least", 0.7), ("at_most", 0.4)]
 _EXISTS = [("max",), ("mean",), ("pmean", 1.0), ("pmean", 2.0), ("pmean", 3.0), ("probsum",),
            ("log_sum_exp", 4.0), ("at_least", 0.3)]
 

@@ -76,6 +76,7 @@ def test_quantifier_formulas():
         ("exists", "log_sum_exp", (5.0,)): lambda r: math.log(sum(math.exp(5 * x) for x in r) / len(r)) / 5,
         ("forall", "at_least", (0.7,)): lambda r: min(1.0, sum(r) / len(r) / 0.7),
         ("exists", "at_least", (0.3,)): lambda r: min(1.0, sum(r) / len(r) / 0.3),
+        ("forall", "at_most", (0.2,)): lambda r: min(1.0, (1 - sum(r) / len(r)) / 0.8),
     }
     for (kind, name, params), f in cases.items():
         got = quant(kind, name, a, (1,), None, params)
@@ -686,3 +687,19 @@ def test_a_share_prior_matches_the_reference_in_every_semantics():
         th.loss(**z).backward()
         assert all(torch.isfinite(v.grad).all() for v in z.values()), sem
     assert len(seen - {1.0}) >= 3  # the cases are not all trivially satisfied
+
+
+def test_at_most_is_at_least_of_the_negation():
+    """forall[at_most(q)] x: a(x) == forall[at_least(1 - q)] x: not a(x), weighted,
+    with its gradient; 1 on an empty domain."""
+    a = torch.rand(3, 7, generator=G, dtype=torch.float64).requires_grad_()
+    w = torch.rand(3, 7, generator=G, dtype=torch.float64)
+    w[2] = 0
+    most = quant("forall", "at_most", a, (1,), w, (0.3,))
+    least = quant("forall", "at_least", 1 - a, (1,), w, (0.7,))
+    assert torch.allclose(most, least, atol=1e-15) and most[2].item() == 1.0
+    (g1,) = torch.autograd.grad(most.sum(), a)
+    (g2,) = torch.autograd.grad(least.sum(), a)
+    assert torch.allclose(g1, g2, atol=1e-15)
+    with pytest.raises(SemanticsError, match="at_most needs a share 0 <= q < 1"):
+        fl.compile("sort s\npredicate a(s)\nrule r [forall = at_most(1)]: forall x: a(x)")
