@@ -1,6 +1,6 @@
-"""`fuzzyseg data synth|check|weak|split|coco|yolo|voc-xml|scribblesup`: write, check, weakly
-label and split data sets, convert COCO instances, YOLO labels, folders of VOC XML files and
-ScribbleSup scribbles."""
+"""`fuzzyseg data synth|check|weak|split|coco|yolo|voc-xml|labelme|scribblesup`: write, check,
+weakly label and split data sets, convert COCO instances, YOLO labels, folders of VOC XML
+files, LabelMe files and ScribbleSup scribbles."""
 from __future__ import annotations
 
 import argparse
@@ -86,28 +86,34 @@ def register(subparsers) -> None:
     t.add_argument("--force", action="store_true", help="write over existing train/val lists")
     t.set_defaults(func=_split)
 
+    def converter(name, help, source, source_help, split_help="the split's name in ROOT "
+                  "(train, val, ...)", out_help="writes ROOT/VOC2012", func=None):
+        """A converter's parser: its source (name, metavar), --split, --out, --copy,
+        --skip-empty."""
+        p = sub.add_parser(name, help=help)
+        p.add_argument(source[0], metavar=source[1], help=source_help)
+        p.add_argument("--split", required=True, help=split_help)
+        p.add_argument("--out", required=True, metavar="ROOT", help=out_help)
+        p.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
+        p.add_argument("--skip-empty", action="store_true", help="leave out images without an object")
+        p.set_defaults(func=func)
+        return p
+
     # ------------------------------------------------------------- coco
-    k = sub.add_parser("coco", help="convert COCO instances (JSON + images) into the Pascal VOC "
-                                    "layout that --dataset voc reads")
-    k.add_argument("instances", metavar="INSTANCES.json")
+    k = converter("coco", "convert COCO instances (JSON + images) into the Pascal VOC layout that "
+                  "--dataset voc reads", ("instances", "INSTANCES.json"), "the COCO instances file",
+                  func=_coco)
     k.add_argument("--images", required=True, metavar="DIR", help="the folder of the split's images")
-    k.add_argument("--out", required=True, metavar="ROOT", help="writes ROOT/VOC2012")
-    k.add_argument("--split", required=True, help="the split's name in ROOT (train, val, ...)")
     k.add_argument("--no-masks", action="store_true",
                    help="no SegmentationClass PNGs (weak labels only: boxes and tags)")
-    k.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
-    k.add_argument("--skip-empty", action="store_true", help="leave out images without an object")
-    k.set_defaults(func=_coco)
 
     # ------------------------------------------------------------- yolo
-    y = sub.add_parser("yolo", help="convert a YOLO data set (Ultralytics, Roboflow, CVAT... text "
-                                    "labels) into the Pascal VOC layout that --dataset voc reads")
-    y.add_argument("source", metavar="DATA.yaml|OBJ.data|IMAGES",
-                   help="the data set's YAML (names, train/val/test), darknet's obj.data (CVAT's "
-                        "YOLO 1.1 export), or a folder of images")
-    y.add_argument("--split", required=True,
-                   help="the YAML's split to convert (train, val, test), and its name in ROOT")
-    y.add_argument("--out", required=True, metavar="ROOT", help="writes ROOT/VOC2012")
+    y = converter("yolo", "convert a YOLO data set (Ultralytics, Roboflow, CVAT... text labels) "
+                  "into the Pascal VOC layout that --dataset voc reads", ("source", "DATA.yaml|OBJ.data|IMAGES"),
+                  "the data set's YAML (names, train/val/test), darknet's obj.data (CVAT's "
+                  "YOLO 1.1 export), or a folder of images",
+                  split_help="the YAML's split to convert (train, val, test), and its name in ROOT",
+                  func=_yolo)
     y.add_argument("--names", default=None, metavar="FILE",
                    help="class names, one a line (classes.txt, obj.names): for a folder of images, "
                         "or instead of the YAML's names")
@@ -116,24 +122,28 @@ def register(subparsers) -> None:
                         "else the YAML's folder)")
     y.add_argument("--no-masks", action="store_true",
                    help="no SegmentationClass PNGs from polygon labels (weak labels only)")
-    y.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
-    y.add_argument("--skip-empty", action="store_true", help="leave out images without an object")
-    y.set_defaults(func=_yolo)
 
     # ---------------------------------------------------------- voc-xml
-    v = sub.add_parser("voc-xml", help="convert a folder of images and Pascal VOC XML files "
-                                       "(LabelImg, Roboflow, makesense.ai) into the VOC layout")
-    v.add_argument("folder", metavar="FOLDER", help="the images (and, by default, their XML files)")
-    v.add_argument("--split", required=True, help="the split's name in ROOT (train, val, ...)")
-    v.add_argument("--out", required=True, metavar="ROOT", help="writes ROOT/VOC2012")
+    v = converter("voc-xml", "convert a folder of images and Pascal VOC XML files (LabelImg, "
+                  "Roboflow, makesense.ai) into the VOC layout", ("folder", "FOLDER"),
+                  "the images (and, by default, their XML files)", func=_voc_xml)
     v.add_argument("--annotations", default=None, metavar="DIR",
                    help="where the XML files are, when not beside the images")
     v.add_argument("--classes", default=None, metavar="LIST|FILE",
                    help="the class list (default: predefined_classes.txt or classes.txt in the "
                         "folder, else the object names found, sorted)")
-    v.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
-    v.add_argument("--skip-empty", action="store_true", help="leave out images without an object")
-    v.set_defaults(func=_voc_xml)
+
+    # ---------------------------------------------------------- labelme
+    m = converter("labelme", "convert a folder of LabelMe JSON files (polygons, boxes, lines as "
+                  "scribbles, points as clicks) into the VOC layout", ("folder", "FOLDER"),
+                  "the LabelMe files (*.json) and their images",
+                  out_help="writes ROOT/VOC2012, ROOT/scribbles/ and ROOT/points_SPLIT.json",
+                  func=_labelme)
+    m.add_argument("--classes", default=None, metavar="LIST|FILE",
+                   help="the class list (default: labels.txt in the folder, else the labels found, "
+                        "sorted)")
+    m.add_argument("--no-masks", action="store_true", help="no SegmentationClass PNGs from outlines")
+    m.add_argument("--scribble-width", type=int, default=3, help="line shapes' width in pixels")
 
     # ------------------------------------------------------ scribblesup
     x = sub.add_parser("scribblesup", help="convert ScribbleSup XML scribbles to the scribble "
@@ -264,6 +274,16 @@ def _voc_xml(args) -> int:
 
     summary = convert_voc_xml(args.folder, args.out, args.split, annotations=args.annotations,
                               classes=args.classes, copy=args.copy, skip_empty=args.skip_empty)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _labelme(args) -> int:
+    from ..data.labelme import convert_labelme
+
+    summary = convert_labelme(args.folder, args.out, args.split, classes=args.classes,
+                              masks=not args.no_masks, copy=args.copy, skip_empty=args.skip_empty,
+                              scribble_width=args.scribble_width)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -45,6 +45,7 @@ class Entry:
     objects: List[Tuple] = field(default_factory=list)  # (name, box[, difficult])
     mask: Optional[Callable[[], np.ndarray]] = None
     upright: bool = False  # write the image turned by its EXIF orientation
+    data: Optional[bytes] = None  # the image's file bytes (embedded in an annotation), not src
 
     @property
     def target_name(self) -> str:
@@ -136,7 +137,11 @@ def check_entries(voc: Path, entries: Sequence[Entry]) -> None:
             raise DatasetError(f"{other.name} in {voc / 'JPEGImages'} has the id {e.image_id!r} of {e.src} "
                                "(two images of one name, e.g. in two splits): convert into another "
                                "--out, or rename one", other)
-        if dst.exists() and not (_same_upright(dst, e.src) if e.upright else _same_file(dst, e.src)):
+        if e.data is not None:
+            same = not dst.exists() or dst.read_bytes() == e.data
+        else:
+            same = not dst.exists() or (_same_upright(dst, e.src) if e.upright else _same_file(dst, e.src))
+        if not same:
             raise DatasetError(f"{dst.name} in {voc / 'JPEGImages'} is another image than {e.src} "
                                "(two images of one name, e.g. in two splits): convert into another "
                                "--out, or rename one", dst)
@@ -161,7 +166,10 @@ def write_split(voc: Path, split: str, entries: Sequence[Entry], names: Sequence
         dst = voc / "JPEGImages" / e.target_name
         if dst.is_symlink() and not dst.exists():
             dst.unlink()  # (a link to an image moved since)
-        if e.upright:
+        if e.data is not None:
+            with atomic_path(dst) as tmp:
+                tmp.write_bytes(e.data)
+        elif e.upright:
             _write_upright(e.src, dst)
         elif not dst.exists():
             if copy:

@@ -1,0 +1,327 @@
+"""LabelMe JSON -> the VOC layout, with LabelMe's lines and points as weak labels
+(`fuzzyseg data labelme`).
+
+LabelMe (wkentaro/labelme) saves one ``NAME.json`` per image: ``shapes`` (each
+a ``label``, ``points`` [[x, y], ...] in the displayed image's pixels, a
+``shape_type`` and an optional ``group_id``), ``imagePath`` (relative to the
+JSON file), ``imageHeight`` / ``imageWidth`` and, optionally, the image itself
+as base64 ``imageData``. One call converts a folder of them (subfolders
+included) into split ``--split`` of ``OUT/VOC2012`` through the writer shared
+with the other converters (:mod:`.vocwrite`), and the weak labels beside it:
+
+- ``polygon``, ``circle`` and ``mask`` shapes are objects with an outline: a
+  box (``Annotations/ID.xml``) and, where every object of an image has one, a
+  mask (``SegmentationClass/ID.png``, largest object first, pixel centres);
+  ``rectangle`` shapes are boxes only (an image holding one gets no mask);
+  shapes of one ``label`` and ``group_id`` are one object (an occluded object
+  drawn in parts);
+- ``line`` and ``linestrip`` shapes are scribbles: ``OUT/scribbles/ID.png``
+  (class index on the stroke, 0 for a background stroke, 255 elsewhere and
+  where strokes of two classes cross; ``--scribble-width`` pixels wide), for
+  ``fuzzyseg data weak --kinds scribbles --scribbles OUT/scribbles``;
+- ``point`` shapes are clicks: ``OUT/points_SPLIT.json`` in the format of
+  :mod:`.points` (``{"ID": [{"x", "y", "class"}]}``), for ``fuzzyseg data weak
+  --kinds points --points OUT/points_SPLIT.json``.
+
+The label ``background`` (also LabelMe's ``_background_``) names background
+strokes and clicks; an object cannot be background. Classes: ``--classes``,
+else LabelMe's ``labels.txt`` in the folder (its ``__ignore__`` and
+``_background_`` lines dropped), else the object, stroke and click labels
+found, sorted. An image is found by ``imagePath``, else by the JSON file's stem
+beside it, else it is written from ``imageData``. LabelMe shows photos turned
+by their EXIF orientation, so such a photo is written upright.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path, PureWindowsPath
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import ConfigError, DatasetError
+from ..io import atomic_path, save_index_png, voc_palette
+from .base import PathLike, image_size, read_json
+from .coco import polygons_mask
+from .scribblesup import line_pixels
+from .vocwrite import (Entry, check_class_names, check_entries, exif_orientation, match_labelmap,
+                       unique_ids, voc_box, write_split)
+from .yolo import IMAGE_SUFFIXES
+
+OUTLINED = ("polygon", "circle", "mask")
+BOXES = ("rectangle",)
+STROKES = ("line", "linestrip")
+POINTS = ("point", "points")
+BACKGROUND = ("background", "_background_")
+_IGNORED_LABEL_LINES = ("__ignore__", "_background_", "background")
+
+
+def read_labelme(path: Path) -> Dict:
+    """A LabelMe JSON file, its shapes checked: a DatasetError names the file and shape."""
+    data = read_json(path, "LabelMe annotation")
+    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+        raise DatasetError("not a LabelMe file (no list 'shapes')", path)
+    for k, s in enumerate(data["shapes"]):
+        def fail(msg, k=k):
+            raise DatasetError(f"shape {k}: {msg}", path)
+
+        if not isinstance(s, dict) or not isinstance(s.get("label"), str) or not s["label"].strip():
+            fail(f"a shape is an object with a label, got {str(s)[:60]!r}")
+        kind = s.get("shape_type") or "polygon"  # (LabelMe before 3.x wrote no shape_type)
+        if kind not in OUTLINED + BOXES + STROKES + POINTS:
+            fail(f"shape_type {kind!r} is not one this reads ({', '.join(OUTLINED + BOXES + STROKES + POINTS)})")
+        pts = s.get("points")
+        ok = isinstance(pts, list) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p)
+            for p in pts)
+        need = {"polygon": 3, "circle": 2, "mask": 2, "rectangle": 2, "line": 2, "linestrip": 2,
+                "point": 1, "points": 1}[kind]
+        if not ok or len(pts) < need:
+            fail(f"a {kind} needs at least {need} points [x, y] of finite numbers, got {str(pts)[:60]}")
+        if kind in OUTLINED + BOXES and s["label"].strip() in BACKGROUND:
+            fail(f"an object ({kind}) labelled {s['label'].strip()!r}; background is said with "
+                 "lines and points")
+        if kind == "mask" and not isinstance(s.get("mask"), str):
+            fail("a mask shape needs its base64 PNG in 'mask'")
+        gid = s.get("group_id")
+        if gid is not None and (not isinstance(gid, int) or isinstance(gid, bool)):
+            fail(f"group_id must be an integer or null, got {gid!r}")
+    return data
+
+
+def _find_image(js: Path, data: Dict) -> Tuple[Optional[Path], Optional[bytes]]:
+    """(the image file, or None) and (the embedded image's bytes, or None)."""
+    ip = data.get("imagePath")
+    tries = []
+    if isinstance(ip, str) and ip:
+        tries += [js.parent / Path(PureWindowsPath(ip).as_posix()), js.parent / PureWindowsPath(ip).name]
+    tries += [js.with_suffix(s) for s in IMAGE_SUFFIXES] + [js.with_suffix(s.upper()) for s in IMAGE_SUFFIXES]
+    found = next((t for t in tries if t.is_file()), None)
+    if found is not None:
+        return found, None
+    if isinstance(data.get("imageData"), str):
+        try:
+            return None, base64.b64decode(data["imageData"], validate=True)
+        except (binascii.Error, ValueError):
+            raise DatasetError("imageData is not base64", js) from None
+    return None, None
+
+
+def _decode_png(b64: str, where: str, path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as img:
+            return np.asarray(img.convert("L")) > 0
+    except Exception:  # (PIL raises several kinds for a broken PNG)
+        raise DatasetError(f"{where}: its mask is not a base64 PNG", path) from None
+
+
+def _outline(shape: Dict, h: int, w: int, path: Path, k: int) -> Tuple[Tuple[float, ...], np.ndarray]:
+    """(box (x0, y0, x1, y1) in pixels, bool mask [H, W]) of an outlined shape."""
+    kind = shape.get("shape_type") or "polygon"
+    pts = np.asarray(shape["points"], dtype=np.float64)
+    if kind == "circle":
+        (cx, cy), (px, py) = pts[0], pts[1]
+        r = math.hypot(px - cx, py - cy)
+        yy, xx = np.mgrid[0:h, 0:w] + 0.5
+        return (cx - r, cy - r, cx + r, cy + r), (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    if kind == "mask":  # (LabelMe 5.3+: a PNG of the box from points[0] to points[1])
+        m = _decode_png(shape["mask"], f"shape {k}", path)
+        x0, y0 = (int(round(v)) for v in pts[0])
+        out = np.zeros((h, w), dtype=bool)
+        ys, xs = slice(max(y0, 0), min(y0 + m.shape[0], h)), slice(max(x0, 0), min(x0 + m.shape[1], w))
+        out[ys, xs] = m[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
+        return (x0, y0, x0 + m.shape[1], y0 + m.shape[0]), out
+    lo, hi = pts.min(0), pts.max(0)
+    return (lo[0], lo[1], hi[0], hi[1]), polygons_mask([pts.reshape(-1).tolist()], h, w)
+
+
+def _label_file_classes(folder: Path) -> Optional[List[str]]:
+    f = folder / "labels.txt"
+    if not f.is_file():
+        return None
+    names = [ln.strip() for ln in f.read_text(encoding="utf-8-sig").splitlines()]
+    return [n for n in names if n and n not in _IGNORED_LABEL_LINES]
+
+
+def convert_labelme(folder: PathLike, out: PathLike, split: str, *,
+                    classes: Union[None, str, Path, Sequence[str]] = None, masks: bool = True,
+                    copy: bool = False, skip_empty: bool = False, scribble_width: int = 3) -> Dict:
+    """Convert a folder of LabelMe files into OUT/VOC2012 and its weak labels (module
+    doc); everything is read and checked before anything is written."""
+    from .classes import parse_classes
+
+    folder = Path(folder)
+    if scribble_width < 1:
+        raise ConfigError(f"--scribble-width must be at least 1, got {scribble_width}")
+    if not folder.is_dir():
+        raise DatasetError("no such folder", folder)
+    files = sorted(folder.rglob("*.json"))
+    if not files:
+        raise DatasetError("no LabelMe files (*.json) in the folder", folder)
+    read = []
+    for js in files:
+        data = read_labelme(js)
+        src, blob = _find_image(js, data)
+        if src is None and blob is None:
+            raise DatasetError(f"its image is not found (imagePath {data.get('imagePath')!r}, nor "
+                               "an image of the file's name beside it) and it holds no imageData", js)
+        read.append((js, data, src, blob))
+    unique_ids([(js.stem, str(js.relative_to(folder))) for js, *_ in read], folder)
+    found = sorted({s["label"].strip() for _, d, *_ in read for s in d["shapes"]} - set(BACKGROUND))
+    if classes is not None:
+        names = list(parse_classes(classes, DatasetError).names[1:])
+    else:
+        names = _label_file_classes(folder) or found
+        check_class_names(names, [f"label {n!r}" for n in names], folder)
+    unknown = [n for n in found if n not in names]
+    if unknown:
+        first = next(js for js, d, *_ in read if any(s["label"].strip() == unknown[0] for s in d["shapes"]))
+        raise DatasetError(f"unknown label {unknown[0]!r} (all unknown: {', '.join(unknown)}); the "
+                           f"classes are {', '.join(names)}", first)
+    voc = Path(out) / "VOC2012"
+    all_names = match_labelmap(voc, names, "labels")
+    index = {n: i for i, n in enumerate(all_names)}
+    index.update({b: 0 for b in BACKGROUND})
+    segmentation = masks and any((s.get("shape_type") or "polygon") in OUTLINED
+                                 for _, d, *_ in read for s in d["shapes"])
+    entries: List[Entry] = []
+    strokes: Dict[str, np.ndarray] = {}
+    clicks: Dict[str, List[Dict]] = {}
+    counts = {"skipped_empty": 0, "masks_left_out": 0, "upright": 0, "strokes": 0, "points": 0,
+              "from_image_data": 0}
+    for js, data, src, blob in read:
+        image_id = js.stem
+        if src is not None:
+            h, w = image_size(src)
+            turned = exif_orientation(src) not in (0, 1)
+            if exif_orientation(src) in (5, 6, 7, 8):
+                h, w = w, h
+        else:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(io.BytesIO(blob)) as img:
+                    (w, h), fmt = img.size, img.format
+            except (UnidentifiedImageError, OSError):
+                raise DatasetError("imageData is not an image", js) from None
+            src_name = js.with_suffix({"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp",
+                                       "TIFF": ".tif", "WEBP": ".webp"}.get(fmt, ".png"))
+            turned = False
+        given = (data.get("imageHeight"), data.get("imageWidth"))
+        if all(isinstance(v, int) for v in given) and given != (h, w):
+            raise DatasetError(f"imageHeight x imageWidth {given[0]}x{given[1]} is not its image's "
+                               f"{h}x{w}: not this image's annotation?", js)
+        groups: Dict[Tuple, List[Tuple[int, Dict]]] = defaultdict(list)
+        for k, s in enumerate(data["shapes"]):
+            kind = s.get("shape_type") or "polygon"
+            label = s["label"].strip()
+            if kind in OUTLINED + BOXES:
+                key = (label, s["group_id"]) if s.get("group_id") is not None else (label, "shape", k)
+                groups[key].append((k, s))
+        if not groups and skip_empty:
+            counts["skipped_empty"] += 1
+            continue
+        objects, painted, boxed_only = [], [], False
+        for (label, *_), parts in groups.items():
+            boxes, union = [], None
+            for k, s in parts:
+                if (s.get("shape_type") or "polygon") in BOXES:
+                    (x0, y0), (x1, y1) = np.asarray(s["points"], dtype=np.float64)[:2]
+                    boxes.append((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+                    boxed_only = True
+                    continue
+                box, m = _outline(s, h, w, js, k)
+                boxes.append(box)
+                union = m if union is None else union | m
+            b = np.asarray(boxes)
+            x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+            objects.append((label, voc_box(x0, y0, x1 - x0, y1 - y0, h, w)))
+            if union is not None:
+                painted.append((index[label], union))
+        weak_only = not groups and any((s.get("shape_type") or "polygon") in STROKES + POINTS
+                                       for s in data["shapes"])
+        paint = None
+        if segmentation:
+            if boxed_only or weak_only:  # (its objects were not outlined: no mask to paint)
+                counts["masks_left_out"] += 1
+            else:
+                paint = _painter(painted, h, w)
+        s_arr = _strokes(data["shapes"], index, h, w, scribble_width)
+        if s_arr is not None:
+            strokes[image_id] = s_arr
+            counts["strokes"] += sum((s.get("shape_type") or "polygon") in STROKES for s in data["shapes"])
+        pts = [(s["label"].strip(), p) for s in data["shapes"] if s.get("shape_type") in POINTS
+               for p in s["points"]]
+        if pts:
+            clicks[image_id] = [{"x": int(min(max(math.floor(x), 0), w - 1)),
+                                 "y": int(min(max(math.floor(y), 0), h - 1)),
+                                 "class": "background" if label in BACKGROUND else label}
+                                for label, (x, y) in pts]
+            counts["points"] += len(pts)
+        counts["upright"] += turned
+        counts["from_image_data"] += blob is not None
+        entries.append(Entry(image_id, src if src is not None else src_name, h, w,
+                             objects, paint, upright=turned, data=blob))
+    check_entries(voc, entries)
+    # ---- write
+    written = write_split(voc, split, entries, all_names, copy=copy)
+    summary = {"out": str(voc), "split": split, "classes": all_names, **written, **counts}
+    if strokes:  # every image of the split gets a PNG (data weak --scribbles needs one each)
+        sdir = Path(out) / "scribbles"
+        for e in entries:
+            arr = strokes.get(e.image_id)
+            save_index_png(arr if arr is not None else np.full((e.height, e.width), 255, np.uint8),
+                           sdir / f"{e.image_id}.png", palette=voc_palette())
+        summary["scribbles"] = str(sdir)
+    if clicks:  # every image of the split has an entry ([] for none), as data weak needs
+        pfile = Path(out) / f"points_{split}.json"
+        with atomic_path(pfile) as tmp:
+            tmp.write_text(json.dumps({e.image_id: clicks.get(e.image_id, []) for e in entries},
+                                      indent=1), encoding="utf-8")
+        summary["points_file"] = str(pfile)
+    return summary
+
+
+def _strokes(shapes: Sequence[Dict], index: Dict[str, int], h: int, w: int,
+             width: int) -> Optional[np.ndarray]:
+    """uint8 [H, W]: the class index on the image's line / linestrip pixels (255 elsewhere
+    and where two classes' strokes cross), or None without strokes."""
+    hits: Dict[int, np.ndarray] = {}
+    lo, hi = -((width - 1) // 2), width // 2  # the square brush's offsets
+    for s in shapes:
+        if (s.get("shape_type") or "polygon") not in STROKES:
+            continue
+        pts = np.floor(np.asarray(s["points"], dtype=np.float64)).astype(np.int64)
+        pts = np.stack([pts[:, 0].clip(0, w - 1), pts[:, 1].clip(0, h - 1)], 1)
+        px = np.concatenate([line_pixels(pts[i], pts[i + 1]) for i in range(len(pts) - 1)])
+        c = index[s["label"].strip()]
+        hit = hits.setdefault(c, np.zeros((h, w), dtype=bool))
+        for dy in range(lo, hi + 1):
+            for dx in range(lo, hi + 1):
+                hit[(px[:, 1] + dy).clip(0, h - 1), (px[:, 0] + dx).clip(0, w - 1)] = True
+    if not hits:
+        return None
+    out = np.full((h, w), 255, dtype=np.uint8)
+    n = np.zeros((h, w), dtype=np.int64)
+    for c, hit in hits.items():
+        out[hit] = c
+        n += hit
+    out[n > 1] = 255  # conflicting supervision is dropped, not decided by drawing order
+    return out
+
+
+def _painter(painted: List[Tuple[int, np.ndarray]], h: int, w: int):
+    def paint() -> np.ndarray:
+        label = np.zeros((h, w), np.uint8)
+        for cls, m in sorted(painted, key=lambda cm: -int(cm[1].sum())):  # largest first
+            label[m] = cls
+        return label
+    return paint
