@@ -514,8 +514,12 @@ class _Builder:
         inner = self.inner_scope(f, scope)
         body = self.build(f.body, inner)
         guard = self.build(f.guard, inner) if f.guard is not None else None
-        spec, params = self.spec(f.kind) if f.operator is None else \
-            (get_operator(f.kind, f.operator[0]), tuple(f.operator[1:]))  # its own, else the rule's
+        if f.operator is None:
+            spec, params = self.spec(f.kind)
+        else:  # its own (checked and completed here too: an AST may skip the checker)
+            from .semantics import _norm_ref
+            ref = _norm_ref(f.kind, f.operator)
+            spec, params = get_operator(f.kind, ref[0]), tuple(ref[1:])
         return QuantNode(f.kind, spec, params, self.stable, body, guard, inner[len(scope):],
                          _rank(scope), _rank(inner), [v.sort for v in inner])
 

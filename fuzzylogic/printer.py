@@ -49,7 +49,8 @@ def _fmt(f: ast.Formula, slot: int) -> str:
         s = f"{_fmt(f.left, _IFF)} <-> {_fmt(f.right, _IMPLIES)}"
     elif isinstance(f, ast.Quantified):
         guard = "" if f.guard is None else f" in {_fmt(f.guard, _IFF)}"
-        op = "" if f.operator is None else f"[{_option_value(tuple(f.operator))}]"
+        op = f.operator
+        op = "" if op is None else f"[{op if isinstance(op, str) else _option_value(tuple(op))}]"
         s = f"{f.kind}{op} {', '.join(f.variables)}{guard}: {_fmt(f.body, _QUANT)}"
     else:
         raise FuzzyLogicError(f"not a formula node: {type(f).__name__}")

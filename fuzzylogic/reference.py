@@ -22,7 +22,7 @@ from typing import Dict, List, Mapping, Optional
 
 from . import ast
 from .errors import FactError, SemanticsError
-from .semantics import Semantics, resolve
+from .semantics import Semantics, _norm_ref, resolve
 
 __all__ = ["evaluate", "loss", "OPERATORS"]
 
@@ -310,7 +310,8 @@ class _Eval:
                 if f.guard is not None:
                     w *= self.ev(f.guard, env2, b, sem)
                 pairs.append((self.ev(f.body, env2, b, sem), w))
-            ref = f.operator or getattr(sem, f.kind)  # the quantifier's own, else the rule's
+            # the quantifier's own (completed: an AST may skip the checker), else the rule's
+            ref = _norm_ref(f.kind, f.operator) if f.operator is not None else getattr(sem, f.kind)
             fn = _forall if f.kind == "forall" else _exists
             out = fn(ref[0], ref[1:], pairs, eps)
             return out if out is not None else _registered_quant(f.kind, ref, pairs)

@@ -166,3 +166,24 @@ def test_a_quantifiers_own_operator_overrides_the_rules_in_both_evaluators():
     # the printed rule reads back the same
     from fuzzylogic.printer import format_rule
     assert "forall[at_least(0.5)] r, c in inbox(a, r, c)" in format_rule(fl.parse(text).rules[0])
+
+
+def test_an_operator_in_an_ast_built_by_hand_is_completed_and_checked():
+    """Programs built through the API skip the checker when their sorts are filled:
+    the compiler and the reference complete and check the operator themselves."""
+    from dataclasses import replace
+
+    from fuzzylogic.errors import SemanticsError
+
+    prog = fl.check(fl.parse("sort s\npredicate a(s)\nrule r: forall x: a(x)"))
+    q = prog.rules[0].formula
+    a = T([[0.2, 0.6]], dtype=torch.float64)
+
+    def with_op(op):
+        return replace(prog, rules=(replace(prog.rules[0], formula=replace(q, operator=op)),))
+
+    assert fl.compile(with_op(("mean",))).truth(a=a)["r"].tolist() == pytest.approx([0.4])
+    assert reference.evaluate(with_op(("mean",)), {"a": a})["r"] == [pytest.approx(0.4)]
+    for bad, msg in ((("at_least", 5.0), "share 0 < q <= 1"), (("at_least",), "needs parameter")):
+        with pytest.raises(SemanticsError, match=msg):
+            fl.compile(with_op(bad))

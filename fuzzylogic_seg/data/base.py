@@ -24,7 +24,7 @@ from ..weak.store import WeakStore
 from ..weak.types import KINDS, WeakLabels
 
 PathLike = Union[str, Path]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 # ----------------------------------------------------------------- reading

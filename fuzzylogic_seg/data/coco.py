@@ -172,6 +172,9 @@ def _check_annotation(a: Dict, h: int, w: int, file_name: str, path: Path) -> No
         box = a.get("bbox")
         if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
             fail(f"bbox must be [x, y, width, height] in pixels, got {box!r}")
+        x, y, bw, bh = box
+        if x + bw <= 0 or y + bh <= 0 or x >= w or y >= h:
+            fail(f"bbox {box} lies outside the {w}x{h} image")
     seg = a.get("segmentation")
     if isinstance(seg, list):
         for poly in seg:
@@ -180,7 +183,7 @@ def _check_annotation(a: Dict, h: int, w: int, file_name: str, path: Path) -> No
                      f"{str(poly)[:60]}")
     elif isinstance(seg, dict) and "counts" in seg:
         size = seg.get("size")
-        if size is not None and list(size) != [h, w]:
+        if size is not None and (not isinstance(size, list) or size != [h, w]):
             fail(f"RLE size {size} is not the image's [height, width] [{h}, {w}]")
         counts = seg["counts"]
         try:
@@ -279,12 +282,22 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
             **({"dropped_categories": [str(c["name"]) for c in dropped]} if dropped else {})}
 
 
+def _area(a: Dict) -> float:
+    """An annotation's area, for the painting order: its own where it is a number,
+    else its box's (exports write "area": null or a string now and then)."""
+    v = a.get("area")
+    if _is_number(v):
+        return float(v)
+    box = a.get("bbox")
+    return float(box[2]) * float(box[3]) if isinstance(box, list) and len(box) == 4 else 0.0
+
+
 def _painter(anns: List[Dict], objs: List[Dict], cat_index: Dict, h: int, w: int):
     """The label image of one COCO image, painted when written."""
     def paint() -> np.ndarray:
         label = np.zeros((h, w), np.uint8)
         # largest first: a smaller object painted over a larger one stays visible
-        for a in sorted(objs, key=lambda a: -float(a.get("area") or 0.0)):
+        for a in sorted(objs, key=lambda a: -_area(a)):
             m = annotation_mask(a, h, w)
             if m is not None:
                 label[m] = cat_index[a["category_id"]]

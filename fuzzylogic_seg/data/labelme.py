@@ -11,7 +11,9 @@ with the other converters (:mod:`.vocwrite`), and the weak labels beside it:
 
 - ``polygon``, ``circle`` and ``mask`` shapes are objects with an outline: a
   box (``Annotations/ID.xml``) and, where every object of an image has one, a
-  mask (``SegmentationClass/ID.png``, largest object first, pixel centres);
+  mask (``SegmentationClass/ID.png``, drawn as LabelMe's own ``labelme2voc``
+  draws it: PIL's polygon and ellipse with their outline, in the file's
+  order, a later shape over an earlier);
   ``rectangle`` shapes are boxes only (an image holding one gets no mask);
   shapes of one ``label`` and ``group_id`` are one object (an occluded object
   drawn in parts);
@@ -47,7 +49,6 @@ import numpy as np
 from ..errors import ConfigError, DatasetError
 from ..io import atomic_path, save_index_png, voc_palette
 from .base import PathLike, image_size, read_json
-from .coco import polygons_mask
 from .scribblesup import line_pixels
 from .vocwrite import (Entry, check_class_names, check_entries, exif_orientation, match_labelmap,
                        unique_ids, voc_box, write_split)
@@ -123,31 +124,60 @@ def _decode_png(b64: str, where: str, path: Path) -> np.ndarray:
         raise DatasetError(f"{where}: its mask is not a base64 PNG", path) from None
 
 
-def _outline(shape: Dict, h: int, w: int, path: Path, k: int) -> Tuple[Tuple[float, ...], np.ndarray]:
-    """(box (x0, y0, x1, y1) in pixels, bool mask [H, W]) of an outlined shape."""
+def _box(shape: Dict, path: Path, k: int) -> Tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) in pixels of an outlined or rectangle shape (a mask shape's
+    PNG is decoded here, to check it, and again when painted)."""
     kind = shape.get("shape_type") or "polygon"
     pts = np.asarray(shape["points"], dtype=np.float64)
     if kind == "circle":
         (cx, cy), (px, py) = pts[0], pts[1]
         r = math.hypot(px - cx, py - cy)
-        yy, xx = np.mgrid[0:h, 0:w] + 0.5
-        return (cx - r, cy - r, cx + r, cy + r), (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-    if kind == "mask":  # (LabelMe 5.3+: a PNG of the box from points[0] to points[1])
+        return (cx - r, cy - r, cx + r, cy + r)
+    if kind == "mask":
         m = _decode_png(shape["mask"], f"shape {k}", path)
-        x0, y0 = (int(round(v)) for v in pts[0])
+        x0, y0 = (int(v) for v in pts[0])  # (as LabelMe places it: truncated)
+        return (x0, y0, x0 + m.shape[1], y0 + m.shape[0])
+    lo, hi = pts[:2].min(0) if kind == "rectangle" else pts.min(0), \
+        pts[:2].max(0) if kind == "rectangle" else pts.max(0)
+    return (lo[0], lo[1], hi[0], hi[1])
+
+
+def _draw(shape: Dict, h: int, w: int, path: Path) -> np.ndarray:
+    """bool [H, W]: an outlined shape as LabelMe's own ``shape_to_mask`` draws it
+    (PIL's polygon and ellipse, outline included; a mask shape's PNG placed at its
+    truncated first point, clipped to the image)."""
+    from PIL import Image, ImageDraw
+
+    kind = shape.get("shape_type") or "polygon"
+    pts = [tuple(p) for p in shape["points"]]
+    if kind == "mask":
+        m = _decode_png(shape["mask"], "a shape", path)
+        x0, y0 = (int(v) for v in pts[0])
         out = np.zeros((h, w), dtype=bool)
-        ys, xs = slice(max(y0, 0), min(y0 + m.shape[0], h)), slice(max(x0, 0), min(x0 + m.shape[1], w))
-        out[ys, xs] = m[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
-        return (x0, y0, x0 + m.shape[1], y0 + m.shape[0]), out
-    lo, hi = pts.min(0), pts.max(0)
-    return (lo[0], lo[1], hi[0], hi[1]), polygons_mask([pts.reshape(-1).tolist()], h, w)
+        ys0, xs0 = max(y0, 0), max(x0, 0)
+        ys1, xs1 = min(y0 + m.shape[0], h), min(x0 + m.shape[1], w)
+        if ys0 < ys1 and xs0 < xs1:
+            out[ys0:ys1, xs0:xs1] = m[ys0 - y0: ys1 - y0, xs0 - x0: xs1 - x0]
+        return out
+    canvas = Image.new("1", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    if kind == "circle":
+        (cx, cy), (px, py) = pts[0], pts[1]
+        r = math.hypot(px - cx, py - cy)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, fill=1)
+    else:
+        draw.polygon(pts, outline=1, fill=1)
+    return np.asarray(canvas, dtype=bool)
 
 
 def _label_file_classes(folder: Path) -> Optional[List[str]]:
     f = folder / "labels.txt"
     if not f.is_file():
         return None
-    names = [ln.strip() for ln in f.read_text(encoding="utf-8-sig").splitlines()]
+    try:
+        names = [ln.strip() for ln in f.read_text(encoding="utf-8-sig").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot read the class list: {e}", f) from None
     return [n for n in names if n and n not in _IGNORED_LABEL_LINES]
 
 
@@ -226,26 +256,21 @@ def convert_labelme(folder: PathLike, out: PathLike, split: str, *,
             if kind in OUTLINED + BOXES:
                 key = (label, s["group_id"]) if s.get("group_id") is not None else (label, "shape", k)
                 groups[key].append((k, s))
-        if not groups and skip_empty:
+        if not groups and skip_empty and not any(
+                (s.get("shape_type") or "polygon") in STROKES + POINTS for s in data["shapes"]):
             counts["skipped_empty"] += 1
             continue
         objects, painted, boxed_only = [], [], False
         for (label, *_), parts in groups.items():
-            boxes, union = [], None
-            for k, s in parts:
-                if (s.get("shape_type") or "polygon") in BOXES:
-                    (x0, y0), (x1, y1) = np.asarray(s["points"], dtype=np.float64)[:2]
-                    boxes.append((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-                    boxed_only = True
-                    continue
-                box, m = _outline(s, h, w, js, k)
-                boxes.append(box)
-                union = m if union is None else union | m
-            b = np.asarray(boxes)
+            b = np.asarray([_box(sh, js, k) for k, sh in parts])
             x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+            if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+                raise DatasetError(f"shape {parts[0][0]} ({label}) lies outside the {w}x{h} image", js)
             objects.append((label, voc_box(x0, y0, x1 - x0, y1 - y0, h, w)))
-            if union is not None:
-                painted.append((index[label], union))
+            outlined = [sh for _, sh in parts if (sh.get("shape_type") or "polygon") in OUTLINED]
+            boxed_only |= len(outlined) < len(parts)
+            if outlined:
+                painted.append((index[label], outlined))
         weak_only = not groups and any((s.get("shape_type") or "polygon") in STROKES + POINTS
                                        for s in data["shapes"])
         paint = None
@@ -253,7 +278,7 @@ def convert_labelme(folder: PathLike, out: PathLike, split: str, *,
             if boxed_only or weak_only:  # (its objects were not outlined: no mask to paint)
                 counts["masks_left_out"] += 1
             else:
-                paint = _painter(painted, h, w)
+                paint = _painter(painted, h, w, js)
         s_arr = _strokes(data["shapes"], index, h, w, scribble_width)
         if s_arr is not None:
             strokes[image_id] = s_arr
@@ -318,10 +343,13 @@ def _strokes(shapes: Sequence[Dict], index: Dict[str, int], h: int, w: int,
     return out
 
 
-def _painter(painted: List[Tuple[int, np.ndarray]], h: int, w: int):
+def _painter(painted: List[Tuple[int, List[Dict]]], h: int, w: int, path: Path):
     def paint() -> np.ndarray:
+        # drawn here, one image at a time; in the file's order, a later object over an
+        # earlier one, as LabelMe's own labelme2voc paints them
         label = np.zeros((h, w), np.uint8)
-        for cls, m in sorted(painted, key=lambda cm: -int(cm[1].sum())):  # largest first
-            label[m] = cls
+        for cls, shapes in painted:
+            for sh in shapes:
+                label[_draw(sh, h, w, path)] = cls
         return label
     return paint

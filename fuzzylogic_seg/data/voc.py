@@ -15,6 +15,8 @@ CVAT, datumaro, LabelImg, ...; :mod:`fuzzylogic_seg.data.classes`).
 """
 from __future__ import annotations
 
+import math
+
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +192,9 @@ def parse_annotation(path: PathLike, size: Optional[Tuple[int, int]] = None,
             xmin, ymin, xmax, ymax = (float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
         except (AttributeError, TypeError, ValueError):
             fail(f"{where}: <bndbox> needs numeric xmin ymin xmax ymax")
+            continue
+        if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
+            fail(f"{where}: a <bndbox> coordinate is not a finite number")
             continue
         if xmin > xmax or ymin > ymax:
             fail(f"{where}: empty box (xmin {xmin:g} > xmax {xmax:g} or ymin {ymin:g} > "

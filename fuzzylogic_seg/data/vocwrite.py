@@ -128,7 +128,9 @@ def unique_ids(pairs: Sequence[Tuple[str, str]], source: Path) -> None:
 
 def check_entries(voc: Path, entries: Sequence[Entry]) -> None:
     """Nothing written over: an image already in JPEGImages under an entry's name
-    must be that entry's image."""
+    must be that entry's image. No entry at all (every image skipped) is an error."""
+    if not entries:
+        raise DatasetError("no image left to write (every image was skipped as empty?)", voc.parent)
     for e in entries:
         dst = voc / "JPEGImages" / e.target_name
         other = next((p for p in (voc / "JPEGImages").glob(glob.escape(e.image_id) + ".*")
@@ -178,10 +180,12 @@ def write_split(voc: Path, split: str, entries: Sequence[Entry], names: Sequence
                 os.symlink(e.src.resolve(), dst)
         with atomic_path(voc / "Annotations" / f"{e.image_id}.xml") as tmp:
             tmp.write_bytes(annotation_xml(dst.name, e.height, e.width, e.objects))
+        mask_png = voc / "SegmentationClass" / f"{e.image_id}.png"
         if e.mask is not None:
-            save_index_png(e.mask(), voc / "SegmentationClass" / f"{e.image_id}.png",
-                           palette=voc_palette())
+            save_index_png(e.mask(), mask_png, palette=voc_palette())
             counts["masks"] += 1
+        elif mask_png.is_file():  # (an earlier conversion's mask: this one has none)
+            mask_png.unlink()
         counts["images"] += 1
         counts["objects"] += len(e.objects)
     with atomic_path(voc / "ImageSets" / "Segmentation" / f"{split}.txt") as tmp:
@@ -205,6 +209,8 @@ def _write_upright(src: Path, dst: Path) -> None:
 
     with Image.open(src) as img:
         up = ImageOps.exif_transpose(img)
+        if up.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
+            up = up.convert("RGB")  # (CMYK, YCbCr: PNG cannot hold them)
         with atomic_path(dst) as tmp:
             up.save(tmp, format="PNG")
 

@@ -69,6 +69,8 @@ def read_xml(path: Path) -> Tuple[Optional[Tuple[int, int]], List[Tuple[str, Tup
         except (AttributeError, TypeError, ValueError):
             raise DatasetError(f"{where}: <bndbox> needs numeric xmin ymin xmax ymax (or "
                                "roLabelImg's <robndbox> cx cy w h angle)", path) from None
+        if not all(math.isfinite(v) for v in box):
+            raise DatasetError(f"{where}: a box coordinate is not finite: {box}", path)
         if box[0] > box[2] or box[1] > box[3]:
             raise DatasetError(f"{where}: empty box (xmin {box[0]:g} > xmax {box[2]:g} or ymin "
                                f"{box[1]:g} > ymax {box[3]:g})", path)
@@ -105,8 +107,11 @@ def convert_voc_xml(folder: PathLike, out: PathLike, split: str, *,
     unique_ids([(p.stem, str(p.relative_to(folder))) for p in images], folder)
 
     def xml_of(img: Path) -> Optional[Path]:
-        # beside the image, else in --annotations (LabelImg's save folder is flat)
-        return next((x for x in (img.with_suffix(".xml"), xml_dir / f"{img.stem}.xml") if x.is_file()), None)
+        # beside the image, else in --annotations (LabelImg's save folder is flat), or
+        # there under the image's own subfolder
+        rel = img.relative_to(folder).with_suffix(".xml")
+        return next((x for x in (img.with_suffix(".xml"), xml_dir / f"{img.stem}.xml", xml_dir / rel)
+                     if x.is_file()), None)
 
     stems = {p.stem for p in images}
     orphans = sorted({str(p.relative_to(d)) for d in {folder, xml_dir} for p in d.rglob("*.xml")
@@ -151,6 +156,11 @@ def convert_voc_xml(folder: PathLike, out: PathLike, split: str, *,
             else:
                 raise DatasetError(f"<size> says {size[1]}x{size[0]} but the image {img.name} is "
                                    f"{w}x{h} (WxH): not this image's annotation?", xml)
+        for k, (n, (x0, y0, x1, y1), _) in enumerate(objs):
+            # a pixel past the border is a tool's rounding; more is another image's box
+            if x0 < 0 or y0 < 0 or x1 > w + 1 or y1 > h + 1:
+                raise DatasetError(f"object {k} ({n}): box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies "
+                                   f"outside the {w}x{h} image (VOC boxes are 1-based, inclusive)", xml)
         objects = [(n, voc_box(x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1, h, w), hard)
                    for n, (x0, y0, x1, y1), hard in objs]
         counts["upright"] += upright

@@ -37,6 +37,7 @@ numbers are relative to the displayed image.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path, PureWindowsPath
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -261,7 +262,7 @@ def parse_labels(path: Path, n_classes: int, keypoints: int = 0) -> List[Tuple[i
         except ValueError:
             fail("not numbers")
         cls = values[0]
-        if cls != int(cls) or not 0 <= cls < n_classes:
+        if not math.isfinite(cls) or cls != int(cls) or not 0 <= cls < n_classes:
             fail(f"class {fields[0]} is not one of the {n_classes} classes (0 to {n_classes - 1})")
         nums = np.asarray(values[1:], dtype=np.float64)
         if not np.isfinite(nums).all():
@@ -318,8 +319,10 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
                                f"{' / '.join(NAME_FILES[:2])} in the folder", source)
         class_names, names_source = read_names_file(name_file), name_file
         images = list_images([source])
+        folders = [source]
     elif source.suffix.lower() == ".data":
         name_file, images = read_darknet(source, split)
+        folders = []
         name_file = Path(names) if names else name_file
         class_names, names_source = read_names_file(name_file), name_file
     else:
@@ -333,6 +336,7 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
             keypoints = kpt[0] * kpt[1]
         sources, base = split_sources(data, source, split, Path(root) if root else None)
         images = list_images(sources, [base])
+        folders = [p for p in sources if p.is_dir()]
     if not images:
         raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in split {split!r}", source)
     check_class_names(class_names, [f"class {i}" for i in range(len(class_names))], names_source)
@@ -387,9 +391,25 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
     check_entries(voc, entries)
     # ---- write
     written = write_split(voc, split, entries, all_names, copy=copy)
+    orphans = _orphan_labels(folders, images)
     return {"out": str(voc), "split": split, "classes": all_names,
             "yolo_class_to_class_index": {str(i): k for i, k in enumerate(index)},
-            **written, **counts, **({"oriented_boxes": True} if oriented else {})}
+            **written, **counts, **({"oriented_boxes": True} if oriented else {}),
+            **({"labels_without_image": len(orphans), "first_labels_without_image": orphans[:3]}
+               if orphans else {})}
+
+
+def _orphan_labels(folders: Sequence[Path], images: Sequence[Path]) -> List[str]:
+    """Label files in the split's label folders with no image of a suffix read here
+    (a .heic photo, an image deleted since): reported, not converted."""
+    stems = {p.stem for p in images}
+    found = set()
+    for f in folders:
+        for d in {f, _labels_folder(f)}:
+            if d.is_dir():
+                found |= {str(t) for t in d.rglob("*.txt")
+                          if t.stem not in stems and t.name not in NAME_FILES}
+    return sorted(found)
 
 
 def _painter(polys: List[Tuple[int, np.ndarray]], h: int, w: int):

@@ -273,3 +273,25 @@ def test_roboflow_group_category_is_dropped_and_upload_paths_are_found(coco, tmp
     summary = convert_coco(path, images, tmp_path / "out", "train")
     assert summary["classes"] == ["background", "car", "dog"]
     assert summary["dropped_categories"] == ["kitchen"] and summary["images"] == 2
+
+
+@pytest.mark.parametrize("change, msg", [
+    (lambda d: d["annotations"][0].update(bbox=[500, 300, 10, 10]), "annotation 10 .*lies outside the 60x40"),
+    (lambda d: d["annotations"][1]["segmentation"].update(size=5), "annotation 11 .*RLE size 5"),
+])
+def test_boxes_outside_and_odd_rle_sizes_are_named(coco, tmp_path, change, msg):
+    path, images, data = coco
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=msg):
+        convert_coco(path, images, tmp_path / "out", "train")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_area_that_is_not_a_number_paints_by_the_box(coco, tmp_path):
+    path, images, data = coco
+    data["annotations"][0]["area"] = "n/a"
+    path.write_text(json.dumps(data))
+    convert_coco(path, images, tmp_path / "out", "train")
+    gt = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes",), with_gt=True)[0]["gt"]
+    assert int(gt[12, 22]) == 2 and int(gt[6, 8]) == 1  # the dog still over the car

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from fuzzylogic_seg.cli import main
 from fuzzylogic_seg.data import VOCSegmentation
@@ -61,13 +61,18 @@ def test_outlines_give_boxes_and_masks_parts_of_a_group_one_object(tmp_path):
     assert a["weak"].boxes.tolist() == [[15, 10, 45, 30], [2, 2, 58, 38], [27, 17, 33, 23]]
     assert a["weak"].box_labels.tolist() == [3, 2, 1]
     gt = a["gt"].numpy()
+    # LabelMe's own labelme2voc: shapes in the file's order, each drawn by
+    # labelme.utils.shape_to_mask, i.e. PIL's polygon / ellipse with outline=1, fill=1
+    # (written again here from its source): the outline pixels are inside
     expected = np.zeros((H, W), np.int64)
-    expected[10:30, 15:45] = 3
-    expected[2:8, 2:8] = 2
-    expected[32:38, 50:58] = 2
-    yy, xx = np.mgrid[0:H, 0:W] + 0.5
-    expected[(xx - 30) ** 2 + (yy - 20) ** 2 <= 9] = 1  # the smallest object painted last
+    expected[10:31, 15:46] = 3
+    expected[2:9, 2:9] = 2
+    expected[32:39, 50:59] = 2
+    disk = Image.new("1", (W, H), 0)
+    ImageDraw.Draw(disk).ellipse([27, 17, 33, 23], outline=1, fill=1)
+    expected[np.asarray(disk, dtype=bool)] = 1  # the last shape, over the dog
     assert np.array_equal(gt, expected)
+    assert (gt[20, 27], gt[20, 33], gt[17, 30]) == (1, 1, 1)
 
 
 def test_rectangles_are_boxes_and_leave_the_mask_out(tmp_path):
@@ -166,3 +171,30 @@ def test_cli_then_data_check_is_clean(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["images"] == 1
     assert main(["data", "check", "voc", str(out), "--split", "val"]) == 0
     assert "0 errors" in capsys.readouterr().out
+
+
+def test_skip_empty_keeps_an_image_of_strokes_and_clicks(tmp_path):
+    d = tmp_path / "lm"
+    save(d, "s", [shape("dog", [[10, 5], [20, 5]], "line"), shape("dog", [[3, 3]], "point")])
+    save(d, "n", [])
+    s = convert_labelme(d, tmp_path / "out", "train", skip_empty=True)
+    assert (s["images"], s["skipped_empty"], s["strokes"], s["points"]) == (1, 1, 1, 1)
+
+
+def test_a_mask_shape_is_placed_as_labelme_places_it(tmp_path):
+    """LabelMe 5's mask shape: a PNG of the box from points[0] (truncated) on,
+    clipped to the image (labelme.utils.shapes_to_label)."""
+    d = tmp_path / "lm"
+    m = np.zeros((4, 6), np.uint8)
+    m[1:3, 2:5] = 255
+    buf = io.BytesIO()
+    Image.fromarray(m).save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    s = shape("dog", [[10.7, 5.2], [15.7, 8.2]], "mask")
+    s["mask"] = b64
+    save(d, "m", [s])
+    convert_labelme(d, tmp_path / "out", "train")
+    gt = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes",), with_gt=True)[0]["gt"].numpy()
+    expected = np.zeros((H, W), np.int64)
+    expected[6:8, 12:15] = 1
+    assert np.array_equal(gt, expected)

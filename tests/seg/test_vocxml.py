@@ -144,3 +144,13 @@ def test_rolabelimg_rotated_boxes_give_the_box_of_their_corners(tmp_path):
     # turned by 90 degrees: 10 wide, 20 tall around (30, 20)
     boxes = VOCSegmentation(tmp_path / "out", "train", kinds=("boxes",), with_gt=False)[0]["weak"].boxes
     assert boxes.tolist() == [[25, 10, 35, 30]]
+
+
+@pytest.mark.parametrize("box, msg", [
+    ((500, 300, 640, 480), "object 0 \\(mug\\): box \\(500, 300, 640, 480\\) lies outside the 60x40 image"),
+    (("nan", 1, 5, 5), "a box coordinate is not finite"),
+])
+def test_boxes_of_another_image_or_not_finite_are_refused(photos, tmp_path, box, msg):
+    (photos / "a.xml").write_text(labelimg_xml("a.jpg", W, H, [("mug", box)]))
+    with pytest.raises(DatasetError, match=msg):
+        convert_voc_xml(photos, tmp_path / "out", "train")

@@ -294,3 +294,34 @@ def test_darknet_data_files_as_people_write_them(tmp_path):
     assert convert_yolo(root / "obj.data", tmp_path / "out", "val")["objects"] == 1
     with pytest.raises(DatasetError, match="needs names = and train = lines"):
         convert_yolo(root / "obj.data", tmp_path / "out2", "train")
+
+
+def test_label_files_without_their_image_are_reported(ultralytics, tmp_path):
+    _labels(ultralytics.parent / "labels" / "train" / "gone.txt", ["0 0.5 0.5 0.5 0.5"])
+    (ultralytics.parent / "images" / "train" / "gone.heic").write_bytes(b"")  # a suffix not read
+    s = convert_yolo(ultralytics, tmp_path / "out", "train")
+    assert s["labels_without_image"] == 1 and s["first_labels_without_image"][0].endswith("gone.txt")
+
+
+def test_a_reconversion_without_a_mask_removes_the_old_one_and_webp_is_read(tmp_path):
+    root = tmp_path / "ds"
+    _image(root / "images" / "train" / "a.webp")
+    lf = root / "labels" / "train" / "a.txt"
+    _labels(lf, ["0 0.25 0.25 0.5 0.25 0.75 0.25 0.75 0.75 0.25 0.75"])
+    (root / "data.yaml").write_text("train: images/train\nnames: [cat]\n")
+    out = tmp_path / "out"
+    assert convert_yolo(root / "data.yaml", out, "train")["masks"] == 1
+    mask = out / "VOC2012" / "SegmentationClass" / "a.png"
+    assert mask.is_file()
+    _labels(lf, ["0 0.5 0.5 0.2 0.2"])  # now a box: no mask, and the old one must not stay
+    assert convert_yolo(root / "data.yaml", out, "train")["masks"] == 0 and not mask.exists()
+    assert VOCSegmentation(out, "train", kinds=("boxes",), with_gt=False)[0]["image"].shape[1:] == (H, W)
+
+
+def test_non_finite_classes_and_an_empty_result_are_errors(ultralytics, tmp_path):
+    _labels(ultralytics.parent / "labels" / "train" / "a.txt", ["nan 0.5 0.5 0.1 0.1"])
+    with pytest.raises(DatasetError, match="class nan is not one of"):
+        convert_yolo(ultralytics, tmp_path / "out", "train")
+    _labels(ultralytics.parent / "labels" / "train" / "a.txt", [])
+    with pytest.raises(DatasetError, match="no image left to write"):
+        convert_yolo(ultralytics, tmp_path / "out", "train", skip_empty=True)
