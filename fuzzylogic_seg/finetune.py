@@ -63,7 +63,9 @@ def report_semantics():
     forall as the mean and every exists as the max over its domain, the
     connectives as the file says. Under the product forall used for training a
     rule over thousands of pixels has truth ~0 whatever the model does; the mean
-    reads as "the share to which the rule holds" and moves visibly."""
+    reads as "the share to which the rule holds" and moves visibly. A quantifier
+    with an operator of its own in the rule text (``forall[at_least(0.3)] ...``)
+    keeps it here too: it is part of what the rule says."""
     from fuzzylogic.semantics import Semantics
 
     return Semantics.preset("log_product", forall="mean", exists="max", loss="linear")
