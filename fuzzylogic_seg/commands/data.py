@@ -122,6 +122,9 @@ def register(subparsers) -> None:
                         "else the YAML's folder)")
     y.add_argument("--no-masks", action="store_true",
                    help="no SegmentationClass PNGs from polygon labels (weak labels only)")
+    y.add_argument("--obb", default="auto", choices=("auto", "yes", "no"),
+                   help="four-corner polygons are Ultralytics' oriented boxes (boxes, no masks): "
+                        "auto (when every polygon of the split has four corners), yes, no")
 
     # ---------------------------------------------------------- voc-xml
     v = converter("voc-xml", "convert a folder of images and Pascal VOC XML files (LabelImg, "
@@ -264,7 +267,8 @@ def _yolo(args) -> int:
     from ..data.yolo import convert_yolo
 
     summary = convert_yolo(args.source, args.out, args.split, names=args.names, root=args.root,
-                           masks=not args.no_masks, copy=args.copy, skip_empty=args.skip_empty)
+                           masks=not args.no_masks, copy=args.copy, skip_empty=args.skip_empty,
+                           obb=args.obb)
     print(json.dumps(summary, indent=2))
     return 0
 

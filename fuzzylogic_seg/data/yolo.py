@@ -31,7 +31,8 @@ centre is. A data set of boxes gets none (weak labels only), and an image
 whose objects are partly boxes none either (its mask would be incomplete).
 A split whose polygons all have four corners is taken for Ultralytics'
 oriented boxes (OBB): their bounding boxes are the objects, and no mask is
-painted (a rotated box is not the object's outline).
+painted (a rotated box is not the object's outline); ``obb="yes"`` / ``"no"``
+says so instead of this guess.
 An image whose EXIF orientation turns it is written upright (a PNG), as YOLO's
 numbers are relative to the displayed image.
 """
@@ -44,7 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from .base import PathLike
 from .coco import polygons_mask
 from .vocwrite import (Entry, check_class_names, check_entries, exif_orientation, match_labelmap,
@@ -302,7 +303,7 @@ def _displayed_size(path: Path) -> Tuple[int, int, bool]:
 
 def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional[PathLike] = None,
                  root: Optional[PathLike] = None, masks: bool = True, copy: bool = False,
-                 skip_empty: bool = False) -> Dict:
+                 skip_empty: bool = False, obb: str = "auto") -> Dict:
     """Convert one split of a YOLO data set into OUT/VOC2012 (module doc); returns a
     summary. ``source``: a data set YAML (``split`` names its entry and the split
     written) or a folder of images (written as ``split``). Every label file is
@@ -356,7 +357,12 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
     polygons = [v for _, _, labels in read for _, k, v in labels if k == "polygon"]
     # Ultralytics' oriented boxes (OBB: four corners a line) look like quadrilateral
     # polygons: a split of nothing else is read as boxes, its masks not painted
-    oriented = bool(polygons) and all(len(v) == 4 for v in polygons)
+    if obb not in ("auto", "yes", "no"):
+        raise ConfigError(f"obb must be auto, yes or no, got {obb!r}")
+    oriented = obb == "yes" or (obb == "auto" and bool(polygons) and all(len(v) == 4 for v in polygons))
+    if obb == "yes" and any(len(v) != 4 for v in polygons):
+        bad = next(lf for _, lf, labels in read for _, k, v in labels if k == "polygon" and len(v) != 4)
+        raise DatasetError("--obb yes: a label has a polygon of other than four corners", bad)
     segmentation = masks and bool(polygons) and not oriented
     entries: List[Entry] = []
     counts = {"without_labels": 0, "skipped_empty": 0, "boxes": 0, "polygons": 0,

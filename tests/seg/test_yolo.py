@@ -325,3 +325,15 @@ def test_non_finite_classes_and_an_empty_result_are_errors(ultralytics, tmp_path
     _labels(ultralytics.parent / "labels" / "train" / "a.txt", [])
     with pytest.raises(DatasetError, match="no image left to write"):
         convert_yolo(ultralytics, tmp_path / "out", "train", skip_empty=True)
+
+
+def test_the_oriented_box_guess_can_be_overruled(tmp_path):
+    root = tmp_path / "q"
+    _image(root / "images" / "train" / "o.jpg")
+    _labels(root / "labels" / "train" / "o.txt", ["0 0.25 0.25 0.75 0.25 0.75 0.75 0.25 0.75"])
+    (root / "data.yaml").write_text("train: images/train\nnames: [sign]\n")
+    s = convert_yolo(root / "data.yaml", tmp_path / "out", "train", obb="no")  # quadrilateral outlines
+    assert s["masks"] == 1 and "oriented_boxes" not in s
+    _labels(root / "labels" / "train" / "o.txt", ["0 0.2 0.2 0.5 0.2 0.7 0.5 0.3 0.8 0.2 0.5"])
+    with pytest.raises(DatasetError, match="--obb yes: a label has a polygon of other than four"):
+        convert_yolo(root / "data.yaml", tmp_path / "out2", "train", obb="yes")
