@@ -41,6 +41,7 @@ import io
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -181,39 +182,66 @@ def _label_file_classes(folder: Path) -> Optional[List[str]]:
     return [n for n in names if n and n not in _IGNORED_LABEL_LINES]
 
 
+@dataclass
+class Record:
+    """One image and its shapes in LabelMe's form (``label``, ``points``,
+    ``shape_type``, ``group_id``; ``mask`` as a base64 PNG), from whichever tool:
+    what :func:`convert_shapes` converts. ``where`` is named in errors."""
+    image_id: str
+    where: Path
+    shapes: List[Dict]
+    src: Optional[Path] = None
+    blob: Optional[bytes] = None  # the image's bytes, where it is embedded instead
+    size: Optional[Tuple[int, int]] = None  # (H, W) the annotation states, checked
+
+
 def convert_labelme(folder: PathLike, out: PathLike, split: str, *,
                     classes: Union[None, str, Path, Sequence[str]] = None, masks: bool = True,
                     copy: bool = False, skip_empty: bool = False, scribble_width: int = 3) -> Dict:
     """Convert a folder of LabelMe files into OUT/VOC2012 and its weak labels (module
     doc); everything is read and checked before anything is written."""
-    from .classes import parse_classes
-
     folder = Path(folder)
-    if scribble_width < 1:
-        raise ConfigError(f"--scribble-width must be at least 1, got {scribble_width}")
     if not folder.is_dir():
         raise DatasetError("no such folder", folder)
     files = sorted(folder.rglob("*.json"))
     if not files:
         raise DatasetError("no LabelMe files (*.json) in the folder", folder)
-    read = []
+    records = []
     for js in files:
         data = read_labelme(js)
         src, blob = _find_image(js, data)
         if src is None and blob is None:
             raise DatasetError(f"its image is not found (imagePath {data.get('imagePath')!r}, nor "
                                "an image of the file's name beside it) and it holds no imageData", js)
-        read.append((js, data, src, blob))
-    unique_ids([(js.stem, str(js.relative_to(folder))) for js, *_ in read], folder)
-    found = sorted({s["label"].strip() for _, d, *_ in read for s in d["shapes"]} - set(BACKGROUND))
+        given = (data.get("imageHeight"), data.get("imageWidth"))
+        records.append(Record(js.stem, js, data["shapes"], src, blob,
+                              given if all(isinstance(v, int) for v in given) else None))
+    unique_ids([(r.image_id, str(r.where.relative_to(folder))) for r in records], folder)
+    return convert_shapes(records, out, split, source=folder, classes=classes,
+                          default_classes=_label_file_classes(folder), masks=masks, copy=copy,
+                          skip_empty=skip_empty, scribble_width=scribble_width)
+
+
+def convert_shapes(records: Sequence[Record], out: PathLike, split: str, *, source: Path,
+                   classes: Union[None, str, Path, Sequence[str]] = None,
+                   default_classes: Optional[List[str]] = None, masks: bool = True,
+                   copy: bool = False, skip_empty: bool = False, scribble_width: int = 3) -> Dict:
+    """Images with LabelMe-form shapes -> OUT/VOC2012, OUT/scribbles/ and
+    OUT/points_SPLIT.json (module doc). Classes: ``classes``, else
+    ``default_classes`` (the tool's own list), else the labels found, sorted."""
+    from .classes import parse_classes
+
+    if scribble_width < 1:
+        raise ConfigError(f"--scribble-width must be at least 1, got {scribble_width}")
+    found = sorted({s["label"].strip() for r in records for s in r.shapes} - set(BACKGROUND))
     if classes is not None:
         names = list(parse_classes(classes, DatasetError).names[1:])
     else:
-        names = _label_file_classes(folder) or found
-        check_class_names(names, [f"label {n!r}" for n in names], folder)
+        names = default_classes or found
+        check_class_names(names, [f"label {n!r}" for n in names], source)
     unknown = [n for n in found if n not in names]
     if unknown:
-        first = next(js for js, d, *_ in read if any(s["label"].strip() == unknown[0] for s in d["shapes"]))
+        first = next(r.where for r in records if any(s["label"].strip() == unknown[0] for s in r.shapes))
         raise DatasetError(f"unknown label {unknown[0]!r} (all unknown: {', '.join(unknown)}); the "
                            f"classes are {', '.join(names)}", first)
     voc = Path(out) / "VOC2012"
@@ -221,14 +249,15 @@ def convert_labelme(folder: PathLike, out: PathLike, split: str, *,
     index = {n: i for i, n in enumerate(all_names)}
     index.update({b: 0 for b in BACKGROUND})
     segmentation = masks and any((s.get("shape_type") or "polygon") in OUTLINED
-                                 for _, d, *_ in read for s in d["shapes"])
+                                 for r in records for s in r.shapes)
     entries: List[Entry] = []
     strokes: Dict[str, np.ndarray] = {}
     clicks: Dict[str, List[Dict]] = {}
     counts = {"skipped_empty": 0, "masks_left_out": 0, "upright": 0, "strokes": 0, "points": 0,
               "from_image_data": 0}
-    for js, data, src, blob in read:
-        image_id = js.stem
+    for r in records:
+        js, shapes, src, blob = r.where, r.shapes, r.src, r.blob
+        image_id = r.image_id
         if src is not None:
             h, w = image_size(src)
             turned = exif_orientation(src) not in (0, 1)
@@ -245,19 +274,18 @@ def convert_labelme(folder: PathLike, out: PathLike, split: str, *,
             src_name = js.with_suffix({"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp",
                                        "TIFF": ".tif", "WEBP": ".webp"}.get(fmt, ".png"))
             turned = False
-        given = (data.get("imageHeight"), data.get("imageWidth"))
-        if all(isinstance(v, int) for v in given) and given != (h, w):
-            raise DatasetError(f"imageHeight x imageWidth {given[0]}x{given[1]} is not its image's "
-                               f"{h}x{w}: not this image's annotation?", js)
+        if r.size is not None and tuple(r.size) != (h, w):
+            raise DatasetError(f"the annotation's image size (height x width) {r.size[0]}x{r.size[1]} "
+                               f"is not its image's {h}x{w}: not this image's annotation?", js)
         groups: Dict[Tuple, List[Tuple[int, Dict]]] = defaultdict(list)
-        for k, s in enumerate(data["shapes"]):
+        for k, s in enumerate(shapes):
             kind = s.get("shape_type") or "polygon"
             label = s["label"].strip()
             if kind in OUTLINED + BOXES:
                 key = (label, s["group_id"]) if s.get("group_id") is not None else (label, "shape", k)
                 groups[key].append((k, s))
-        if not groups and skip_empty and not any(
-                (s.get("shape_type") or "polygon") in STROKES + POINTS for s in data["shapes"]):
+        has_weak = any((s.get("shape_type") or "polygon") in STROKES + POINTS for s in shapes)
+        if not groups and skip_empty and not has_weak:
             counts["skipped_empty"] += 1
             continue
         objects, painted, boxed_only = [], [], False
@@ -271,19 +299,17 @@ def convert_labelme(folder: PathLike, out: PathLike, split: str, *,
             boxed_only |= len(outlined) < len(parts)
             if outlined:
                 painted.append((index[label], outlined))
-        weak_only = not groups and any((s.get("shape_type") or "polygon") in STROKES + POINTS
-                                       for s in data["shapes"])
         paint = None
         if segmentation:
-            if boxed_only or weak_only:  # (its objects were not outlined: no mask to paint)
+            if boxed_only or (not groups and has_weak):  # (objects not outlined: no mask to paint)
                 counts["masks_left_out"] += 1
             else:
                 paint = _painter(painted, h, w, js)
-        s_arr = _strokes(data["shapes"], index, h, w, scribble_width)
+        s_arr = _strokes(shapes, index, h, w, scribble_width)
         if s_arr is not None:
             strokes[image_id] = s_arr
-            counts["strokes"] += sum((s.get("shape_type") or "polygon") in STROKES for s in data["shapes"])
-        pts = [(s["label"].strip(), p) for s in data["shapes"] if s.get("shape_type") in POINTS
+            counts["strokes"] += sum((s.get("shape_type") or "polygon") in STROKES for s in shapes)
+        pts = [(s["label"].strip(), p) for s in shapes if s.get("shape_type") in POINTS
                for p in s["points"]]
         if pts:
             clicks[image_id] = [{"x": int(min(max(math.floor(x), 0), w - 1)),

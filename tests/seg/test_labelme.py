@@ -145,7 +145,7 @@ def test_a_photo_turned_by_exif_is_written_upright(tmp_path):
     ([shape("dog", [[1, 1], [5, 5]], "cuboid")], {}, "shape 0: shape_type 'cuboid' is not one"),
     ([shape("dog", [[1, 1], [5, 5]])], {}, "shape 0: a polygon needs at least 3 points"),
     ([shape("background", [[1, 1], [5, 1], [5, 5]])], {}, "shape 0: an object \\(polygon\\) labelled 'background'"),
-    ([shape("dog", [[1, 1], [5, 1], [5, 5]])], {"imageHeight": 99}, "imageHeight x imageWidth 99x60"),
+    ([shape("dog", [[1, 1], [5, 1], [5, 5]])], {"imageHeight": 99}, "image size \\(height x width\\) 99x60 is not"),
     ([shape("", [[1, 1], [5, 1], [5, 5]])], {}, "shape 0: a shape is an object with a label"),
 ])
 def test_broken_files_are_named_before_anything_is_written(tmp_path, shapes, extra, msg):
