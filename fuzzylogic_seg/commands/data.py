@@ -1,6 +1,6 @@
-"""`fuzzyseg data synth|check|weak|split|coco|yolo|voc-xml|labelme|scribblesup`: write, check,
-weakly label and split data sets, convert COCO instances, YOLO labels, folders of VOC XML
-files, LabelMe files and ScribbleSup scribbles."""
+"""`fuzzyseg data synth|check|weak|split|coco|yolo|voc-xml|labelme|cvat|scribblesup`: write,
+check, weakly label and split data sets, convert COCO instances, YOLO labels, folders of VOC
+XML files, LabelMe and CVAT files and ScribbleSup scribbles."""
 from __future__ import annotations
 
 import argparse
@@ -148,6 +148,20 @@ def register(subparsers) -> None:
     m.add_argument("--no-masks", action="store_true", help="no SegmentationClass PNGs from outlines")
     m.add_argument("--scribble-width", type=int, default=3, help="line shapes' width in pixels")
 
+    # ------------------------------------------------------------- cvat
+    cv = converter("cvat", "convert CVAT's own XML (CVAT for images 1.1: boxes, polygons, "
+                   "ellipses, masks; polylines as scribbles, points as clicks) into the VOC layout",
+                   ("annotations", "ANNOTATIONS.xml"), "the export's annotations.xml",
+                   out_help="writes ROOT/VOC2012, ROOT/scribbles/ and ROOT/points_SPLIT.json",
+                   func=_cvat)
+    cv.add_argument("--images", required=True, metavar="DIR",
+                    help="the folder the images' names are relative to")
+    cv.add_argument("--subset", default=None, help="only the images of this subset (Train, ...)")
+    cv.add_argument("--classes", default=None, metavar="LIST|FILE",
+                    help="the class list (default: the labels of the file's <meta>)")
+    cv.add_argument("--no-masks", action="store_true", help="no SegmentationClass PNGs from outlines")
+    cv.add_argument("--scribble-width", type=int, default=3, help="polylines' width in pixels")
+
     # ------------------------------------------------------ scribblesup
     x = sub.add_parser("scribblesup", help="convert ScribbleSup XML scribbles to the scribble "
                                            "PNGs that --scribbles reads")
@@ -288,6 +302,16 @@ def _labelme(args) -> int:
     summary = convert_labelme(args.folder, args.out, args.split, classes=args.classes,
                               masks=not args.no_masks, copy=args.copy, skip_empty=args.skip_empty,
                               scribble_width=args.scribble_width)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cvat(args) -> int:
+    from ..data.cvat import convert_cvat
+
+    summary = convert_cvat(args.annotations, args.images, args.out, args.split, classes=args.classes,
+                           masks=not args.no_masks, copy=args.copy, skip_empty=args.skip_empty,
+                           scribble_width=args.scribble_width, subset=args.subset)
     print(json.dumps(summary, indent=2))
     return 0
 
