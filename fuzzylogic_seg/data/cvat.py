@@ -15,8 +15,8 @@ converted as :mod:`.labelme` converts (:func:`.labelme.convert_shapes`):
 - ``<polyline>`` is a scribble, ``<points>`` clicks (label ``background`` for
   background);
 - ``group_id`` joins shapes into one object; shapes are painted in ``z_order``,
-  then in the file's order; ``<tag>``, ``<cuboid>`` and ``<skeleton>`` are not
-  read (counted in the summary).
+  then in the file's order; ``<tag>``, ``<cuboid>``, ``<skeleton>`` and any
+  other element, and masks of no pixel, are not read (counted in the summary).
 
 The images are ``--images DIR`` / ``name`` (else their base name there); the
 classes are ``--classes``, else the labels of ``<meta>``, else those found. A
@@ -40,7 +40,6 @@ from .base import PathLike
 from .labelme import BACKGROUND, Record, convert_shapes
 from .vocwrite import unique_ids
 
-NOT_READ = ("tag", "cuboid", "skeleton")
 
 
 def _floats(el: ET.Element, keys: Sequence[str], fail) -> List[float]:
@@ -66,6 +65,8 @@ def _points(el: ET.Element, fail) -> List[List[float]]:
 def _rle_mask(el: ET.Element, fail) -> Tuple[np.ndarray, int, int]:
     """(bool [height, width], left, top) of a ``<mask>``."""
     left, top, w, h = (int(v) for v in _floats(el, ("left", "top", "width", "height"), fail))
+    if w < 1 or h < 1:
+        fail(f"a mask of {w}x{h} pixels")
     try:
         runs = [int(v) for v in (el.get("rle") or "").replace(" ", "").split(",") if v]
     except ValueError:
@@ -92,10 +93,19 @@ def _shape(el: ET.Element, k: int, path: Path, image: str) -> Optional[Dict]:
     label = (el.get("label") or "").strip()
     if not label:
         fail("no label")
+    if el.tag in ("box", "polygon", "ellipse", "mask") and label in BACKGROUND:
+        fail(f"an object labelled {label!r}; background is said with polylines and points")
     gid = el.get("group_id")
+    el_z = el.get("z_order") or "0"
+    el_r = el.get("rotation") or "0"
+    try:
+        z, rot = int(float(el_z)), math.radians(float(el_r))
+    except (ValueError, OverflowError):
+        fail(f"z_order {el_z!r} / rotation {el_r!r} must be finite numbers")
+    if not math.isfinite(rot):
+        fail(f"rotation {el_r!r} must be a finite number")
     out = {"label": label, "group_id": int(gid) if gid and gid.isdigit() and int(gid) > 0 else None,
-           "z_order": int(float(el.get("z_order") or 0))}
-    rot = math.radians(float(el.get("rotation") or 0.0))
+           "z_order": z, "index": k}
     if el.tag == "box":
         x0, y0, x1, y1 = _floats(el, ("xtl", "ytl", "xbr", "ybr"), fail)
         if rot:  # the box of the rotated box's corners (about its centre)
@@ -118,6 +128,8 @@ def _shape(el: ET.Element, k: int, path: Path, image: str) -> Optional[Dict]:
         return {**out, "shape_type": "polygon", "points": pts.tolist()}
     if el.tag == "mask":
         m, left, top = _rle_mask(el, fail)
+        if not m.any():
+            return {"empty": True}
         return {**out, "shape_type": "mask", "mask": _png_b64(m),
                 "points": [[left, top], [left + m.shape[1] - 1, top + m.shape[0] - 1]]}
     if el.tag == "polyline":
@@ -164,13 +176,14 @@ def convert_cvat(annotations: PathLike, images: PathLike, out: PathLike, split: 
         shapes = []
         for j, el in enumerate(im):
             sh = _shape(el, j, annotations, name)
-            if sh is None:
-                if el.tag in NOT_READ:
-                    skipped[el.tag] += 1
+            if sh is None or sh.get("empty"):  # (a kind not read, or a mask of no pixel)
+                skipped["empty mask" if sh else el.tag] += 1
                 continue
             shapes.append(sh)
         shapes.sort(key=lambda s: s.pop("z_order"))  # (stable: the file's order within a z)
-        src = next((p for p in (images / name, images / Path(name).name) if p.is_file()), None)
+        # (a project export keeps each subset's images in images/SUBSET/)
+        tries = [images / name, images / (im.get("subset") or "") / name, images / Path(name).name]
+        src = next((p for p in tries if p.is_file()), None)
         if src is None:
             missing.append(name)
             continue
@@ -178,7 +191,7 @@ def convert_cvat(annotations: PathLike, images: PathLike, out: PathLike, split: 
             size = (int(im.get("height")), int(im.get("width")))
         except (TypeError, ValueError):
             size = None
-        records.append(Record(Path(name).stem, annotations, shapes, src, None, size))
+        records.append(Record(Path(name).stem, annotations, shapes, src, None, size, name=name))
     if missing:
         raise DatasetError(f"{len(missing)} images are not in {images} (first: {', '.join(missing[:3])}); "
                            "--images is the folder the images' names are relative to", annotations)

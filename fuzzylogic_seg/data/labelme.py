@@ -193,6 +193,7 @@ class Record:
     src: Optional[Path] = None
     blob: Optional[bytes] = None  # the image's bytes, where it is embedded instead
     size: Optional[Tuple[int, int]] = None  # (H, W) the annotation states, checked
+    name: str = ""  # the image's name in errors, where ``where`` holds many images
 
 
 def convert_labelme(folder: PathLike, out: PathLike, split: str, *,
@@ -251,13 +252,14 @@ def convert_shapes(records: Sequence[Record], out: PathLike, split: str, *, sour
     segmentation = masks and any((s.get("shape_type") or "polygon") in OUTLINED
                                  for r in records for s in r.shapes)
     entries: List[Entry] = []
-    strokes: Dict[str, np.ndarray] = {}
+    strokes: Dict[str, List[Dict]] = {}
     clicks: Dict[str, List[Dict]] = {}
     counts = {"skipped_empty": 0, "masks_left_out": 0, "upright": 0, "strokes": 0, "points": 0,
-              "from_image_data": 0}
+              "points_outside": 0, "from_image_data": 0}
     for r in records:
         js, shapes, src, blob = r.where, r.shapes, r.src, r.blob
         image_id = r.image_id
+        at = f"image {r.name}, " if r.name else ""
         if src is not None:
             h, w = image_size(src)
             turned = exif_orientation(src) not in (0, 1)
@@ -270,12 +272,12 @@ def convert_shapes(records: Sequence[Record], out: PathLike, split: str, *, sour
                 with Image.open(io.BytesIO(blob)) as img:
                     (w, h), fmt = img.size, img.format
             except (UnidentifiedImageError, OSError):
-                raise DatasetError("imageData is not an image", js) from None
+                raise DatasetError(f"{at}imageData is not an image", js) from None
             src_name = js.with_suffix({"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp",
                                        "TIFF": ".tif", "WEBP": ".webp"}.get(fmt, ".png"))
             turned = False
         if r.size is not None and tuple(r.size) != (h, w):
-            raise DatasetError(f"the annotation's image size (height x width) {r.size[0]}x{r.size[1]} "
+            raise DatasetError(f"{at}the annotation's image size (height x width) {r.size[0]}x{r.size[1]} "
                                f"is not its image's {h}x{w}: not this image's annotation?", js)
         groups: Dict[Tuple, List[Tuple[int, Dict]]] = defaultdict(list)
         for k, s in enumerate(shapes):
@@ -290,27 +292,31 @@ def convert_shapes(records: Sequence[Record], out: PathLike, split: str, *, sour
             continue
         objects, painted, boxed_only = [], [], False
         for (label, *_), parts in groups.items():
-            b = np.asarray([_box(sh, js, k) for k, sh in parts])
+            b = np.asarray([_box(sh, js, sh.get("index", k)) for k, sh in parts])
             x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-                raise DatasetError(f"shape {parts[0][0]} ({label}) lies outside the {w}x{h} image", js)
+                first = parts[0][1].get("index", parts[0][0])
+                raise DatasetError(f"{at}shape {first} ({label}) lies outside the {w}x{h} image", js)
             objects.append((label, voc_box(x0, y0, x1 - x0, y1 - y0, h, w)))
             outlined = [sh for _, sh in parts if (sh.get("shape_type") or "polygon") in OUTLINED]
             boxed_only |= len(outlined) < len(parts)
-            if outlined:
-                painted.append((index[label], outlined))
+            painted += [(k, index[label], sh) for k, sh in parts
+                        if (sh.get("shape_type") or "polygon") in OUTLINED]
         paint = None
         if segmentation:
             if boxed_only or (not groups and has_weak):  # (objects not outlined: no mask to paint)
                 counts["masks_left_out"] += 1
             else:
-                paint = _painter(painted, h, w, js)
-        s_arr = _strokes(shapes, index, h, w, scribble_width)
-        if s_arr is not None:
-            strokes[image_id] = s_arr
-            counts["strokes"] += sum((s.get("shape_type") or "polygon") in STROKES for s in shapes)
+                paint = _painter(sorted(painted, key=lambda p: p[0]), h, w, js)
+        n_strokes = sum((s.get("shape_type") or "polygon") in STROKES for s in shapes)
+        if n_strokes:  # (drawn when written: one image's array at a time)
+            strokes[image_id] = shapes
+            counts["strokes"] += n_strokes
         pts = [(s["label"].strip(), p) for s in shapes if s.get("shape_type") in POINTS
                for p in s["points"]]
+        inside = [(lb, p) for lb, p in pts if 0 <= p[0] < w and 0 <= p[1] < h]
+        counts["points_outside"] += len(pts) - len(inside)
+        pts = inside
         if pts:
             clicks[image_id] = [{"x": int(min(max(math.floor(x), 0), w - 1)),
                                  "y": int(min(max(math.floor(y), 0), h - 1)),
@@ -328,7 +334,8 @@ def convert_shapes(records: Sequence[Record], out: PathLike, split: str, *, sour
     if strokes:  # every image of the split gets a PNG (data weak --scribbles needs one each)
         sdir = Path(out) / "scribbles"
         for e in entries:
-            arr = strokes.get(e.image_id)
+            arr = _strokes(strokes[e.image_id], index, e.height, e.width, scribble_width) \
+                if e.image_id in strokes else None
             save_index_png(arr if arr is not None else np.full((e.height, e.width), 255, np.uint8),
                            sdir / f"{e.image_id}.png", palette=voc_palette())
         summary["scribbles"] = str(sdir)
@@ -351,17 +358,20 @@ def _strokes(shapes: Sequence[Dict], index: Dict[str, int], h: int, w: int,
         if (s.get("shape_type") or "polygon") not in STROKES:
             continue
         pts = np.floor(np.asarray(s["points"], dtype=np.float64)).astype(np.int64)
-        pts = np.stack([pts[:, 0].clip(0, w - 1), pts[:, 1].clip(0, h - 1)], 1)
+        # drawn as given, the pixels outside the image dropped (clipping the ends
+        # first would bend a stroke that leaves the image)
         px = np.concatenate([line_pixels(pts[i], pts[i + 1]) for i in range(len(pts) - 1)])
         c = index[s["label"].strip()]
         hit = hits.setdefault(c, np.zeros((h, w), dtype=bool))
         for dy in range(lo, hi + 1):
             for dx in range(lo, hi + 1):
-                hit[(px[:, 1] + dy).clip(0, h - 1), (px[:, 0] + dx).clip(0, w - 1)] = True
+                x, y = px[:, 0] + dx, px[:, 1] + dy
+                ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+                hit[y[ok], x[ok]] = True
     if not hits:
         return None
     out = np.full((h, w), 255, dtype=np.uint8)
-    n = np.zeros((h, w), dtype=np.int64)
+    n = np.zeros((h, w), dtype=np.uint8)
     for c, hit in hits.items():
         out[hit] = c
         n += hit
@@ -369,13 +379,12 @@ def _strokes(shapes: Sequence[Dict], index: Dict[str, int], h: int, w: int,
     return out
 
 
-def _painter(painted: List[Tuple[int, List[Dict]]], h: int, w: int, path: Path):
+def _painter(painted: List[Tuple[int, int, Dict]], h: int, w: int, path: Path):
     def paint() -> np.ndarray:
         # drawn here, one image at a time; in the file's order, a later object over an
         # earlier one, as LabelMe's own labelme2voc paints them
         label = np.zeros((h, w), np.uint8)
-        for cls, shapes in painted:
-            for sh in shapes:
-                label[_draw(sh, h, w, path)] = cls
+        for _, cls, sh in painted:
+            label[_draw(sh, h, w, path)] = cls
         return label
     return paint

@@ -106,7 +106,15 @@ def test_rotated_boxes_ellipses_groups_and_subsets(tmp_path):
     ('<image id="0" name="a.jpg" width="60" height="40"><box label="cow" xtl="1" ytl="1" xbr="5" ybr="5"/></image>',
      "unknown label 'cow'"),
     ('<image id="0" name="gone.jpg" width="60" height="40"></image>', "1 images are not in"),
-    ('<image id="0" name="a.jpg" width="99" height="40"></image>', "image size \\(height x width\\) 40x99"),
+    ('<image id="0" name="a.jpg" width="99" height="40"></image>', "image a.jpg, the annotation's image size"),
+    ('<image id="0" name="a.jpg" width="60" height="40"><polygon label="background" points="1,1;5,1;5,5"/>'
+     "</image>", "image a.jpg, polygon 0: an object labelled 'background'"),
+    ('<image id="0" name="a.jpg" width="60" height="40"><box label="car" xtl="1" ytl="1" xbr="5" ybr="5" '
+     'rotation="abc"/></image>', "image a.jpg, box 0: z_order '0' / rotation 'abc' must be finite"),
+    ('<image id="0" name="a.jpg" width="60" height="40"><mask label="car" rle="" left="0" top="0" '
+     'width="0" height="0"/></image>', "image a.jpg, mask 0: a mask of 0x0 pixels"),
+    ('<image id="0" name="a.jpg" width="60" height="40"><tag label="car"/><polygon label="car" '
+     'points="100,100;110,100;110,110"/></image>', "image a.jpg, shape 1 \\(car\\) lies outside"),
 ])
 def test_broken_files_are_named_before_anything_is_written(tmp_path, body, msg):
     xml, images = write(tmp_path, body)
@@ -123,3 +131,25 @@ def test_cli_then_data_check_is_clean(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["masks"] == 1
     assert main(["data", "check", "voc", str(out), "--split", "val"]) == 0
     assert "0 errors" in capsys.readouterr().out
+
+
+def test_z_order_across_group_parts_strokes_leaving_the_image_and_subset_folders(tmp_path):
+    body = (
+        '<image id="0" name="a.jpg" subset="Train" width="60" height="40">'
+        '<polygon label="car" group_id="1" points="10,10;30,10;30,30;10,30" z_order="0"/>'
+        '<polygon label="dog" points="15,15;35,15;35,35;15,35" z_order="2"/>'
+        '<polygon label="car" group_id="1" points="18,18;24,18;24,24;18,24" z_order="5"/>'
+        '<polyline label="dog" points="10,5;110,15" z_order="0"/>'
+        '<points label="dog" points="5,5;70,5" z_order="0"/>'
+        "</image>")
+    xml, images = write(tmp_path, body, images=())
+    (images / "Train").mkdir()
+    Image.new("RGB", (W, H), (120, 120, 120)).save(images / "Train" / "a.jpg")  # a project export's layout
+    out = tmp_path / "out"
+    s = convert_cvat(xml, images, out, "train", scribble_width=1)
+    assert s["points"] == 1 and s["points_outside"] == 1
+    gt = VOCSegmentation(out, "train", kinds=("boxes",), with_gt=True)[0]["gt"].numpy()
+    assert gt[20, 20] == 1 and gt[16, 16] == 2 and gt[12, 12] == 1  # the z=5 car part over the dog
+    scr = np.asarray(Image.open(out / "scribbles" / "a.png"))
+    # the stroke keeps its slope up to the border: at x = 59 it is at y = 5 + 49/10, not at 15
+    assert scr[10, 59] == 2 and scr[15, 59] == 255
