@@ -45,7 +45,22 @@ def resolve_root(root: PathLike) -> Path:
         files = [p for p in root.iterdir() if p.is_file()]
         n_xml = sum(p.suffix.lower() == ".xml" for p in files)
         n_img = sum(p.suffix.lower() in IMAGE_SUFFIXES for p in files)
-        if n_xml and n_img:  # LabelImg's layout: photos and their XML files side by side
+        n_json = sum(p.suffix.lower() == ".json" for p in files)
+        yaml = next((p for p in sorted(files) if p.suffix.lower() in (".yaml", ".yml")), None)
+        # other tools' exports: name the converter that reads them
+        if yaml is not None or (root / "obj.data").is_file():
+            src = yaml or root / "obj.data"
+            hint = (f" (it holds {src.name}, as a YOLO data set does: `fuzzyseg data yolo {src} "
+                    "--split train --out NEW_ROOT` writes the VOC layout from it)")
+        elif (root / "annotations.xml").is_file():
+            hint = (" (it holds annotations.xml, as CVAT's own export does: `fuzzyseg data cvat "
+                    f"{root / 'annotations.xml'} --images {root / 'images'} --split train --out "
+                    "NEW_ROOT` writes the VOC layout from it)")
+        elif n_json and n_img:
+            hint = (f" (it holds {n_img} images and {n_json} JSON files, as LabelMe saves them: "
+                    f"`fuzzyseg data labelme {root} --split train --out NEW_ROOT` writes the VOC "
+                    "layout from them; COCO's one JSON file converts with `fuzzyseg data coco`)")
+        elif n_xml and n_img:  # LabelImg's layout: photos and their XML files side by side
             hint = (f" (it holds {n_img} images and {n_xml} XML files side by side, as LabelImg "
                     f"and Roboflow save them: `fuzzyseg data voc-xml {root} --split train --out "
                     "NEW_ROOT` writes the VOC layout from them)")

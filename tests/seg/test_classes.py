@@ -294,13 +294,24 @@ def test_a_missing_split_list_says_where_it_looked(data):
         VOCSegmentation(root, "test")
 
 
-def test_a_labelimg_folder_is_refused_naming_the_converter(tmp_path, capsys):
-    """LabelImg saves photos and their XML files side by side, with no split list."""
+def test_tool_exports_are_refused_naming_their_converter(tmp_path, capsys):
+    """LabelImg saves photos and their XML files side by side, with no split list; YOLO,
+    CVAT and LabelMe exports have their own files: each is named with its converter."""
     (tmp_path / "IMG_1.jpg").write_bytes(b"")
     write_xml(tmp_path / "IMG_1.xml", 80, 64, [("mug", (2, 2, 20, 20))])
     with pytest.raises(DatasetError, match="side by side, as LabelImg and Roboflow save them: "
                                            "`fuzzyseg data voc-xml .* --split train --out NEW_ROOT`"):
         VOCSegmentation(tmp_path, "train")
+    # other tools' exports: the converter that reads them is named
+    for files, words in (({"data.yaml": "names: [a]\n"}, "`fuzzyseg data yolo "),
+                         ({"annotations.xml": "<annotations/>"}, "`fuzzyseg data cvat "),
+                         ({"a.json": "{}", "a.png": ""}, "`fuzzyseg data labelme ")):
+        d = tmp_path / f"export_{len(words)}_{sorted(files)[0]}"
+        d.mkdir()
+        for name, text in files.items():
+            (d / name).write_text(text)
+        with pytest.raises(DatasetError, match=words):
+            VOCSegmentation(d, "train")
     masks_only = tmp_path / "masks"
     (masks_only / "SegmentationClass").mkdir(parents=True)
     assert main(["data", "check", "voc", str(masks_only)]) == 1
