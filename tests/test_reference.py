@@ -10,6 +10,26 @@ from fuzzylogic import reference
 T = torch.tensor
 
 
+PRESETS = ("product", "log_product", "godel", "lukasiewicz", "ltn")
+
+
+def compiled_equals_reference(text, f, grads=False):
+    """In every preset the compiled truths equal the reference's (1e-9) and, with
+    ``grads``, every gradient of the compiled loss is finite; {preset: the reference's truths}."""
+    out = {}
+    for sem in PRESETS:
+        th = fl.compile(text, sem)
+        got = th.truth(**f)
+        out[sem] = want = reference.evaluate(text, f, semantics=sem)
+        for k in want:
+            assert got[k].tolist() == pytest.approx(want[k], abs=1e-9), (sem, k)
+        if grads:
+            z = {k: v.clone().requires_grad_() for k, v in f.items() if torch.is_tensor(v)}
+            th.loss(**{**f, **z}).backward()
+            assert all(torch.isfinite(v.grad).all() for v in z.values()), sem
+    return out
+
+
 def test_hand_worked_product_semantics():
     text = """
     sort s
@@ -79,11 +99,7 @@ def test_reference_matches_compiled_on_the_design_example():
              disc=torch.randn(2, 3, 4, generator=g, dtype=torch.float64),
              inside=torch.rand(2, 3, 4, 2, generator=g, dtype=torch.float64),
              disc_box=T([1, 0]))
-    for sem in ("product", "log_product", "godel", "lukasiewicz", "ltn"):
-        got = fl.compile(text, sem).truth(**f)
-        want = reference.evaluate(text, f, semantics=sem)
-        for k in want:
-            assert got[k].tolist() == pytest.approx(want[k], abs=1e-9), (sem, k)
+    compiled_equals_reference(text, f)
 
 
 def test_registered_operators_fall_back_to_their_tensor_function():
@@ -153,16 +169,8 @@ def test_a_quantifiers_own_operator_overrides_the_rules_in_both_evaluators():
     p, box = torch.sigmoid(f["mask"]), f["inbox"]
     share = (p * box).sum((2, 3)) / box.sum((2, 3))
     want_fill = (share / 0.5).clamp(max=1).amin(1)
-    for sem in ("product", "log_product", "godel", "lukasiewicz", "ltn"):
-        th = fl.compile(text, sem)
-        got = th.truth(**f)
-        want = reference.evaluate(text, f, semantics=sem)
-        for k in want:
-            assert got[k].tolist() == pytest.approx(want[k], abs=1e-9), (sem, k)
-        assert got["fill"].tolist() == pytest.approx(want_fill.tolist(), abs=1e-9)
-        z = {k: v.clone().requires_grad_() for k, v in f.items()}
-        th.loss(**z).backward()
-        assert torch.isfinite(z["mask"].grad).all()
+    for want in compiled_equals_reference(text, f, grads=True).values():
+        assert want["fill"] == pytest.approx(want_fill.tolist(), abs=1e-9)
     # the printed rule reads back the same
     from fuzzylogic.printer import format_rule
     assert "forall[at_least(0.5)] r, c in inbox(a, r, c)" in format_rule(fl.parse(text).rules[0])
@@ -187,3 +195,25 @@ def test_an_operator_in_an_ast_built_by_hand_is_completed_and_checked():
     for bad, msg in ((("at_least", 5.0), "share 0 < q <= 1"), (("at_least",), "needs parameter")):
         with pytest.raises(SemanticsError, match=msg):
             fl.compile(with_op(bad))
+
+
+def test_a_share_prior_matches_the_reference_in_every_semantics():
+    """A ratio prior: at least 60% of the (soft) disc is not cup, i.e. the cup covers
+    at most 40% of the disc's area; and some row holds at least 80% cup."""
+    text = """
+    sort row
+    sort col
+    predicate disc(row, col) logits
+    predicate cup(row, col) logits
+    rule rim [forall = at_least(0.6)]: forall r, c where disc(r, c): not cup(r, c)
+    rule full_row [exists = at_least(0.8)]: exists r: forall c: cup(r, c)
+    rule rows [exists = at_least(0.9)]: forall r: exists c: cup(r, c)
+    """
+    g = torch.Generator().manual_seed(11)
+    f = dict(disc=torch.randn(3, 5, 6, generator=g, dtype=torch.float64) * 3,
+             cup=torch.randn(3, 5, 6, generator=g, dtype=torch.float64) * 3 + 1.0)
+    f["disc"][0] = 30.0  # saturated
+    f["cup"][0, 0] = -30.0
+    seen = {round(v, 6) for want in compiled_equals_reference(text, f, grads=True).values()
+            for vals in want.values() for v in vals}
+    assert len(seen - {1.0}) >= 3  # the cases are not all trivially satisfied

@@ -99,6 +99,13 @@ def register(subparsers) -> None:
         p.set_defaults(func=func)
         return p
 
+    def shape_options(p, classes_default, strokes):
+        """The options of the converters of LabelMe-form shapes (labelme, cvat)."""
+        p.add_argument("--classes", default=None, metavar="LIST|FILE",
+                       help=f"the class list (default: {classes_default})")
+        p.add_argument("--no-masks", action="store_true", help="no SegmentationClass PNGs from outlines")
+        p.add_argument("--scribble-width", type=int, default=3, help=f"{strokes} width in pixels")
+
     # ------------------------------------------------------------- coco
     k = converter("coco", "convert COCO instances (JSON + images) into the Pascal VOC layout that "
                   "--dataset voc reads", ("instances", "INSTANCES.json"), "the COCO instances file",
@@ -142,11 +149,7 @@ def register(subparsers) -> None:
                   "the LabelMe files (*.json) and their images",
                   out_help="writes ROOT/VOC2012, ROOT/scribbles/ and ROOT/points_SPLIT.json",
                   func=_labelme)
-    m.add_argument("--classes", default=None, metavar="LIST|FILE",
-                   help="the class list (default: labels.txt in the folder, else the labels found, "
-                        "sorted)")
-    m.add_argument("--no-masks", action="store_true", help="no SegmentationClass PNGs from outlines")
-    m.add_argument("--scribble-width", type=int, default=3, help="line shapes' width in pixels")
+    shape_options(m, "labels.txt in the folder, else the labels found, sorted", "line shapes'")
 
     # ------------------------------------------------------------- cvat
     cv = converter("cvat", "convert CVAT's own XML (CVAT for images 1.1: boxes, polygons, "
@@ -157,10 +160,7 @@ def register(subparsers) -> None:
     cv.add_argument("--images", required=True, metavar="DIR",
                     help="the folder the images' names are relative to")
     cv.add_argument("--subset", default=None, help="only the images of this subset (Train, ...)")
-    cv.add_argument("--classes", default=None, metavar="LIST|FILE",
-                    help="the class list (default: the labels of the file's <meta>)")
-    cv.add_argument("--no-masks", action="store_true", help="no SegmentationClass PNGs from outlines")
-    cv.add_argument("--scribble-width", type=int, default=3, help="polylines' width in pixels")
+    shape_options(cv, "the labels of the file's <meta>", "polylines'")
 
     # ------------------------------------------------------ scribblesup
     x = sub.add_parser("scribblesup", help="convert ScribbleSup XML scribbles to the scribble "

@@ -26,8 +26,8 @@ import numpy as np
 
 from ..errors import DatasetError
 from .base import PathLike, read_json
-from .vocwrite import (Entry, check_class_names, check_entries, match_labelmap, unique_ids, voc_box,
-                       write_split)
+from .vocwrite import (Entry, check_class_names, check_entries, find_image, match_labelmap, unique_ids,
+                       voc_box, write_split)
 
 
 def load_coco(path: PathLike) -> Dict:
@@ -197,15 +197,6 @@ def _check_annotation(a: Dict, h: int, w: int, file_name: str, path: Path) -> No
 
 
 # ----------------------------------------------------------------- converting
-def _find_image(images: Path, file_name: str) -> Optional[Path]:
-    """`file_name` under `images`, else its base name there (exports that write an
-    absolute or upload path, e.g. Label Studio's), else None."""
-    for p in (images / file_name, images / Path(file_name).name):
-        if p.is_file():
-            return p
-    return None
-
-
 def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: str, *,
                  masks: bool = True, copy: bool = False, skip_empty: bool = False) -> Dict:
     """Convert one COCO split into OUT/VOC2012 (module doc); returns a summary.
@@ -257,7 +248,7 @@ def convert_coco(instances: PathLike, images: PathLike, out: PathLike, split: st
         h, w = int(img["height"]), int(img["width"])
         for a in anns:
             _check_annotation(a, h, w, file_name, instances)
-        src = _find_image(images, file_name)
+        src = find_image(images, file_name)
         if src is None:
             missing.append(file_name)
             src = images / file_name

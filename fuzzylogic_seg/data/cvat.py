@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import DatasetError
 from .base import PathLike
 from .labelme import BACKGROUND, Record, convert_shapes
-from .vocwrite import unique_ids
+from .vocwrite import find_image, rotated_bounds, unique_ids
 
 
 
@@ -52,13 +52,15 @@ def _floats(el: ET.Element, keys: Sequence[str], fail) -> List[float]:
     return vals
 
 
-def _points(el: ET.Element, fail) -> List[List[float]]:
+def _points(el: ET.Element, fail, need: int = 1) -> List[List[float]]:
     try:
         pts = [[float(v) for v in p.split(",")] for p in (el.get("points") or "").split(";") if p.strip()]
     except ValueError:
         fail("points must be 'x,y;x,y;...'")
     if not pts or any(len(p) != 2 or not all(math.isfinite(v) for v in p) for p in pts):
         fail("points must be 'x,y;x,y;...' of finite numbers")
+    if len(pts) < need:
+        fail(f"a {el.tag} needs at least {need} points")
     return pts
 
 
@@ -109,16 +111,10 @@ def _shape(el: ET.Element, k: int, path: Path, image: str) -> Optional[Dict]:
     if el.tag == "box":
         x0, y0, x1, y1 = _floats(el, ("xtl", "ytl", "xbr", "ybr"), fail)
         if rot:  # the box of the rotated box's corners (about its centre)
-            cx, cy, c, s = (x0 + x1) / 2, (y0 + y1) / 2, math.cos(rot), math.sin(rot)
-            xs = [cx + (x - cx) * c - (y - cy) * s for x in (x0, x1) for y in (y0, y1)]
-            ys = [cy + (x - cx) * s + (y - cy) * c for x in (x0, x1) for y in (y0, y1)]
-            x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+            x0, y0, x1, y1 = rotated_bounds((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, rot)
         return {**out, "shape_type": "rectangle", "points": [[x0, y0], [x1, y1]]}
     if el.tag == "polygon":
-        pts = _points(el, fail)
-        if len(pts) < 3:
-            fail("a polygon needs at least 3 points")
-        return {**out, "shape_type": "polygon", "points": pts}
+        return {**out, "shape_type": "polygon", "points": _points(el, fail, 3)}
     if el.tag == "ellipse":
         cx, cy, rx, ry = _floats(el, ("cx", "cy", "rx", "ry"), fail)
         t = np.linspace(0, 2 * math.pi, 64, endpoint=False)
@@ -133,10 +129,7 @@ def _shape(el: ET.Element, k: int, path: Path, image: str) -> Optional[Dict]:
         return {**out, "shape_type": "mask", "mask": _png_b64(m),
                 "points": [[left, top], [left + m.shape[1] - 1, top + m.shape[0] - 1]]}
     if el.tag == "polyline":
-        pts = _points(el, fail)
-        if len(pts) < 2:
-            fail("a polyline needs at least 2 points")
-        return {**out, "shape_type": "linestrip", "points": pts}
+        return {**out, "shape_type": "linestrip", "points": _points(el, fail, 2)}
     if el.tag == "points":
         return {**out, "shape_type": "points", "points": _points(el, fail)}
     return None
@@ -182,8 +175,7 @@ def convert_cvat(annotations: PathLike, images: PathLike, out: PathLike, split: 
             shapes.append(sh)
         shapes.sort(key=lambda s: s.pop("z_order"))  # (stable: the file's order within a z)
         # (a project export keeps each subset's images in images/SUBSET/)
-        tries = [images / name, images / (im.get("subset") or "") / name, images / Path(name).name]
-        src = next((p for p in tries if p.is_file()), None)
+        src = find_image(images, name, [im.get("subset") or ""])
         if src is None:
             missing.append(name)
             continue

@@ -49,11 +49,10 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError
 from ..io import atomic_path, save_index_png, voc_palette
-from .base import PathLike, image_size, read_json
+from .base import IMAGE_SUFFIXES, PathLike, read_json
 from .scribblesup import line_pixels
-from .vocwrite import (Entry, check_class_names, check_entries, exif_orientation, match_labelmap,
+from .vocwrite import (Entry, check_class_names, check_entries, displayed_size, match_labelmap,
                        unique_ids, voc_box, write_split)
-from .yolo import IMAGE_SUFFIXES
 
 OUTLINED = ("polygon", "circle", "mask")
 BOXES = ("rectangle",)
@@ -261,10 +260,7 @@ def convert_shapes(records: Sequence[Record], out: PathLike, split: str, *, sour
         image_id = r.image_id
         at = f"image {r.name}, " if r.name else ""
         if src is not None:
-            h, w = image_size(src)
-            turned = exif_orientation(src) not in (0, 1)
-            if exif_orientation(src) in (5, 6, 7, 8):
-                h, w = w, h
+            h, w, turned = displayed_size(src)
         else:
             from PIL import Image, UnidentifiedImageError
 

@@ -1,5 +1,5 @@
 """Writing the Pascal VOC layout that ``--dataset voc`` reads: the back end of the
-converters (`fuzzyseg data coco`, `fuzzyseg data yolo`).
+converters (`fuzzyseg data coco`, `yolo`, `voc-xml`, `labelme`, `cvat`).
 
 A converter reads and checks its own format, then describes each image as an
 :class:`Entry` (its file, size, objects as VOC boxes, and how to paint its
@@ -18,7 +18,7 @@ output folder before anything is written; :func:`write_split` writes
 from __future__ import annotations
 
 import filecmp
-import glob
+import math
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -59,6 +59,15 @@ def voc_box(x: float, y: float, bw: float, bh: float, h: int, w: int) -> Box:
     x0, y0 = min(max(x, 0.0), w - 1.0), min(max(y, 0.0), h - 1.0)
     x1, y1 = min(max(x + bw, x0 + 1.0), float(w)), min(max(y + bh, y0 + 1.0), float(h))
     return (x0 + 1, y0 + 1, x1, y1)
+
+
+def rotated_bounds(cx: float, cy: float, w: float, h: float, angle: float) -> Box:
+    """(x0, y0, x1, y1): the axis-aligned bounds of a w x h box centred at (cx, cy)
+    and turned by ``angle`` radians (the rotated boxes of roLabelImg and CVAT)."""
+    c, s = math.cos(angle), math.sin(angle)
+    xs = [cx + dx * c - dy * s for dx in (-w / 2, w / 2) for dy in (-h / 2, h / 2)]
+    ys = [cy + dx * s + dy * c for dx in (-w / 2, w / 2) for dy in (-h / 2, h / 2)]
+    return (min(xs), min(ys), max(xs), max(ys))
 
 
 def annotation_xml(file_name: str, h: int, w: int, objects: Sequence[Tuple]) -> bytes:
@@ -131,10 +140,13 @@ def check_entries(voc: Path, entries: Sequence[Entry]) -> None:
     must be that entry's image. No entry at all (every image skipped) is an error."""
     if not entries:
         raise DatasetError("no image left to write (every image was skipped as empty?)", voc.parent)
+    folder = voc / "JPEGImages"
+    present: Dict[str, List[Path]] = {}  # (listed once: a glob an entry reads the folder n times)
+    for p in (folder.iterdir() if folder.is_dir() else ()):
+        present.setdefault(p.stem, []).append(p)
     for e in entries:
-        dst = voc / "JPEGImages" / e.target_name
-        other = next((p for p in (voc / "JPEGImages").glob(glob.escape(e.image_id) + ".*")
-                      if p.stem == e.image_id and p.name != dst.name), None)
+        dst = folder / e.target_name
+        other = next((p for p in present.get(e.image_id, ()) if p.name != dst.name), None)
         if other is not None:
             raise DatasetError(f"{other.name} in {voc / 'JPEGImages'} has the id {e.image_id!r} of {e.src} "
                                "(two images of one name, e.g. in two splits): convert into another "
@@ -191,6 +203,24 @@ def write_split(voc: Path, split: str, entries: Sequence[Entry], names: Sequence
     with atomic_path(voc / "ImageSets" / "Segmentation" / f"{split}.txt") as tmp:
         tmp.write_text("".join(f"{e.image_id}\n" for e in entries), encoding="utf-8")
     return counts
+
+
+def find_image(folder: Path, name: str, subfolders: Sequence[str] = ()) -> Optional[Path]:
+    """An annotation's image ``name``: under ``folder``, else under one of its
+    ``subfolders``, else by its base name there (exports that write an absolute or
+    upload path, e.g. Label Studio's); None where none is a file."""
+    tries = [folder / name] + [folder / s / name for s in subfolders if s] + [folder / Path(name).name]
+    return next((p for p in tries if p.is_file()), None)
+
+
+def displayed_size(path: Path) -> Tuple[int, int, bool]:
+    """(H, W) of an image as displayed, and whether its EXIF orientation turns the
+    stored pixels (annotation tools draw on the displayed image)."""
+    from .base import image_size
+
+    h, w = image_size(path)
+    o = exif_orientation(path)
+    return (w, h, True) if o in (5, 6, 7, 8) else (h, w, o not in (0, 1))
 
 
 def exif_orientation(path: Path) -> int:

@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DatasetError
-from .base import PathLike, image_size
+from .base import IMAGE_SUFFIXES, PathLike, image_size
 from .vocwrite import (Entry, check_class_names, check_entries, exif_orientation, match_labelmap,
-                       unique_ids, voc_box, write_split)
-from .yolo import IMAGE_SUFFIXES
+                       rotated_bounds, unique_ids, voc_box, write_split)
 
 CLASS_FILES = ("predefined_classes.txt", "classes.txt")
 
@@ -81,11 +80,8 @@ def read_xml(path: Path) -> Tuple[Optional[Tuple[int, int]], List[Tuple[str, Tup
 def _rotated_box(rb) -> Tuple[float, ...]:
     """roLabelImg's rotated box (centre, size, angle in radians, pixel coordinates)
     -> the VOC box (1-based, inclusive) of its four corners."""
-    cx, cy, w, h, a = (float(rb.findtext(t)) for t in ("cx", "cy", "w", "h", "angle"))
-    c, s = math.cos(a), math.sin(a)
-    xs = [cx + dx * c - dy * s for dx in (-w / 2, w / 2) for dy in (-h / 2, h / 2)]
-    ys = [cy + dx * s + dy * c for dx in (-w / 2, w / 2) for dy in (-h / 2, h / 2)]
-    return (min(xs) + 1, min(ys) + 1, max(xs), max(ys))
+    x0, y0, x1, y1 = rotated_bounds(*(float(rb.findtext(t)) for t in ("cx", "cy", "w", "h", "angle")))
+    return (x0 + 1, y0 + 1, x1, y1)
 
 
 def convert_voc_xml(folder: PathLike, out: PathLike, split: str, *,

@@ -46,13 +46,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from .base import PathLike
+from .base import IMAGE_SUFFIXES, PathLike
 from .coco import polygons_mask
-from .vocwrite import (Entry, check_class_names, check_entries, exif_orientation, match_labelmap,
+from .vocwrite import (Entry, check_class_names, check_entries, displayed_size, match_labelmap,
                        unique_ids, voc_box, write_split)
 
-# what PIL reads of Ultralytics' image formats
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 NAME_FILES = ("classes.txt", "obj.names", "classes.names", "names.txt")
 _SLACK = 1e-3  # exporters round: 1.0004 is 1
 
@@ -226,19 +224,20 @@ def _labels_folder(folder: Path) -> Path:
     return folder
 
 
+def _label_candidates(image: Path) -> Tuple[Path, ...]:
+    """Ultralytics' rule (the last ``images`` folder of the path -> ``labels``), then
+    the text file beside the image (the same file where no ``images`` folder is)."""
+    return tuple(dict.fromkeys((_labels_folder(image.parent) / (image.stem + ".txt"),
+                                image.with_suffix(".txt"))))
+
+
 def label_file_places(image: Path) -> str:
-    places = dict.fromkeys(str(p) for p in (_labels_folder(image.parent) / (image.stem + ".txt"),
-                                            image.with_suffix(".txt")))
-    return " and ".join(places)
+    return " and ".join(str(p) for p in _label_candidates(image))
 
 
 def label_file(image: Path) -> Optional[Path]:
-    """Ultralytics' rule (the last ``images`` folder of the path -> ``labels``), else
-    the text file beside the image."""
-    for p in (_labels_folder(image.parent) / (image.stem + ".txt"), image.with_suffix(".txt")):
-        if p.is_file():
-            return p
-    return None
+    """The label file of ``image`` (:func:`_label_candidates`), or None."""
+    return next((p for p in _label_candidates(image) if p.is_file()), None)
 
 
 def parse_labels(path: Path, n_classes: int, keypoints: int = 0) -> List[Tuple[int, str, np.ndarray]]:
@@ -290,17 +289,6 @@ def parse_labels(path: Path, n_classes: int, keypoints: int = 0) -> List[Tuple[i
     return out
 
 
-def _displayed_size(path: Path) -> Tuple[int, int, bool]:
-    """(H, W) as displayed, and whether the stored pixels are turned."""
-    from .base import image_size
-
-    h, w = image_size(path)
-    o = exif_orientation(path)
-    if o in (5, 6, 7, 8):
-        h, w = w, h
-    return h, w, o not in (1, 0)
-
-
 def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional[PathLike] = None,
                  root: Optional[PathLike] = None, masks: bool = True, copy: bool = False,
                  skip_empty: bool = False, obb: str = "auto") -> Dict:
@@ -308,6 +296,8 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
     summary. ``source``: a data set YAML (``split`` names its entry and the split
     written) or a folder of images (written as ``split``). Every label file is
     read and checked before anything is written."""
+    if obb not in ("auto", "yes", "no"):
+        raise ConfigError(f"obb must be auto, yes or no, got {obb!r}")
     source = Path(source)
     keypoints = 0
     if source.is_dir():
@@ -357,8 +347,6 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
     polygons = [v for _, _, labels in read for _, k, v in labels if k == "polygon"]
     # Ultralytics' oriented boxes (OBB: four corners a line) look like quadrilateral
     # polygons: a split of nothing else is read as boxes, its masks not painted
-    if obb not in ("auto", "yes", "no"):
-        raise ConfigError(f"obb must be auto, yes or no, got {obb!r}")
     oriented = obb == "yes" or (obb == "auto" and bool(polygons) and all(len(v) == 4 for v in polygons))
     if obb == "yes" and any(len(v) != 4 for v in polygons):
         bad = next(lf for _, lf, labels in read for _, k, v in labels if k == "polygon" and len(v) != 4)
@@ -373,7 +361,7 @@ def convert_yolo(source: PathLike, out: PathLike, split: str, *, names: Optional
                 counts["skipped_empty"] += 1
                 continue
             counts["without_labels"] += lf is None
-        h, w, turned = _displayed_size(img)
+        h, w, turned = displayed_size(img)
         objects, polys = [], []
         for cls, kind, v in labels:
             if kind == "box":

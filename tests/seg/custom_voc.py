@@ -16,6 +16,19 @@ LABELMAP = "# label:color_rgb:parts:actions\n" + "".join(
     f"{n}:{','.join(map(str, COLOURS[n]))}::\n" for n in CLASSES)
 
 
+def photo(path: Path, size=(60, 40), colour=(120, 120, 120), exif_orientation=None) -> None:
+    """A plain RGB image as a camera or an export writes it, optionally with an EXIF
+    orientation tag (6: shown turned by 90 degrees)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, colour)
+    if exif_orientation is None:
+        img.save(path)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        img.save(path, exif=exif)
+
+
 def write_xml(path: Path, w: int, h: int, objects: Sequence[Tuple[str, Tuple[int, int, int, int]]]):
     objs = "".join(
         f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"

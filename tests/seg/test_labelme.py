@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from custom_voc import photo
+
 from fuzzylogic_seg.cli import main
 from fuzzylogic_seg.data import VOCSegmentation
 from fuzzylogic_seg.data.labelme import convert_labelme
@@ -26,18 +28,12 @@ def shape(label, points, kind="polygon", group_id=None):
 
 def save(folder, name, shapes, image=True, size=(W, H), embed=False, exif_orientation=None, **extra):
     folder.mkdir(parents=True, exist_ok=True)
-    img = Image.new("RGB", size, (120, 120, 120))
     data = None
     if image:
-        if exif_orientation is None:
-            img.save(folder / f"{name}.jpg")
-        else:
-            exif = Image.Exif()
-            exif[0x0112] = exif_orientation
-            img.save(folder / f"{name}.jpg", exif=exif)
+        photo(folder / f"{name}.jpg", size, exif_orientation=exif_orientation)
     if embed:
         buf = io.BytesIO()
-        img.save(buf, format="PNG")
+        Image.new("RGB", size, (120, 120, 120)).save(buf, format="PNG")
         data = base64.b64encode(buf.getvalue()).decode()
     w, h = size if exif_orientation not in (5, 6, 7, 8) else size[::-1]
     doc = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": f"{name}.jpg",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from PIL import Image
+
+from custom_voc import photo
 
 from fuzzylogic_seg.cli import main
 from fuzzylogic_seg.data import VOCSegmentation
@@ -26,14 +27,8 @@ def labelimg_xml(name, w, h, objects):
             f"<height>{h}</height><depth>3</depth></size><segmented>0</segmented>{objs}</annotation>")
 
 
-def _image(path, size=(W, H), exif_orientation=None):
-    img = Image.new("RGB", size, (120, 120, 120))
-    if exif_orientation is None:
-        img.save(path)
-    else:
-        exif = Image.Exif()
-        exif[0x0112] = exif_orientation
-        img.save(path, exif=exif)
+def _image(path, exif_orientation=None):
+    photo(path, (W, H), exif_orientation=exif_orientation)
 
 
 @pytest.fixture()

@@ -9,7 +9,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from custom_voc import photo
 
 from fuzzylogic_seg.cli import main
 from fuzzylogic_seg.data import VOCSegmentation
@@ -19,15 +20,8 @@ from fuzzylogic_seg.errors import DatasetError
 H, W = 40, 60
 
 
-def _image(path, colour=(120, 120, 120), size=(W, H), exif_orientation=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.new("RGB", size, colour)
-    if exif_orientation is None:
-        img.save(path)
-    else:
-        exif = Image.Exif()
-        exif[0x0112] = exif_orientation
-        img.save(path, exif=exif)
+def _image(path, colour=(120, 120, 120), exif_orientation=None):
+    photo(path, (W, H), colour, exif_orientation)
 
 
 def _labels(path, lines):
